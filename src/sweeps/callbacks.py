@@ -1,0 +1,119 @@
+"""`MlflowEpochLogger`: a Keras callback that writes each epoch to one MLflow run.
+
+Per epoch it logs Keras' own metrics (`loss`, `val_loss`, `accuracy`, ...), `epoch_time_s`,
+`samples_per_s`, the learning rate `lr`, and for every hidden Dense layer the kernel's L1 norm,
+L2 norm and sparsity (share of |w| below a threshold): the numbers that show what L1 does that
+L2 does not. All of an epoch goes out in one `log_batch` call. It also tracks the best epoch of
+`monitor`, stops training at once on a NaN/inf loss, and times its own work so the logging
+overhead can be reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+
+def weight_stats(layers, threshold: float = 1e-3) -> dict[str, float]:
+    """L1 norm, L2 norm and sparsity of each layer's kernel, keyed `<layer>/kernel_l1` etc."""
+    stats = {}
+    for layer in layers:
+        w = np.abs(keras.ops.convert_to_numpy(layer.kernel))
+        stats[f"{layer.name}/kernel_l1"] = float(w.sum())
+        stats[f"{layer.name}/kernel_l2"] = float(np.sqrt((w * w).sum()))
+        stats[f"{layer.name}/sparsity"] = float((w < threshold).mean())
+    return stats
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Log every epoch of `model.fit` to the MLflow run `run_id`.
+
+    Args:
+        run_id: the run to write to.
+        n_samples: training examples per epoch, for `samples_per_s`.
+        layers: the Dense layers whose kernels are summarised (default: none).
+        monitor: metric whose best epoch is tracked (`best_epoch`, `best_<monitor>`).
+        mode: "min" or "max" for `monitor`; "auto" picks max for accuracy-like names.
+        sparsity_threshold: |w| below this counts as zero.
+        client: an `MlflowClient`; default one for the current tracking URI.
+    """
+
+    def __init__(self, run_id: str, n_samples: int, layers=(), monitor: str = "val_loss",
+                 mode: str = "auto", sparsity_threshold: float = 1e-3,
+                 client: Optional[MlflowClient] = None):
+        super().__init__()
+        self.run_id = run_id
+        self.n_samples = n_samples
+        self.layers = list(layers)
+        self.monitor = monitor
+        if mode == "auto":
+            mode = "max" if ("acc" in monitor or monitor.endswith("auc")) else "min"
+        self.mode = mode
+        self.sparsity_threshold = sparsity_threshold
+        self.client = client or MlflowClient()
+
+    def on_train_begin(self, logs=None):
+        self.history: dict[str, list[float]] = {}
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.log_seconds = 0.0  # time spent in this callback's own work
+        self.epoch_seconds = 0.0  # time spent training, as measured between epoch hooks
+        self.diverged: Optional[str] = None
+        self._warned = False
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._epoch_start
+        tic = time.perf_counter()
+        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0}
+        metrics["epoch_time_s"] = elapsed
+        metrics["samples_per_s"] = self.n_samples / elapsed if elapsed > 0 else 0.0
+        metrics["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        metrics.update(weight_stats(self.layers, self.sparsity_threshold))
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(value)
+        self._track_best(epoch, metrics)
+        self._check_finite(epoch, metrics)
+        now = int(time.time() * 1000)
+        finite = [Metric(k, v, now, epoch) for k, v in metrics.items() if math.isfinite(v)]
+        self.client.log_batch(self.run_id, metrics=finite, synchronous=True)
+        self.epoch_seconds += elapsed
+        self.log_seconds += time.perf_counter() - tic
+
+    def _track_best(self, epoch: int, metrics: dict) -> None:
+        value = metrics.get(self.monitor)
+        if value is None:
+            if not self._warned:
+                log.warning("MlflowEpochLogger: metric `%s` is not available; available metrics are: %s",
+                            self.monitor, ", ".join(sorted(metrics)))
+                self._warned = True
+            return
+        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if better and math.isfinite(value):
+            self.best, self.best_epoch = value, epoch
+
+    def _check_finite(self, epoch: int, metrics: dict) -> None:
+        loss = metrics.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.diverged = f"loss became {loss} at epoch {epoch}"
+            self.model.stop_training = True
+
+    def summary(self) -> dict[str, float]:
+        """End-of-training metrics: best epoch and value, and the logging overhead."""
+        out = {"logging_overhead_pct": 100.0 * self.log_seconds / max(self.epoch_seconds, 1e-9)}
+        if self.best_epoch is not None:
+            out["best_epoch"] = float(self.best_epoch)
+            out[f"best_{self.monitor}"] = float(self.best)
+        return out

@@ -1,0 +1,208 @@
+"""Typed config schema (Hydra structured configs) and the checks Hydra cannot express.
+
+The dataclasses below are the single place where every key, its type and its default live.
+`conf/` only selects options; a typo (`rat=1e-3`) or a wrong type (`rate=abc`) fails at compose
+time naming the key, and `validate()` rejects out-of-range values before anything is trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from sweeps.errors import ConfigError
+
+
+class DatasetName(Enum):
+    fashion_mnist = "fashion_mnist"
+    mnist = "mnist"
+    fashion_mnist_csv = "fashion_mnist_csv"
+    california_housing = "california_housing"
+    digits = "digits"
+    circles = "circles"
+
+
+class Scale(Enum):
+    divide255 = "divide255"
+    standardize = "standardize"
+    none = "none"
+
+
+class RegKind(Enum):
+    none = "none"
+    l1 = "l1"
+    l2 = "l2"
+    l1_l2 = "l1_l2"
+
+
+class RegTarget(Enum):
+    kernel = "kernel"
+    activity = "activity"
+    bias = "bias"
+
+
+class DropoutType(Enum):
+    standard = "standard"
+    gaussian = "gaussian"
+
+
+class OptimizerName(Enum):
+    rmsprop = "rmsprop"
+    adam = "adam"
+    sgd = "sgd"
+
+
+class Validation(Enum):
+    split = "split"
+    test = "test"
+
+
+@dataclass
+class DataConfig:
+    name: DatasetName = MISSING  # which loader: set by the data= group option
+    root: Optional[str] = None  # folder holding the files; else $SWEEPS_DATA_DIR/<name>, system, cache
+    scale: Scale = Scale.divide255  # divide255 | standardize (fitted on the training split) | none
+    val_split: float = 0.1  # hold-out fraction of the training set for validation
+    val_seed: int = 0  # seed of the validation hold-out
+    validation: Validation = Validation.split  # split: hold out val_split | test: validate on the test set
+    test_split: Optional[float] = None  # split a test set off the training set (null: the dataset's own)
+    test_seed: int = 0  # seed of that test split
+    limit: Optional[int] = None  # use only the first N training examples (smoke runs)
+    train_file: Optional[str] = None  # CSV layouts: training file name inside the data folder
+    test_file: Optional[str] = None  # CSV layouts: test file name inside the data folder
+    n_samples: int = 500  # circles: number of points
+    noise: float = 0.1  # circles: Gaussian noise added to the points
+    factor: float = 0.5  # circles: radius of the inner ring relative to the outer one
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"  # label for the architecture (presets name themselves)
+    hidden: List[int] = field(default_factory=lambda: [512, 512])  # width of each hidden layer
+    activation: str = "relu"  # any Keras activation name
+    batchnorm: bool = False  # BatchNormalization after each hidden layer
+
+
+@dataclass
+class RegConfig:
+    kind: RegKind = RegKind.none  # none | l1 | l2 | l1_l2; strength is the top-level `rate`
+    target: RegTarget = RegTarget.kernel  # kernel | activity | bias
+    layers: Optional[List[int]] = None  # hidden layers (0-based) that get the penalty; null = all
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.rmsprop  # rmsprop | adam | sgd
+    lr: float = 1e-3  # learning rate
+    momentum: float = 0.0  # SGD only
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False  # stop when `monitor` stops improving
+    monitor: str = "val_loss"  # metric watched
+    patience: int = 3  # epochs without improvement before stopping
+    min_delta: float = 0.0  # smallest change that counts as improvement
+    restore_best_weights: bool = True  # keep the best epoch's weights, not the last
+
+
+@dataclass
+class CVConfig:
+    folds: int = 0  # k-fold cross-validation on the training set (0 = off); one child run per fold
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = "${oc.env:MLFLOW_TRACKING_URI,null}"  # null: sqlite:///<cwd>/mlruns/mlflow.db
+    experiment: str = "sweeps"  # MLflow experiment name
+    artifact_root: Optional[str] = None  # null: mlruns/artifacts next to a SQLite store
+    log_model: bool = True  # save the trained model as an MLflow Keras model at `model`
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)  # data= group
+    model: ModelConfig = field(default_factory=ModelConfig)  # model= group
+    reg: RegConfig = field(default_factory=RegConfig)  # reg= group
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # optimizer= group
+    rate: float = 0.0  # regularization strength (the L1/L2 factor) for reg=
+    dropout: float = 0.0  # dropout rate after hidden layers (0 = none)
+    dropout_type: DropoutType = DropoutType.standard  # standard (Dropout) | gaussian (GaussianDropout)
+    dropout_layers: Optional[List[int]] = None  # hidden layers (0-based) followed by dropout; null = all
+    batch_size: int = 32  # mini-batch size
+    epochs: int = 10  # training epochs
+    seed: int = 0  # seeds Python, NumPy and TensorFlow
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    cv: CVConfig = field(default_factory=CVConfig)  # k-fold cross-validation
+    optimized_metric: str = "val_loss"  # metric the run returns (for sweepers); any logged metric
+    resume: bool = True  # multirun: skip jobs whose config already FINISHED in the experiment
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register_configs() -> None:
+    """Put the schema into Hydra's ConfigStore (`conf/config.yaml` lists it first)."""
+    ConfigStore.instance().store(name="sweeps_schema", node=Config)
+
+
+def conf_dir() -> Path:
+    """`conf/` inside an installed wheel, else at the top of the source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parents[1] / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise ConfigError(f"conf/config.yaml not found next to {here}: reinstall with `make install`")
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value} is invalid: {rule}")
+
+
+def _check_layers(key: str, layers: Optional[List[int]], n_hidden: int) -> None:
+    if layers is None:
+        return
+    bad = [i for i in layers if not 0 <= i < n_hidden]
+    _check(not bad, key, list(layers), f"layer indices must be in 0..{n_hidden - 1} (model has {n_hidden} hidden layers)")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject values Hydra's types let through. Called before data is read or a run is opened."""
+    _check(cfg.rate >= 0, "rate", cfg.rate, "use a value >= 0, e.g. rate=1e-4")
+    _check(0 <= cfg.dropout < 1, "dropout", cfg.dropout, "use a value in [0, 1), e.g. dropout=0.2")
+    _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "use an integer >= 1, e.g. batch_size=128")
+    _check(cfg.epochs >= 1, "epochs", cfg.epochs, "use an integer >= 1, e.g. epochs=10")
+    _check(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "use a value > 0, e.g. optimizer.lr=1e-3")
+    _check(0 <= cfg.data.val_split < 1, "data.val_split", cfg.data.val_split, "use a fraction in [0, 1)")
+    ts = cfg.data.test_split
+    _check(ts is None or 0 < ts < 1, "data.test_split", ts, "use a fraction in (0, 1) or null")
+    lim = cfg.data.limit
+    _check(lim is None or lim >= 2, "data.limit", lim, "use an integer >= 2 or null")
+    _check(len(cfg.model.hidden) >= 1, "model.hidden", list(cfg.model.hidden), "give at least one width, e.g. [64,64]")
+    _check(all(w >= 1 for w in cfg.model.hidden), "model.hidden", list(cfg.model.hidden), "widths must be >= 1")
+    _check(cfg.early_stopping.patience >= 0, "early_stopping.patience", cfg.early_stopping.patience, "use >= 0")
+    _check(cfg.cv.folds == 0 or cfg.cv.folds >= 2, "cv.folds", cfg.cv.folds, "use 0 (off) or at least 2")
+    n_hidden = len(cfg.model.hidden)
+    _check_layers("reg.layers", cfg.reg.layers, n_hidden)
+    _check_layers("dropout_layers", cfg.dropout_layers, n_hidden)
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain Python (enums as their names)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+# Keys that do not change what is trained, so they stay out of the config hash.
+_NOT_HASHED = ("tracking", "resume")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Stable hash of everything that determines a run's result (used to recognise finished jobs)."""
+    plain = {k: v for k, v in to_plain(cfg).items() if k not in _NOT_HASHED}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,409 @@
+"""Datasets: find or download the files, read them once per process, split and scale per job.
+
+`load_dataset(cfg.data)` returns a `Dataset` with train/validation/test arrays. File-based
+datasets are looked up, in order, in `data.root`, `$SWEEPS_DATA_DIR/<name>`, the system folder
+of a Debian data package, the Keras cache, and the sweeps download cache; a missing file is then
+downloaded from the published mirrors and checked against the published checksum.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import io
+import logging
+import os
+import struct
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from sweeps.config import DataConfig, DatasetName, Scale, Validation
+from sweeps.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IDX_FILES = {  # role -> file name (without .gz)
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+# Published MD5s of the gzipped IDX files (Zalando's and LeCun's releases).
+IDX_MD5 = {
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+}
+MIRRORS = {
+    "fashion_mnist": [
+        "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+    ],
+    "mnist": [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ],
+}
+SYSTEM_DIRS = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}  # apt: dataset-fashion-mnist
+KERAS_DIRS = {"fashion_mnist": "fashion-mnist", "mnist": ""}  # under ~/.keras/datasets
+CALIFORNIA = {
+    "file": "cal_housing.tgz",
+    "url": "https://ndownloader.figshare.com/files/5976036",
+    "sha256": "aaa5c9a6afe2225cc2aed2723682ae403280c4a3695a2ddda4ffb5d8215ea681",
+}
+CSV_DEFAULTS = ("fashion-mnist_train.csv", "fashion-mnist_test.csv")  # Kaggle's file names
+N_PIXELS = 784
+
+
+@dataclass
+class Dataset:
+    """Arrays ready for Keras: float32 features, int labels (classification) or float targets."""
+
+    name: str
+    task: str  # "classification" | "regression"
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: Optional[int]  # None for regression
+    source: str  # where the data came from (folder, file or generator)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def sizes(self) -> dict:
+        return {"n_train": len(self.x_train), "n_val": len(self.x_val), "n_test": len(self.x_test)}
+
+
+@dataclass
+class Raw:
+    """What a loader read: a training set and, when the dataset has one, a test set."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_test: Optional[np.ndarray]
+    y_test: Optional[np.ndarray]
+    source: str
+
+
+# ---------------------------------------------------------------- downloads and file look-up
+
+
+def cache_dir(name: str) -> Path:
+    """Where downloads go: $SWEEPS_CACHE_DIR/<name>, default ~/.cache/sweeps/<name>."""
+    base = os.environ.get("SWEEPS_CACHE_DIR") or Path.home() / ".cache" / "sweeps"
+    return Path(base) / name
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, algorithm: str, expected: str, timeout: float = 30) -> Path:
+    """Download `url` to `dest`, verifying its checksum; nothing is left at `dest` on failure."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                out.write(block)
+        got = file_digest(Path(tmp), algorithm)
+        if got != expected:
+            raise DataError(f"{url}: {algorithm} checksum {got} does not match the published {expected}; "
+                            "the download is corrupt or the mirror changed: retry, or place the file yourself")
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _candidate_dirs(name: str, root: Optional[str]) -> list[Path]:
+    dirs = []
+    if root:
+        dirs.append(Path(root).expanduser())
+    if os.environ.get("SWEEPS_DATA_DIR"):
+        dirs.append(Path(os.environ["SWEEPS_DATA_DIR"]).expanduser() / name)
+    if name in SYSTEM_DIRS:
+        dirs.append(SYSTEM_DIRS[name])
+    if name in KERAS_DIRS:
+        keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+        dirs.append(keras_home / "datasets" / KERAS_DIRS[name])
+    dirs.append(cache_dir(name))
+    return dirs
+
+
+def _not_found(name: str, looked: list[Path], wanted: str, reason: str) -> DataError:
+    fixes = [f"set data.root=/path/to/folder holding {wanted}",
+             f"export SWEEPS_DATA_DIR=/path/to/data (files in $SWEEPS_DATA_DIR/{name}/)"]
+    if name == "fashion_mnist":
+        fixes.append("install the Debian package: apt-get install dataset-fashion-mnist")
+    else:
+        fixes.append("run once with internet access so the files are downloaded and cached")
+    where = "\n".join(f"  - {d}" for d in looked)
+    how = "\n".join(f"  {i}. {f}" for i, f in enumerate(fixes, 1))
+    return DataError(f"{name}: {wanted} not found ({reason}). Looked in:\n{where}\nFix it in one of three ways:\n{how}")
+
+
+# ---------------------------------------------------------------- readers
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a uint8 array, checking its header and size."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as fh:
+            blob = fh.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read ({err}); delete it so it is fetched again") from None
+    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number); delete or replace it")
+    ndim = blob[3]
+    header = 4 + 4 * ndim
+    dims = struct.unpack(f">{ndim}I", blob[4:header]) if len(blob) >= header else ()
+    expected = int(np.prod(dims)) if dims else -1
+    if len(dims) != ndim or len(blob) - header != expected:
+        raise DataError(f"{path}: corrupt IDX file (header says {dims}, found {len(blob) - header} data bytes); "
+                        "delete or replace it")
+    return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx(folder: Path) -> Optional[dict[str, Path]]:
+    found = {}
+    for role, stem in IDX_FILES.items():
+        path = next((folder / f for f in (stem + ".gz", stem) if (folder / f).is_file()), None)
+        if path is None:
+            return None
+        found[role] = path
+    return found
+
+
+def _idx_from_files(files: dict[str, Path], source: str) -> Raw:
+    arr = {role: read_idx(path) for role, path in files.items()}
+    for split in ("train", "test"):
+        x, y = arr[f"x_{split}"], arr[f"y_{split}"]
+        if len(x) != len(y):
+            raise DataError(f"{files['x_' + split]}: {len(x)} images but {len(y)} labels in "
+                            f"{files['y_' + split].name}; the files do not belong together")
+    flat = {k: v.reshape(len(v), -1) if k.startswith("x") else v for k, v in arr.items()}
+    return Raw(flat["x_train"], flat["y_train"], flat["x_test"], flat["y_test"], source)
+
+
+def _download_idx(name: str) -> dict[str, Path]:
+    target, last_error = cache_dir(name), None
+    for fname, md5 in IDX_MD5[name].items():
+        if (target / fname).is_file() and file_digest(target / fname, "md5") == md5:
+            continue
+        for mirror in MIRRORS[name]:
+            try:
+                log.info("downloading %s%s", mirror, fname)
+                download(mirror + fname, target / fname, "md5", md5)
+                break
+            except (OSError, DataError) as err:  # URLError is an OSError
+                last_error = err
+        else:
+            raise _not_found(name, _candidate_dirs(name, None), "the four IDX files",
+                             f"download failed: {last_error}")
+    return _find_idx(target)
+
+
+def load_idx_dataset(name: str, root: Optional[str]) -> Raw:
+    """MNIST-style IDX files, or Keras' mnist.npz, from the first place that has them."""
+    for folder in _candidate_dirs(name, root):
+        files = _find_idx(folder)
+        if files:
+            return _idx_from_files(files, str(folder))
+        npz = folder / "mnist.npz"
+        if name == "mnist" and npz.is_file():
+            with np.load(npz) as z:
+                return Raw(z["x_train"].reshape(-1, N_PIXELS), z["y_train"],
+                           z["x_test"].reshape(-1, N_PIXELS), z["y_test"], str(npz))
+    return _idx_from_files(_download_idx(name), str(cache_dir(name)))
+
+
+def read_pixel_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Kaggle's layout: a `label` column then `pixel1`..`pixel784`."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read as CSV ({err})") from None
+    wanted = ["label"] + [f"pixel{i}" for i in range(1, N_PIXELS + 1)]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(f"{path}: missing columns {shown}; expected the Kaggle layout label,pixel1..pixel784")
+    values = frame[wanted].apply(pd.to_numeric, errors="coerce")
+    if values.isna().any().any():
+        row = int(values.isna().any(axis=1).to_numpy().argmax())
+        raise DataError(f"{path}: non-numeric or empty value in data row {row + 1}; fix or re-export the file")
+    arr = values.to_numpy()
+    return arr[:, 1:].astype(np.uint8), arr[:, 0].astype(np.int64)
+
+
+def load_csv_dataset(name: str, root: Optional[str], train_file: str, test_file: str) -> Raw:
+    looked = _candidate_dirs(name, root)[:-1]  # no download: Kaggle needs an account
+    for folder in looked:
+        if (folder / train_file).is_file() and (folder / test_file).is_file():
+            x, y = read_pixel_csv(folder / train_file)
+            x_test, y_test = read_pixel_csv(folder / test_file)
+            return Raw(x, y, x_test, y_test, str(folder))
+    err = _not_found(name, looked, f"{train_file} and {test_file}", "no folder has both")
+    raise DataError(f"{err}\n  (or write them from the IDX files: python -m sweeps.data csv DIR)")
+
+
+def export_csv(raw: Raw, folder: Path, names: tuple[str, str] = CSV_DEFAULTS) -> list[Path]:
+    """Write a dataset in Kaggle's CSV layout (used to make `fashion_mnist_csv` from the IDX files)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    header = "label," + ",".join(f"pixel{i}" for i in range(1, N_PIXELS + 1))
+    paths = []
+    for fname, x, y in ((names[0], raw.x, raw.y), (names[1], raw.x_test, raw.y_test)):
+        rows = np.column_stack([y, x.reshape(len(x), -1)]).astype(np.int64)
+        np.savetxt(folder / fname, rows, fmt="%d", delimiter=",", header=header, comments="")
+        paths.append(folder / fname)
+    return paths
+
+
+def _read_cal_housing(archive: Path) -> np.ndarray:
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith("cal_housing.data"))
+            return np.loadtxt(io.BytesIO(tar.extractfile(member).read()), delimiter=",")
+    except (OSError, tarfile.TarError, StopIteration, ValueError) as err:
+        raise DataError(f"{archive}: not the California housing archive ({err!r}); delete or replace it") from None
+
+
+def load_california_housing(root: Optional[str]) -> Raw:
+    """StatLib's California housing, with the 8 features scikit-learn derives from it."""
+    name = "california_housing"
+    looked = _candidate_dirs(name, root)
+    path = next((d / CALIFORNIA["file"] for d in looked if (d / CALIFORNIA["file"]).is_file()), None)
+    if path is None:
+        path = cache_dir(name) / CALIFORNIA["file"]
+        try:
+            download(CALIFORNIA["url"], path, "sha256", CALIFORNIA["sha256"])
+        except (OSError, DataError) as err:
+            raise _not_found(name, looked, CALIFORNIA["file"], f"download failed: {err}") from None
+    d = _read_cal_housing(path)
+    # columns: longitude, latitude, age, rooms, bedrooms, population, households, income, value
+    households = d[:, 6]
+    x = np.column_stack([d[:, 7], d[:, 2], d[:, 3] / households, d[:, 4] / households,
+                         d[:, 5], d[:, 5] / households, d[:, 1], d[:, 0]])
+    return Raw(x, d[:, 8] / 100_000.0, None, None, str(path))
+
+
+def load_digits_raw() -> Raw:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return Raw(bunch.data, bunch.target, None, None, "sklearn.datasets.load_digits")
+
+
+def load_circles_raw(n_samples: int, noise: float, factor: float, seed: int) -> Raw:
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=seed)
+    return Raw(x, y, None, None, f"sklearn.datasets.make_circles(noise={noise}, factor={factor})")
+
+
+# ---------------------------------------------------------------- the public entry point
+
+
+@functools.lru_cache(maxsize=8)
+def _load_raw(name: DatasetName, root, train_file, test_file, circles: tuple, env: tuple) -> Raw:
+    """Read once per process: every job of a sweep reuses the arrays (the key covers what matters)."""
+    if name in (DatasetName.fashion_mnist, DatasetName.mnist):
+        return load_idx_dataset(name.value, root)
+    if name == DatasetName.fashion_mnist_csv:
+        return load_csv_dataset(name.value, root, train_file or CSV_DEFAULTS[0], test_file or CSV_DEFAULTS[1])
+    if name == DatasetName.california_housing:
+        return load_california_housing(root)
+    if name == DatasetName.digits:
+        return load_digits_raw()
+    return load_circles_raw(*circles)
+
+
+def _split(x, y, fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(x, y, test_size=fraction, random_state=seed)
+
+
+def _scale(kind: Scale, x_train, *others):
+    x_train = x_train.astype(np.float32)
+    others = [o.astype(np.float32) for o in others]
+    if kind == Scale.divide255:
+        return [x_train / 255.0] + [o / 255.0 for o in others]
+    if kind == Scale.standardize:
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        std[std == 0] = 1.0
+        return [(x_train - mean) / std] + [(o - mean) / std for o in others]
+    return [x_train] + others
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Train/validation/test arrays for one job, per `data.*` (see conf/data/*.yaml)."""
+    env = (os.environ.get("SWEEPS_DATA_DIR"), os.environ.get("SWEEPS_CACHE_DIR"))
+    circles = (cfg.n_samples, cfg.noise, cfg.factor, cfg.test_seed)
+    raw = _load_raw(cfg.name, cfg.root, cfg.train_file, cfg.test_file, circles, env)
+    x, y, x_test, y_test = raw.x, raw.y, raw.x_test, raw.y_test
+    if cfg.test_split is not None or x_test is None:
+        x, x_test, y, y_test = _split(x, y, cfg.test_split or 0.2, cfg.test_seed)
+    if cfg.limit:
+        x, y = x[: cfg.limit], y[: cfg.limit]
+    if cfg.validation == Validation.test:
+        x_val, y_val = x_test, y_test
+    elif cfg.val_split > 0:
+        x, x_val, y, y_val = _split(x, y, cfg.val_split, cfg.val_seed)
+    else:
+        x_val, y_val = x[:0], y[:0]
+    x, x_val, x_test = _scale(cfg.scale, x, x_val, x_test)
+    regression = cfg.name == DatasetName.california_housing
+    cast = (lambda a: a.astype(np.float32)) if regression else (lambda a: a.astype(np.int64))
+    n_classes = None if regression else int(max(y.max(), y_test.max())) + 1
+    return Dataset(cfg.name.value, "regression" if regression else "classification", x, cast(y), x_val,
+                   cast(y_val), x_test, cast(y_test), n_classes, raw.source)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m sweeps.data csv DIR`: write Fashion-MNIST in Kaggle's CSV layout from the IDX files."""
+    if len(argv) != 2 or argv[0] != "csv":
+        print("usage: python -m sweeps.data csv DIR   (writes fashion-mnist_train.csv / _test.csv)")
+        return 2
+    try:
+        raw = load_idx_dataset("fashion_mnist", None)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for path in export_csv(raw, Path(argv[1])):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

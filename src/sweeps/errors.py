@@ -1,0 +1,21 @@
+"""The errors a user can fix. Each message names the key or file and says how to fix it."""
+
+
+class SweepsError(Exception):
+    """Base class: caught at the command line and printed as one line, without a traceback."""
+
+
+class ConfigError(SweepsError):
+    """A config value is out of range or inconsistent."""
+
+
+class DataError(SweepsError):
+    """A dataset file is missing, corrupt or cannot be downloaded."""
+
+
+class TrackingError(SweepsError):
+    """The MLflow tracking store cannot be reached or written."""
+
+
+class DivergedError(SweepsError):
+    """Training produced a NaN or infinite loss."""

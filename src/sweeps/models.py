@@ -1,0 +1,58 @@
+"""The MLP under study: hidden Dense layers with the configured penalties, batch norm and dropout.
+
+Layer names are stable (`hidden_0`, `bn_0`, `dropout_0`, ..., `output`) so that tests, weight
+statistics and the MLflow model summary can point at them.
+"""
+
+from __future__ import annotations
+
+import keras
+from omegaconf import DictConfig
+
+from sweeps import regularizers
+from sweeps.config import OptimizerName
+
+
+def build_model(cfg: DictConfig, input_dim: int, n_classes: int | None) -> keras.Model:
+    """Sequential MLP; the output follows the task: softmax over classes, or one linear unit."""
+    layers: list[keras.layers.Layer] = [keras.Input(shape=(input_dim,), name="input")]
+    for i, width in enumerate(cfg.model.hidden):
+        extra = regularizers.dense_kwargs(cfg.reg.kind, cfg.reg.target, cfg.rate, cfg.reg.layers, i)
+        layers.append(keras.layers.Dense(width, activation=cfg.model.activation, name=f"hidden_{i}", **extra))
+        if cfg.model.batchnorm:
+            layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
+        if cfg.dropout > 0 and regularizers.selected(cfg.dropout_layers, i):
+            layers.append(regularizers.dropout(cfg.dropout_type, cfg.dropout, name=f"dropout_{i}"))
+    if n_classes is None:
+        layers.append(keras.layers.Dense(1, name="output"))
+    else:
+        layers.append(keras.layers.Dense(n_classes, activation="softmax", name="output"))
+    return keras.Sequential(layers, name=cfg.model.name)
+
+
+def make_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:
+    opt = cfg.optimizer
+    if opt.name == OptimizerName.adam:
+        return keras.optimizers.Adam(learning_rate=opt.lr)
+    if opt.name == OptimizerName.sgd:
+        return keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum)
+    return keras.optimizers.RMSprop(learning_rate=opt.lr)
+
+
+def compile_model(model: keras.Model, cfg: DictConfig, task: str) -> keras.Model:
+    """Sparse categorical cross-entropy + accuracy, or MSE + MAE for regression."""
+    if task == "regression":
+        model.compile(optimizer=make_optimizer(cfg), loss="mse", metrics=["mae"])
+    else:
+        model.compile(optimizer=make_optimizer(cfg), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def hidden_dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
+    return [layer for layer in model.layers if layer.name.startswith("hidden_")]
+
+
+def summary_text(model: keras.Model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""One multirun = one parent MLflow run, with every job nested under it.
+
+`SweepCallback` (listed under `hydra.callbacks` in conf/config.yaml) opens a `Sweep` when Hydra
+starts a multirun and finishes it when the multirun ends. The parent run itself is created by the
+first job that gets as far as opening its own run, so a sweep whose configs fail to compose leaves
+nothing behind. When the sweep ends the parent gets the comparison (CSV, Markdown, overlaid
+validation curves) and the counts of finished and failed jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import mlflow
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from sweeps import compare
+from sweeps.tracking import TAG_KIND, TAG_SWEEP, Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Failure:
+    job: str  # run name (the job's overrides)
+    reason: str  # one line
+
+
+@dataclass
+class Sweep:
+    command: str  # the sweep's overrides as typed
+    sweep_dir: str  # Hydra's multirun output folder
+    tracker: Optional[Tracker] = None
+    parent_run_id: Optional[str] = None
+    failures: list[Failure] = field(default_factory=list)
+    finished: int = 0
+
+    def parent(self, tracker: Tracker) -> str:
+        """The parent run's id, creating the run on first use."""
+        if self.parent_run_id is None:
+            self.tracker = tracker
+            run = tracker.client.create_run(
+                tracker.experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                tags={TAG_KIND: "sweep", "sweeps.command": self.command, "sweeps.sweep_dir": self.sweep_dir})
+            self.parent_run_id = run.info.run_id
+            tracker.client.set_tag(self.parent_run_id, TAG_SWEEP, self.parent_run_id)
+            log.info("sweep parent run %s in experiment %s", self.parent_run_id, tracker.experiment)
+        return self.parent_run_id
+
+    def job_finished(self) -> None:
+        self.finished += 1
+
+    def job_failed(self, job: str, err: BaseException) -> None:
+        self.failures.append(Failure(job, f"{type(err).__name__}: {err}".splitlines()[0]))
+
+    def finish(self, status: Optional[str] = None) -> None:
+        """Log counts and the comparison to the parent, then end it (FAILED if any job failed)."""
+        if self.parent_run_id is None or self.tracker is None:
+            return
+        client, run_id = self.tracker.client, self.parent_run_id
+        self.parent_run_id = None  # finish once, even if logging below fails
+        status = status or ("FAILED" if self.failures else "FINISHED")
+        try:
+            for key, value in (("jobs_finished", self.finished), ("jobs_failed", len(self.failures))):
+                client.log_metric(run_id, key, value)
+            with tempfile.TemporaryDirectory() as tmp:
+                compare.write_comparison(client, run_id, Path(tmp), title=f"sweep {self.command}")
+                client.log_artifacts(run_id, tmp)
+        except Exception:  # the comparison must never hide the jobs' own outcome
+            log.exception("could not write the sweep comparison")
+        finally:
+            client.set_terminated(run_id, status)
+
+    def summary(self) -> str:
+        lines = [f"{self.finished} job(s) finished, {len(self.failures)} failed"]
+        lines += [f"  FAILED {f.job}: {f.reason}" for f in self.failures]
+        return "\n".join(lines)
+
+
+_ACTIVE: Optional[Sweep] = None
+
+
+def active() -> Optional[Sweep]:
+    """The sweep this process is running, if any (None for a single run)."""
+    return _ACTIVE
+
+
+def start(command: str, sweep_dir: str) -> Sweep:
+    global _ACTIVE
+    _ACTIVE = Sweep(command, sweep_dir)
+    return _ACTIVE
+
+
+def end(status: Optional[str] = None) -> Optional[Sweep]:
+    """Finish the active sweep (if any) and return it."""
+    global _ACTIVE
+    sweep, _ACTIVE = _ACTIVE, None
+    if sweep is not None:
+        sweep.finish(status)
+    return sweep
+
+
+class SweepCallback(Callback):
+    """Hydra callback: a parent MLflow run around every multirun."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        start(" ".join(config.hydra.overrides.task), str(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = active()
+        if sweep is not None:
+            sweep.finish()  # stays active so the entry point can report and set the exit code

@@ -1,0 +1,218 @@
+"""MLflow plumbing: which store, which experiment, one run per job, and what goes into it.
+
+`connect()` checks the store before anything is trained and returns a `Tracker`;
+`Tracker.job_run()` is the guard that always ends the run (FINISHED, FAILED or KILLED), so no run
+is ever left RUNNING by an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import subprocess
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Optional
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from sweeps.config import config_hash, to_plain
+from sweeps.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = Path("mlruns") / "mlflow.db"
+TAG_OVERRIDES = "sweeps.overrides"  # JSON list of the job's overrides
+TAG_HASH = "sweeps.config_hash"  # hash of the resolved config (see config.config_hash)
+TAG_SWEEP = "sweeps.sweep_id"  # parent run id of the sweep a job belongs to
+TAG_KIND = "sweeps.kind"  # "job" or "sweep"
+TAG_ERROR = "sweeps.error"  # one-line reason a run FAILED
+TAG_PARENT = "mlflow.parentRunId"
+
+
+def resolve_uri(uri: Optional[str]) -> str:
+    """`tracking.uri`, else a SQLite store at ./mlruns/mlflow.db; relative SQLite paths made absolute."""
+    if not uri:
+        return f"sqlite:///{(Path.cwd() / DEFAULT_DB).resolve()}"
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        raise TrackingError(f"tracking.uri={uri}: MLflow 3 no longer accepts a plain folder (file store); "
+                            f"use a database such as tracking.uri=sqlite:///{DEFAULT_DB}")
+    if parsed.scheme == "sqlite" and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(Path.cwd() / uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def default_artifact_root(uri: str, configured: Optional[str]) -> Optional[str]:
+    """Artifacts beside a SQLite store (mlruns/artifacts); servers and databases decide themselves."""
+    if configured:
+        return configured if "://" in configured else Path(configured).resolve().as_uri()
+    db = sqlite_path(uri)
+    return (db.parent / "artifacts").as_uri() if db else None
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, with the fix, when the store cannot be written or reached."""
+    db = sqlite_path(uri)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingError(f"tracking.uri={uri}: cannot create {db.parent} ({err.strerror}); "
+                                "choose a writable folder with tracking.uri=sqlite:///PATH") from None
+        writable = os.access(db.parent, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+        if not writable:
+            raise TrackingError(f"tracking.uri={uri}: {db.parent} is read-only; make it writable "
+                                "or point tracking.uri / MLFLOW_TRACKING_URI at a writable store")
+        return
+    if urlparse(uri).scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+                return
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(f"tracking.uri={uri} is unreachable ({reason}); start the server "
+                                "(e.g. `make ui`) or set MLFLOW_TRACKING_URI / tracking.uri to a running one") from None
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:  # any driver error means the same thing to the user
+        raise TrackingError(f"tracking.uri={uri} is unreachable ({type(err).__name__}: {err}); "
+                            "fix the URI or set MLFLOW_TRACKING_URI") from None
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: Optional[str]) -> str:
+    """Experiment id for `name`, creating (or restoring) it; safe when several processes race."""
+    for _ in range(3):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # another process created it first
+            continue
+    raise TrackingError(f"tracking.experiment={name}: cannot create or find the experiment")
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """{'data': {'name': 'digits'}} -> {'data.name': 'digits'} (lists kept as their text)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def run_name(overrides: list[str]) -> str:
+    """`reg=l1,rate=0.0001` for a job launched with those overrides; `default` for none."""
+    return ",".join(o.lstrip("+~") for o in overrides) or "default"
+
+
+class Tracker:
+    """One tracking store and experiment, as configured by `tracking.*`."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Optional[str]):
+        self.uri = uri
+        self.client = MlflowClient(uri)
+        self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
+        self.experiment = experiment
+
+    @contextlib.contextmanager
+    def job_run(self, name: str, parent_run_id: Optional[str] = None,
+                tags: Optional[dict] = None) -> Iterator[mlflow.ActiveRun]:
+        """Open a run and always close it: FINISHED, FAILED (reason tag, traceback file) or KILLED."""
+        mlflow.set_tracking_uri(self.uri)
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
+                               parent_run_id=parent_run_id, tags={TAG_KIND: "job", **(tags or {})})
+        status = "FAILED"
+        try:
+            yield run
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            mlflow.set_tag(TAG_ERROR, "interrupted")
+            raise
+        except BaseException as err:
+            self.record_error(run.info.run_id, err)
+            raise
+        finally:
+            mlflow.end_run(status)
+
+    def record_error(self, run_id: str, err: BaseException) -> None:
+        self.client.set_tag(run_id, TAG_ERROR, f"{type(err).__name__}: {err}"[:4000])
+        text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        self.client.log_text(run_id, text, "traceback.txt")
+
+    def job_tags(self, cfg: DictConfig, overrides: list[str], extra: Optional[dict] = None) -> dict:
+        tags = {TAG_OVERRIDES: json.dumps(list(overrides)), TAG_HASH: config_hash(cfg), **(extra or {})}
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        return tags
+
+    @staticmethod
+    def log_config(cfg: DictConfig, extra_params: dict) -> None:
+        """Every resolved key as a dotted param, plus `extra_params`; the YAML as an artifact."""
+        from omegaconf import OmegaConf
+
+        plain = to_plain(cfg)
+        mlflow.log_params({**flatten(plain), **{k: str(v) for k, v in extra_params.items()}})
+        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+
+
+def connect(tcfg: DictConfig) -> Tracker:
+    """Check the store named by `tracking.*` and get its experiment ready."""
+    uri = resolve_uri(tcfg.uri)
+    check_reachable(uri)
+    try:
+        return Tracker(uri, tcfg.experiment, default_artifact_root(uri, tcfg.artifact_root))
+    except MlflowException as err:
+        raise TrackingError(f"tracking.uri={uri}: {err.message.splitlines()[0]}") from None
+
+
+def log_keras_model(model, sample) -> None:
+    """Save in MLflow's TensorFlow/Keras flavor at `model` (native .keras file inside).
+
+    Requirements are given, not inferred: inference re-imports the model in a fresh Python
+    (about 10 s here); the signature comes from a five-row prediction.
+    """
+    import keras
+    import mlflow.tensorflow
+    from mlflow.models import infer_signature
+
+    requirements = [f"tensorflow=={_version('tensorflow')}", f"keras=={keras.__version__}",
+                    f"mlflow=={mlflow.__version__}"]
+    signature = infer_signature(sample, model.predict(sample, verbose=0))
+    mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)

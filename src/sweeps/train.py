@@ -1,0 +1,156 @@
+"""Train one configuration and track it in MLflow; `-m` runs a Hydra multirun grid.
+
+    python -m sweeps.train                                   # one run, default config
+    python -m sweeps.train -m reg=l1,l2 rate=1e-4,1e-3       # 4 jobs under one parent run
+
+`train(cfg)` is the job, as a list of steps; `main()` is the command line around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+
+import hydra
+import keras
+import mlflow
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from sweeps import plots, sweep, tracking
+from sweeps.callbacks import MlflowEpochLogger
+from sweeps.config import conf_dir, register_configs, validate
+from sweeps.data import Dataset, load_dataset
+from sweeps.errors import DivergedError, SweepsError
+from sweeps.models import build_model, compile_model, hidden_dense_layers, summary_text
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
+    """Run one job; returns `cfg.optimized_metric` (what a Hydra sweeper minimises)."""
+    overrides = job_overrides() if overrides is None else overrides
+    validate(cfg)  # 1. values in range, before anything heavy
+    tracker = tracking.connect(cfg.tracking)  # 2. store reachable, experiment ready
+    data = load_dataset(cfg.data)  # 3. arrays (files read once per process)
+    keras.utils.set_random_seed(cfg.seed)
+    model = compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)  # 4.
+    active = sweep.active()
+    parent = active.parent(tracker) if active else None
+    tags = tracker.job_tags(cfg, overrides, {"sweeps.data_source": data.source})
+    if parent:
+        tags[tracking.TAG_SWEEP] = parent
+    with tracker.job_run(tracking.run_name(overrides), parent, tags) as run:  # 5. always ended
+        tracker.log_config(cfg, {"n_params": model.count_params(), **data.sizes()})
+        logger = MlflowEpochLogger(run.info.run_id, len(data.x_train), hidden_dense_layers(model),
+                                   monitor=cfg.early_stopping.monitor, client=tracker.client)
+        train_time = fit(model, data, cfg, logger)  # 6.
+        results = {**last_epoch(logger.history), **logger.summary(), **best_values(logger.history),
+                   "train_time_s": train_time, **evaluate(model, data)}  # 7.
+        mlflow.log_metrics(results)
+        log_artifacts(model, data, logger.history, tracking.run_name(overrides), cfg.tracking.log_model)  # 8.
+    return results.get(cfg.optimized_metric, math.nan)
+
+
+def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger) -> float:
+    """model.fit with our logger (and early stopping when enabled); returns seconds spent."""
+    callbacks: list[keras.callbacks.Callback] = [logger]
+    es = cfg.early_stopping
+    if es.enabled:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,
+                                                       min_delta=es.min_delta,
+                                                       restore_best_weights=es.restore_best_weights))
+    validation = (data.x_val, data.y_val) if len(data.x_val) else None
+    tic = time.perf_counter()
+    model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
+              validation_data=validation, callbacks=callbacks, verbose=2 if sys.stdout.isatty() else 0)
+    if logger.diverged:
+        raise DivergedError(f"training diverged: {logger.diverged}; lower optimizer.lr or rate")
+    return time.perf_counter() - tic
+
+
+def evaluate(model: keras.Model, data: Dataset) -> dict[str, float]:
+    """Test metrics, the training set's metrics without dropout, and the gap between them."""
+    test = model.evaluate(data.x_test, data.y_test, batch_size=1024, verbose=0, return_dict=True)
+    train = model.evaluate(data.x_train, data.y_train, batch_size=1024, verbose=0, return_dict=True)
+    out = {f"test_{k}": float(v) for k, v in test.items()}
+    out.update({f"final_train_{k}": float(v) for k, v in train.items()})
+    out["generalization_gap"] = out["test_loss"] - out["final_train_loss"]
+    return out
+
+
+def last_epoch(history: dict[str, list[float]]) -> dict[str, float]:
+    return {k: v[-1] for k, v in history.items() if v and "/" not in k}
+
+
+def best_values(history: dict[str, list[float]]) -> dict[str, float]:
+    """Best validation loss and accuracy over the epochs (min and max)."""
+    out = {}
+    if history.get("val_loss"):
+        out["best_val_loss"] = min(history["val_loss"])
+    if history.get("val_accuracy"):
+        out["best_val_accuracy"] = max(history["val_accuracy"])
+    return out
+
+
+def log_artifacts(model, data: Dataset, history: dict, title: str, with_model: bool) -> None:
+    mlflow.log_text(summary_text(model), "model_summary.txt")
+    fig = plots.history_figure(history, title)
+    mlflow.log_figure(fig, "curves.png")
+    plots.close(fig)
+    if with_model:
+        tracking.log_keras_model(model, data.x_test[:5])
+
+
+def job_overrides() -> list[str]:
+    """The job's command-line overrides (empty outside Hydra, e.g. in tests using compose())."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def task(cfg: DictConfig) -> float:
+    """Hydra's task function: a failing job is reported and, in a multirun, the sweep goes on."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    name = tracking.run_name(job_overrides())
+    try:
+        value = train(cfg)
+    except SweepsError as err:
+        if not multirun:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        log.error("job %s failed: %s", name, err)
+        sweep.active().job_failed(name, err)
+        return math.nan
+    except Exception as err:
+        if not multirun:
+            raise
+        log.exception("job %s failed", name)
+        sweep.active().job_failed(name, err)
+        return math.nan
+    if multirun:
+        sweep.active().job_finished()
+    return value
+
+
+def main() -> None:
+    """`python -m sweeps.train [-m] [overrides...]`; exits non-zero if any job failed."""
+    register_configs()
+    entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
+    status = "KILLED"
+    try:
+        entry()
+        status = None
+    finally:
+        finished = sweep.end(status)
+    if finished is not None:
+        print(finished.summary(), file=sys.stderr)
+        if finished.failures:
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
