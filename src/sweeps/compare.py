@@ -12,9 +12,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from sweeps import plots
-from sweeps.tracking import TAG_OVERRIDES, TAG_PARENT
+from sweeps.tracking import TAG_OVERRIDES, TAG_PARENT, TAG_SWEPT
 
-# Columns after the swept values: (column, metric or param name, where it is stored).
+# Columns after the swept values: (column, metric it shows).
 METRIC_COLUMNS = [
     ("final_val_loss", "val_loss"),
     ("best_val_loss", "best_val_loss"),
@@ -43,22 +43,28 @@ def overrides_of(run: Run) -> dict[str, str]:
     return dict(p.lstrip("+~").split("=", 1) for p in pairs if "=" in p)
 
 
+def swept_of(runs: list[Run], values: list[dict[str, str]]) -> list[str]:
+    """The keys the sweep varied: from the `sweeps.swept` tag, else those whose values differ."""
+    tagged = next((json.loads(r.data.tags[TAG_SWEPT]) for r in runs if TAG_SWEPT in r.data.tags), None)
+    if tagged:
+        return tagged
+    keys = list(dict.fromkeys(k for v in values for k in v))
+    return [k for k in keys if len({v.get(k) for v in values}) > 1] or keys
+
+
 def job_rows(runs: list[Run], sort_by: str = "val_loss") -> list[dict]:
     """One row per job: swept values, validation and test metrics, time and size; best first."""
     values = [overrides_of(r) for r in runs]
-    keys = sorted({k for v in values for k in v})
-    swept = [k for k in keys if len({v.get(k) for v in values}) > 1] or keys
+    swept = swept_of(runs, values)
+    present = [(col, name) for col, name in METRIC_COLUMNS if any(name in r.data.metrics for r in runs)]
     rows = []
     for run, vals in zip(runs, values):
-        m = run.data.metrics
         row = {"run_name": run.info.run_name, "status": run.info.status}
         row.update({k: vals.get(k, "") for k in swept})
-        row.update({col: m.get(name) for col, name in METRIC_COLUMNS})
+        row.update({col: run.data.metrics.get(name) for col, name in present})
         row["n_params"] = run.data.params.get("n_params")
         row["run_id"] = run.info.run_id
         rows.append(row)
-    present = [c for c, _ in METRIC_COLUMNS if any(r[c] is not None for r in rows)]
-    rows = [{k: v for k, v in r.items() if k not in dict(METRIC_COLUMNS) or k in present} for r in rows]
     return sorted(rows, key=_sort_key(sort_by))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -172,6 +173,11 @@ def _check_layers(key: str, layers: Optional[List[int]], n_hidden: int) -> None:
     _check(not bad, key, list(layers), f"layer indices must be in 0..{n_hidden - 1} (model has {n_hidden} hidden layers)")
 
 
+# What `optimized_metric` may name: per-epoch values (last epoch) and end-of-run results.
+RESULT_METRIC = re.compile(r"^((val_|test_|final_train_|best_val_)?(loss|accuracy|mae)|generalization_gap"
+                           r"|train_time_s|best_epoch)$")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject values Hydra's types let through. Called before data is read or a run is opened."""
     _check(cfg.rate >= 0, "rate", cfg.rate, "use a value >= 0, e.g. rate=1e-4")
@@ -188,6 +194,8 @@ def validate(cfg: DictConfig) -> None:
     _check(all(w >= 1 for w in cfg.model.hidden), "model.hidden", list(cfg.model.hidden), "widths must be >= 1")
     _check(cfg.early_stopping.patience >= 0, "early_stopping.patience", cfg.early_stopping.patience, "use >= 0")
     _check(cfg.cv.folds == 0 or cfg.cv.folds >= 2, "cv.folds", cfg.cv.folds, "use 0 (off) or at least 2")
+    _check(bool(RESULT_METRIC.match(cfg.optimized_metric)), "optimized_metric", cfg.optimized_metric,
+           "use a logged result such as val_loss, val_accuracy, test_accuracy, test_mae or generalization_gap")
     n_hidden = len(cfg.model.hidden)
     _check_layers("reg.layers", cfg.reg.layers, n_hidden)
     _check_layers("dropout_layers", cfg.dropout_layers, n_hidden)

@@ -9,6 +9,7 @@ validation curves) and the counts of finished and failed jobs.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -16,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import mlflow
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweeps import compare
-from sweeps.tracking import TAG_KIND, TAG_SWEEP, Tracker
+from sweeps.tracking import TAG_KIND, TAG_SWEEP, TAG_SWEPT, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,18 @@ class Failure:
     reason: str  # one line
 
 
+def swept_keys(overrides: list[str], sweeper_params: Optional[dict] = None) -> list[str]:
+    """Keys given several values, on the command line (`rate=1e-4,1e-3`) or in hydra.sweeper.params."""
+    items = list(overrides) + [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(items)
+    return list(dict.fromkeys(o.key_or_group for o in parsed if o.is_sweep_override()))
+
+
 @dataclass
 class Sweep:
     command: str  # the sweep's overrides as typed
     sweep_dir: str  # Hydra's multirun output folder
+    swept: list[str] = field(default_factory=list)  # keys the sweep varies
     tracker: Optional[Tracker] = None
     parent_run_id: Optional[str] = None
     failures: list[Failure] = field(default_factory=list)
@@ -47,7 +56,8 @@ class Sweep:
             self.tracker = tracker
             run = tracker.client.create_run(
                 tracker.experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                tags={TAG_KIND: "sweep", "sweeps.command": self.command, "sweeps.sweep_dir": self.sweep_dir})
+                tags={TAG_KIND: "sweep", "sweeps.command": self.command, "sweeps.sweep_dir": self.sweep_dir,
+                      TAG_SWEPT: json.dumps(self.swept)})
             self.parent_run_id = run.info.run_id
             tracker.client.set_tag(self.parent_run_id, TAG_SWEEP, self.parent_run_id)
             log.info("sweep parent run %s in experiment %s", self.parent_run_id, tracker.experiment)
@@ -91,9 +101,9 @@ def active() -> Optional[Sweep]:
     return _ACTIVE
 
 
-def start(command: str, sweep_dir: str) -> Sweep:
+def start(command: str, sweep_dir: str, swept: list[str]) -> Sweep:
     global _ACTIVE
-    _ACTIVE = Sweep(command, sweep_dir)
+    _ACTIVE = Sweep(command, sweep_dir, swept)
     return _ACTIVE
 
 
@@ -110,7 +120,10 @@ class SweepCallback(Callback):
     """Hydra callback: a parent MLflow run around every multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        start(" ".join(config.hydra.overrides.task), str(config.hydra.sweep.dir))
+        overrides = list(config.hydra.overrides.task)
+        params = config.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(params) if params else None
+        start(" ".join(overrides), str(config.hydra.sweep.dir), swept_keys(overrides, params))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = active()

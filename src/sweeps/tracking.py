@@ -34,6 +34,7 @@ DEFAULT_DB = Path("mlruns") / "mlflow.db"
 TAG_OVERRIDES = "sweeps.overrides"  # JSON list of the job's overrides
 TAG_HASH = "sweeps.config_hash"  # hash of the resolved config (see config.config_hash)
 TAG_SWEEP = "sweeps.sweep_id"  # parent run id of the sweep a job belongs to
+TAG_SWEPT = "sweeps.swept"  # JSON list of the keys a sweep varies
 TAG_KIND = "sweeps.kind"  # "job" or "sweep"
 TAG_ERROR = "sweeps.error"  # one-line reason a run FAILED
 TAG_PARENT = "mlflow.parentRunId"
@@ -129,9 +130,12 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def run_name(overrides: list[str]) -> str:
-    """`reg=l1,rate=0.0001` for a job launched with those overrides; `default` for none."""
-    return ",".join(o.lstrip("+~") for o in overrides) or "default"
+def run_name(overrides: list[str], swept: Optional[list[str]] = None) -> str:
+    """`reg=l1,rate=0.0001`: the job's values of the swept keys (all overrides if none are swept)."""
+    pairs = [o.lstrip("+~") for o in overrides]
+    if swept:
+        pairs = [p for p in pairs if p.split("=", 1)[0] in swept] or pairs
+    return ",".join(pairs) or "default"
 
 
 class Tracker:

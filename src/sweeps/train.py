@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -34,25 +35,26 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     """Run one job; returns `cfg.optimized_metric` (what a Hydra sweeper minimises)."""
     overrides = job_overrides() if overrides is None else overrides
     validate(cfg)  # 1. values in range, before anything heavy
-    tracker = tracking.connect(cfg.tracking)  # 2. store reachable, experiment ready
-    data = load_dataset(cfg.data)  # 3. arrays (files read once per process)
+    data = load_dataset(cfg.data)  # 2. arrays (files read once per process)
+    tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
     keras.utils.set_random_seed(cfg.seed)
     model = compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)  # 4.
     active = sweep.active()
     parent = active.parent(tracker) if active else None
+    name = tracking.run_name(overrides, active.swept if active else None)
     tags = tracker.job_tags(cfg, overrides, {"sweeps.data_source": data.source})
     if parent:
-        tags[tracking.TAG_SWEEP] = parent
-    with tracker.job_run(tracking.run_name(overrides), parent, tags) as run:  # 5. always ended
+        tags.update({tracking.TAG_SWEEP: parent, tracking.TAG_SWEPT: json.dumps(active.swept)})
+    with tracker.job_run(name, parent, tags) as run:  # 5. always ended
         tracker.log_config(cfg, {"n_params": model.count_params(), **data.sizes()})
         logger = MlflowEpochLogger(run.info.run_id, len(data.x_train), hidden_dense_layers(model),
                                    monitor=cfg.early_stopping.monitor, client=tracker.client)
         train_time = fit(model, data, cfg, logger)  # 6.
-        results = {**last_epoch(logger.history), **logger.summary(), **best_values(logger.history),
-                   "train_time_s": train_time, **evaluate(model, data)}  # 7.
-        mlflow.log_metrics(results)
-        log_artifacts(model, data, logger.history, tracking.run_name(overrides), cfg.tracking.log_model)  # 8.
-    return results.get(cfg.optimized_metric, math.nan)
+        final = {**logger.summary(), **best_values(logger.history), "train_time_s": train_time,
+                 **evaluate(model, data)}  # 7.
+        mlflow.log_metrics(final)
+        log_artifacts(model, data, logger.history, name, cfg.tracking.log_model)  # 8.
+    return {**last_epoch(logger.history), **final}.get(cfg.optimized_metric, math.nan)
 
 
 def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger) -> float:
@@ -115,7 +117,7 @@ def job_overrides() -> list[str]:
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: a failing job is reported and, in a multirun, the sweep goes on."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    name = tracking.run_name(job_overrides())
+    name = tracking.run_name(job_overrides(), sweep.active().swept if multirun else None)
     try:
         value = train(cfg)
     except SweepsError as err:

@@ -1,0 +1,84 @@
+"""Shared fixtures: configs composed like the command line does, a throwaway MLflow store, small data."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from sweeps.config import conf_dir, register_configs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _schema():
+    register_configs()
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    """A fresh SQLite tracking URI in the test's own folder."""
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture
+def make_cfg(store):
+    """compose(overrides) with the store above and small, fast defaults for digits."""
+
+    def _make(*overrides: str, fast: bool = True):
+        base = [f"tracking.uri={store}"]
+        if fast:
+            base += ["data=digits", "epochs=2", "model.hidden=[32,16]", "batch_size=64"]
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            return compose("config", overrides=[*base, *overrides])
+
+    return _make
+
+
+@pytest.fixture
+def client(store) -> MlflowClient:
+    return MlflowClient(store)
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """An unsigned-byte IDX file (gzipped when the name ends in .gz), as LeCun's format defines it."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    blob = header + array.astype(np.uint8).tobytes()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as fh:
+        fh.write(blob)
+    return path
+
+
+@pytest.fixture
+def idx_folder(tmp_path) -> Path:
+    """Four small Fashion-MNIST-shaped IDX files: 120 train and 40 test images, 10 classes."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for split, n in (("train", 120), ("t10k", 40)):
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return folder
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No system data, empty caches and mirrors that cannot answer: as on a machine without internet."""
+    from sweeps import data
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("SWEEPS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+    dead = (tmp_path / "no-such-mirror").as_uri() + "/"
+    monkeypatch.setattr(data, "MIRRORS", {"fashion_mnist": [dead], "mnist": [dead]})
+    monkeypatch.setitem(data.CALIFORNIA, "url", dead + "cal_housing.tgz")
+    data._load_raw.cache_clear()
+    yield tmp_path
+    data._load_raw.cache_clear()

@@ -1,0 +1,67 @@
+"""The command line as a user runs it: `python -m sweeps.train [-m] ...` in a fresh process (slow)."""
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(tmp_path, *args, env=None):
+    """Run sweeps.train in `tmp_path` against a store there; returns the finished process."""
+    full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "sweeps.train", *args], cwd=tmp_path, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_smoke_sweep_one_parent_four_finished_children(tmp_path):
+    """`make smoke`: reg=l1,l2 rate=1e-4,1e-3 data=digits epochs=2."""
+    proc = run_cli(tmp_path, "-m", "reg=l1,l2", "rate=1e-4,1e-3", "data=digits", "epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweeps.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("sweeps.kind") == "job"]
+    assert len(parents) == 1 and len(children) == 4
+    parent_id = parents[0].info.run_id
+    assert parents[0].info.status == "FINISHED" and parents[0].data.tags["sweeps.command"].startswith("reg=l1,l2")
+    assert sorted(r.info.run_name for r in children) == [
+        "reg=l1,rate=0.0001", "reg=l1,rate=0.001", "reg=l2,rate=0.0001", "reg=l2,rate=0.001"]
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["mlflow.parentRunId"] == parent_id
+        for key in ("loss", "val_loss", "val_accuracy", "hidden_0/sparsity"):
+            assert len(client.get_metric_history(child.info.run_id, key)) == 2, key
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"runs:/{children[0].info.run_id}/model")
+    assert np.asarray(model.predict(np.zeros((2, 64), dtype=np.float32))).shape == (2, 10)
+    table = open(client.download_artifacts(parent_id, "comparison.csv")).read().splitlines()
+    assert len(table) == 5 and ",reg,rate," in table[0]
+    assert "4 job(s) finished, 0 failed" in proc.stderr
+
+
+def test_bad_value_is_one_line_exit_2_and_no_run(tmp_path):
+    proc = run_cli(tmp_path, "rate=-1", "data=digits")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: rate=-1.0 is invalid: use a value >= 0, e.g. rate=1e-4"
+    assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()
+
+
+def test_typo_fails_at_compose_naming_the_key_before_any_run(tmp_path):
+    proc = run_cli(tmp_path, "-m", "rat=1e-3", "data=digits")
+    assert proc.returncode != 0 and "rat" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_failing_job_does_not_take_the_sweep_down(tmp_path):
+    proc = run_cli(tmp_path, "-m", "dropout=0.2,1.5", "data=digits", "epochs=1", "tracking.log_model=false")
+    assert proc.returncode == 1
+    assert "1 job(s) finished, 1 failed" in proc.stderr and "FAILED dropout=1.5: ConfigError" in proc.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    statuses = sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs)
+    assert statuses == [("job", "FINISHED"), ("sweep", "FAILED")]

@@ -1,0 +1,70 @@
+"""The typed schema: typos fail at compose time naming the key; out-of-range values fail in validate()."""
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from sweeps.config import DatasetName, OptimizerName, RegKind, config_hash, validate
+from sweeps.errors import ConfigError
+
+
+def test_defaults_compose_to_the_documented_job(make_cfg):
+    cfg = make_cfg(fast=False)
+    assert cfg.data.name == DatasetName.fashion_mnist
+    assert list(cfg.model.hidden) == [512, 512]
+    assert cfg.reg.kind == RegKind.none and cfg.optimizer.name == OptimizerName.rmsprop
+    assert cfg.data.val_split == 0.1 and cfg.early_stopping.enabled is False
+    validate(cfg)
+
+
+def test_group_options_set_their_values(make_cfg):
+    cfg = make_cfg("reg=l1_l2", "optimizer=sgd", "model=mlp_400_300", "data=circles", "rate=1e-3", fast=False)
+    assert cfg.reg.kind == RegKind.l1_l2 and cfg.rate == 1e-3
+    assert cfg.optimizer.name == OptimizerName.sgd and cfg.optimizer.lr == 0.01
+    assert list(cfg.model.hidden) == [400, 300]
+    assert cfg.data.name == DatasetName.circles and cfg.data.test_split == 0.5
+
+
+@pytest.mark.parametrize("override, key", [("rat=1e-3", "rat"), ("data.scalee=none", "scalee"),
+                                           ("model.hiden=[3]", "hiden")])
+def test_unknown_key_fails_at_compose_naming_it(make_cfg, override, key):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as err:
+        make_cfg(override)
+    assert key in str(err.value) or key in str(err.value.__cause__)
+
+
+@pytest.mark.parametrize("override", ["rate=abc", "epochs=1.5x", "reg.kind=l3", "data.scale=divide256"])
+def test_wrong_type_or_choice_fails_at_compose(make_cfg, override):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        make_cfg(override)
+    text = f"{err.value} {err.value.__cause__}"
+    assert override.split("=")[0].split(".")[-1] in text
+
+
+def test_unknown_group_option_lists_the_available_ones(make_cfg):
+    with pytest.raises(ConfigCompositionException) as err:
+        make_cfg("reg=l3")
+    assert "l3" in str(err.value) and "l1_l2" in str(err.value)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("rate=-0.1", "rate"), ("dropout=1.0", "dropout"), ("dropout=-0.2", "dropout"),
+    ("batch_size=0", "batch_size"), ("epochs=0", "epochs"), ("optimizer.lr=0", "optimizer.lr"),
+    ("data.val_split=1.0", "data.val_split"), ("reg.layers=[5]", "reg.layers"),
+    ("dropout_layers=[2]", "dropout_layers"), ("cv.folds=1", "cv.folds"),
+    ("optimized_metric=val_acc", "optimized_metric"),
+])
+def test_validate_names_the_key_and_the_fix(make_cfg, override, key):
+    cfg = make_cfg(override)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    message = str(err.value)
+    assert message.startswith(f"{key}=") and ("use" in message or "must" in message)
+    assert "\n" not in message
+
+
+def test_config_hash_tracks_what_changes_results(make_cfg, tmp_path):
+    base = config_hash(make_cfg("rate=1e-4"))
+    assert base == config_hash(make_cfg("rate=1e-4"))
+    assert base != config_hash(make_cfg("rate=1e-3"))
+    assert base == config_hash(make_cfg("rate=1e-4", f"tracking.uri=sqlite:///{tmp_path}/other.db"))

@@ -1,0 +1,95 @@
+"""train(cfg) end to end on digits into a temporary SQLite store, and bad input stopped before training."""
+
+import json
+import math
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+from sweeps import sweep
+from sweeps.errors import ConfigError, DataError, TrackingError
+from sweeps.train import train
+
+
+def _runs(client, experiment="sweeps"):
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_one_run_records_params_metrics_artifacts_and_a_loadable_model(make_cfg, client, store):
+    value = train(make_cfg("reg=l2", "rate=1e-4"), overrides=["reg=l2", "rate=1e-4"])
+    (run,) = _runs(client)
+    assert run.info.status == "FINISHED" and run.info.run_name == "reg=l2,rate=1e-4"
+    assert value == pytest.approx(run.data.metrics["val_loss"])
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["reg.kind"] == "l2" and params["rate"] == "0.0001" and params["data.name"] == "digits"
+    assert params["model.hidden"] == "[32, 16]" and int(params["n_params"]) == 64 * 32 + 32 + 32 * 16 + 16 + 170
+    assert json.loads(tags["sweeps.overrides"]) == ["reg=l2", "rate=1e-4"] and len(tags["sweeps.config_hash"]) == 16
+    for key in ("test_loss", "test_accuracy", "train_time_s", "best_epoch", "generalization_gap", "final_train_loss"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["generalization_gap"] == pytest.approx(metrics["test_loss"] - metrics["final_train_loss"])
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model_summary.txt", "curves.png"} <= files
+    saved = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "config.yaml")))
+    assert saved["rate"] == 1e-4 and saved["reg"]["kind"] == "l2"
+    mlflow.set_tracking_uri(store)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    predictions = np.asarray(model.predict(np.zeros((3, 64), dtype=np.float32)))
+    assert predictions.shape == (3, 10) and np.allclose(predictions.sum(axis=1), 1, atol=1e-4)
+
+
+def test_returns_the_optimized_metric(make_cfg, client):
+    value = train(make_cfg("data=circles", "optimized_metric=test_accuracy", "tracking.log_model=false"), overrides=[])
+    (run,) = _runs(client)
+    assert run.info.run_name == "default" and value == pytest.approx(run.data.metrics["test_accuracy"])
+
+
+def test_jobs_nest_under_one_parent_with_a_comparison(make_cfg, client, tmp_path):
+    sweep.start("reg=l1,l2", str(tmp_path / "multirun"), ["reg"])
+    for reg in ("l1", "l2"):
+        train(make_cfg(f"reg={reg}", "rate=1e-3", "tracking.log_model=false"), overrides=[f"reg={reg}", "rate=1e-3"])
+        sweep.active().job_finished()
+    parent_id = sweep.active().parent_run_id
+    sweep.end()
+    runs = {r.info.run_id: r for r in _runs(client)}
+    parent = runs.pop(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 2
+    assert sorted(r.info.run_name for r in runs.values()) == ["reg=l1", "reg=l2"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in runs.values())
+    files = {f.path for f in client.list_artifacts(parent_id)}
+    assert {"comparison.csv", "comparison.md", "val_loss.png"} <= files
+    table = open(client.download_artifacts(parent_id, "comparison.csv")).read().splitlines()
+    assert len(table) == 3 and table[0].startswith("run_name,status,reg,")
+
+
+@pytest.mark.parametrize("override, error, key", [
+    ("rate=-1", ConfigError, "rate=-1.0"), ("dropout=1.5", ConfigError, "dropout=1.5"),
+    ("batch_size=0", ConfigError, "batch_size=0"), ("epochs=0", ConfigError, "epochs=0"),
+    ("data=fashion_mnist_csv", DataError, "fashion-mnist_train.csv"),
+    ("tracking.uri=http://127.0.0.1:9", TrackingError, "tracking.uri=http://127.0.0.1:9"),
+    ("tracking.uri=./mlruns", TrackingError, "sqlite:///"),
+])
+def test_bad_input_fails_before_training_and_leaves_no_run(make_cfg, client, override, error, key, offline):
+    with pytest.raises(error, match=key.replace(".", r"\.").replace("?", r"\?")):
+        train(make_cfg(override), overrides=[override])
+    assert _runs(client) == []
+
+
+def test_corrupt_dataset_file_fails_before_training(make_cfg, client, idx_folder, offline):
+    (idx_folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00broken")
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz"):
+        train(make_cfg("data=fashion_mnist", f"data.root={idx_folder}"), overrides=[])
+    assert _runs(client) == []
+
+
+def test_failure_during_training_ends_the_run_failed_with_the_reason(make_cfg, client):
+    from sweeps.errors import DivergedError
+
+    with pytest.raises(DivergedError):
+        train(make_cfg("optimizer=sgd", "optimizer.lr=1e12", "tracking.log_model=false"), overrides=[])
+    (run,) = _runs(client)
+    assert run.info.status == "FAILED" and "diverged" in run.data.tags["sweeps.error"]
+    assert "traceback.txt" in {f.path for f in client.list_artifacts(run.info.run_id)}
