@@ -30,10 +30,10 @@ data: ## Debian's dataset-fashion-mnist package (skipped when present or apt is 
 	else echo "note: Fashion-MNIST not installed; run: sudo apt-get install dataset-fashion-mnist"; fi
 
 test: install ## the whole test suite (what CI runs)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "slow or not slow"
 
 test-fast: install ## tests not marked slow
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q
 
 smoke: install ## 4-job sweep on digits, 2 epochs, into a throwaway store
 	@tmp=$$(mktemp -d) && MLFLOW_TRACKING_URI=sqlite:///$$tmp/mlflow.db $(BIN)/python -m sweeps.train -m \

@@ -1,0 +1,106 @@
+"""How much does tracking cost? Per-epoch logging vs an epoch, and saving the model.
+
+    make bench            # or: python benchmarks/bench_logging.py [--epochs 3] [--reps 3]
+
+Side by side in one process, on Fashion-MNIST (Debian package) or digits when it is absent:
+  1. the same 512-512 MLP trained with and without `MlflowEpochLogger`, alternating, so that
+     machine noise hits both; the logger also times its own work per epoch;
+  2. `log_keras_model` (requirements given) against MLflow's default (requirements inferred by
+     re-importing the model in a fresh process).
+Prints medians and ratios; absolute seconds on a shared machine are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import keras
+import mlflow
+import mlflow.tensorflow
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from sweeps.callbacks import MlflowEpochLogger
+from sweeps.config import conf_dir, register_configs
+from sweeps.data import load_dataset
+from sweeps.errors import DataError
+from sweeps.models import build_model, compile_model, hidden_dense_layers
+from sweeps.tracking import ensure_experiment, log_keras_model
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._t)
+
+
+def config(dataset: str):
+    register_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=[f"data={dataset}", "batch_size=128"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    try:
+        cfg = config("fashion_mnist")
+        data = load_dataset(cfg.data)
+    except DataError:
+        cfg = config("digits")
+        data = load_dataset(cfg.data)
+    print(f"dataset {data.name}: {len(data.x_train)} training examples, MLP {list(cfg.model.hidden)}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        exp = ensure_experiment(client, "bench", f"file://{tmp}/artifacts")
+        plain, logged, log_cost = [], [], []
+        for _ in range(args.reps):
+            for with_logger in (False, True):
+                model = compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)
+                timer = EpochTimer()
+                callbacks = [timer]
+                if with_logger:
+                    run_id = client.create_run(exp).info.run_id
+                    logger = MlflowEpochLogger(run_id, len(data.x_train), hidden_dense_layers(model), client=client)
+                    callbacks.append(logger)
+                model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=args.epochs, verbose=0,
+                          validation_data=(data.x_val, data.y_val), callbacks=callbacks)
+                (logged if with_logger else plain).extend(timer.times[1:])  # first epoch includes tracing
+                if with_logger:
+                    log_cost.append(logger.log_seconds / args.epochs)
+        epoch, cost = statistics.median(plain), statistics.median(log_cost)
+        print("\n| measure | median |\n|---|---|")
+        print(f"| epoch without logger (s) | {epoch:.3f} |")
+        print(f"| epoch with logger (s) | {statistics.median(logged):.3f} |")
+        print(f"| logger's own work per epoch (s) | {cost:.4f} |")
+        print(f"| logging cost / epoch | {100 * cost / epoch:.3f} % |")
+
+        ours, inferred = [], []
+        with mlflow.start_run(experiment_id=exp):
+            for _ in range(args.reps):
+                tic = time.perf_counter()
+                log_keras_model(model, data.x_test[:5])
+                ours.append(time.perf_counter() - tic)
+            tic = time.perf_counter()
+            mlflow.tensorflow.log_model(model, name="inferred")
+            inferred.append(time.perf_counter() - tic)
+        print(f"| save model, requirements given (s) | {statistics.median(ours):.3f} |")
+        print(f"| save model, requirements inferred (s) | {statistics.median(inferred):.3f} |")
+        print(f"| speed-up of giving requirements | {statistics.median(inferred) / statistics.median(ours):.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
