@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import struct
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +56,45 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-@pytest.fixture
-def idx_folder(tmp_path) -> Path:
-    """Four small Fashion-MNIST-shaped IDX files: 120 train and 40 test images, 10 classes."""
+def write_idx_dataset(folder: Path, n_train: int = 120, n_test: int = 40) -> Path:
+    """The four MNIST-layout IDX files with random 28x28 images and labels cycling 0..9."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "idx"
-    folder.mkdir()
-    for split, n in (("train", 120), ("t10k", 40)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
         write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     return folder
+
+
+def write_kaggle_csv(path: Path, n: int, drop=None) -> Path:
+    """Kaggle's Fashion-MNIST CSV layout (label,pixel1..pixel784), optionally without some columns."""
+    cols = ["label"] + [f"pixel{i}" for i in range(1, 785)]
+    rows = np.column_stack([np.arange(n) % 10, np.random.default_rng(n).integers(0, 256, (n, 784))])
+    keep = [i for i, c in enumerate(cols) if c not in (drop or ())]
+    lines = [",".join(cols[i] for i in keep)] + [",".join(str(r[i]) for i in keep) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_cal_housing(folder: Path, n: int = 50) -> np.ndarray:
+    """A small `cal_housing.tgz` in StatLib's layout; returns the rows written."""
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.uniform(-124, -114, n), rng.uniform(32, 42, n), rng.integers(1, 52, n),
+                            rng.integers(100, 5000, n), rng.integers(20, 900, n), rng.integers(100, 3000, n),
+                            rng.integers(20, 800, n), rng.uniform(0.5, 15, n), rng.uniform(1e4, 5e5, n)])
+    text = "\n".join(",".join(f"{v:.4f}" for v in r) for r in rows).encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / "cal_housing.tgz", "w:gz") as tar:
+        info = tarfile.TarInfo("CaliforniaHousing/cal_housing.data")
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+    return np.round(rows, 4)
+
+
+@pytest.fixture
+def idx_folder(tmp_path) -> Path:
+    """Four small Fashion-MNIST-shaped IDX files: 120 train and 40 test images, 10 classes."""
+    return write_idx_dataset(tmp_path / "idx")
 
 
 @pytest.fixture

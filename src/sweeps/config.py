@@ -116,7 +116,7 @@ class EarlyStoppingConfig:
 
 @dataclass
 class CVConfig:
-    folds: int = 0  # k-fold cross-validation on the training set (0 = off); one child run per fold
+    folds: int = 0  # k-fold cross-validation over all training data (0 = off); one child run per fold
 
 
 @dataclass
@@ -175,7 +175,7 @@ def _check_layers(key: str, layers: Optional[List[int]], n_hidden: int) -> None:
 
 # What `optimized_metric` may name: per-epoch values (last epoch) and end-of-run results.
 RESULT_METRIC = re.compile(r"^((val_|test_|final_train_|best_val_)?(loss|accuracy|mae)|generalization_gap"
-                           r"|train_time_s|best_epoch)$")
+                           r"|train_time_s|best_epoch|cv_val_(loss|accuracy|mae)_(mean|std))$")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -135,7 +135,13 @@ def run_name(overrides: list[str], swept: Optional[list[str]] = None) -> str:
     pairs = [o.lstrip("+~") for o in overrides]
     if swept:
         pairs = [p for p in pairs if p.split("=", 1)[0] in swept] or pairs
-    return ",".join(pairs) or "default"
+    return ",".join(_short(p) for p in pairs) or "default"
+
+
+def _short(override: str) -> str:
+    """`variant/fashion_batch_size=b32` -> `variant=b32`: a group path says nothing new in a sweep."""
+    key, _, value = override.partition("=")
+    return f"{key.split('/')[0]}={value}"
 
 
 class Tracker:
@@ -152,7 +158,7 @@ class Tracker:
                 tags: Optional[dict] = None) -> Iterator[mlflow.ActiveRun]:
         """Open a run and always close it: FINISHED, FAILED (reason tag, traceback file) or KILLED."""
         mlflow.set_tracking_uri(self.uri)
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=parent_run_id is not None,
                                parent_run_id=parent_run_id, tags={TAG_KIND: "job", **(tags or {})})
         status = "FAILED"
         try:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from sweeps import plots, sweep, tracking
 from sweeps.callbacks import MlflowEpochLogger
 from sweeps.config import conf_dir, register_configs, validate
+from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import DivergedError, SweepsError
 from sweeps.models import build_model, compile_model, hidden_dense_layers, summary_text
@@ -38,7 +39,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     data = load_dataset(cfg.data)  # 2. arrays (files read once per process)
     tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
     keras.utils.set_random_seed(cfg.seed)
-    model = compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)  # 4.
+    model = new_model(cfg, data)  # 4.
     active = sweep.active()
     parent = active.parent(tracker) if active else None
     name = tracking.run_name(overrides, active.swept if active else None)
@@ -47,14 +48,20 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
         tags.update({tracking.TAG_SWEEP: parent, tracking.TAG_SWEPT: json.dumps(active.swept)})
     with tracker.job_run(name, parent, tags) as run:  # 5. always ended
         tracker.log_config(cfg, {"n_params": model.count_params(), **data.sizes()})
+        cv = (cross_validate(cfg, data, tracker, run.info.run_id, lambda: new_model(cfg, data), fit)
+              if cfg.cv.folds else {})  # k models on k folds, nested under this run; then the model below
         logger = MlflowEpochLogger(run.info.run_id, len(data.x_train), hidden_dense_layers(model),
                                    monitor=cfg.early_stopping.monitor, client=tracker.client)
         train_time = fit(model, data, cfg, logger)  # 6.
-        final = {**logger.summary(), **best_values(logger.history), "train_time_s": train_time,
+        final = {**cv, **logger.summary(), **best_values(logger.history), "train_time_s": train_time,
                  **evaluate(model, data)}  # 7.
         mlflow.log_metrics(final)
         log_artifacts(model, data, logger.history, name, cfg.tracking.log_model)  # 8.
     return {**last_epoch(logger.history), **final}.get(cfg.optimized_metric, math.nan)
+
+
+def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
+    return compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)
 
 
 def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger) -> float:
