@@ -8,7 +8,7 @@ PORT    ?= 5000
 STORE   ?= sqlite:///mlruns/mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test test-fast smoke sweep ui bench clean
+.PHONY: help install data test test-fast smoke sweep report ui bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ smoke: install ## 4-job sweep on digits, 2 epochs, into a throwaway store
 
 sweep: install ## the main job: L1 vs L2 at two strengths on Fashion-MNIST, tracked in mlruns/
 	$(BIN)/python -m sweeps.train -m reg=l1,l2 rate=1e-4,1e-3
+
+report: install ## compare the latest sweep: table here, report in reports/<id>/ (SWEEP=<id> for another)
+	$(BIN)/python -m sweeps.compare --tracking-uri $(STORE) $(if $(SWEEP),--sweep $(SWEEP))
 
 ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000 (HOST=, PORT= to change)
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)

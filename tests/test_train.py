@@ -60,9 +60,9 @@ def test_jobs_nest_under_one_parent_with_a_comparison(make_cfg, client, tmp_path
     assert sorted(r.info.run_name for r in runs.values()) == ["reg=l1", "reg=l2"]
     assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in runs.values())
     files = {f.path for f in client.list_artifacts(parent_id)}
-    assert {"comparison.csv", "comparison.md", "val_loss.png"} <= files
+    assert {"report.md", "comparison.csv", "comparison.json", "val_loss.png", "train_vs_val.png"} <= files
     table = open(client.download_artifacts(parent_id, "comparison.csv")).read().splitlines()
-    assert len(table) == 3 and table[0].startswith("run_name,status,reg,")
+    assert len(table) == 3 and table[0].startswith("status,reg,final_val_loss,")
 
 
 @pytest.mark.parametrize("override, error, key", [

@@ -1,132 +1,122 @@
-"""Side-by-side comparison of the jobs of one sweep: a table (CSV, Markdown) and overlaid curves."""
+"""`python -m sweeps.compare`: the jobs of a sweep side by side, and a report folder with plots.
+
+    python -m sweeps.compare                            # latest sweep: table here, report in reports/<id>/
+    python -m sweeps.compare --list                     # every sweep: time, command, jobs, statuses
+    python -m sweeps.compare --sweep 3f2a --metric val_accuracy
+    python -m sweeps.compare --group-by reg,rate        # mean over the other swept keys (e.g. seeds)
+    python -m sweeps.compare --format csv > jobs.csv    # for scripts: only the table, on stdout
+
+Reading the store is `runs`, the table `table`, the report folder `report`; this module is the
+command line around them. Errors a user can fix print one line and exit 2.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
-import math
+import argparse
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweeps import plots
-from sweeps.tracking import TAG_OVERRIDES, TAG_PARENT, TAG_SWEPT
-
-# Columns after the swept values: (column, metric it shows).
-METRIC_COLUMNS = [
-    ("final_val_loss", "val_loss"),
-    ("best_val_loss", "best_val_loss"),
-    ("final_val_accuracy", "val_accuracy"),
-    ("best_val_accuracy", "best_val_accuracy"),
-    ("final_val_mae", "val_mae"),
-    ("test_loss", "test_loss"),
-    ("test_accuracy", "test_accuracy"),
-    ("test_mae", "test_mae"),
-    ("final_train_loss", "final_train_loss"),
-    ("generalization_gap", "generalization_gap"),
-    ("best_epoch", "best_epoch"),
-    ("train_time_s", "train_time_s"),
-]
+from sweeps import report, runs, table
+from sweeps.errors import CompareError, SweepsError
+from sweeps.report import write_report  # noqa: F401  (what a sweep calls when it ends)
 
 
-def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[Run]:
-    """The runs nested under a sweep's parent run, oldest first."""
-    parent = client.get_run(parent_run_id)
-    return client.search_runs([parent.info.experiment_id], f"tags.`{TAG_PARENT}` = '{parent_run_id}'",
-                              order_by=["attributes.start_time ASC"], max_results=10_000)
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweeps.compare",
+        description="Compare the jobs of a sweep: a table (best first) and a report folder with plots.")
+    parser.add_argument("--list", action="store_true", help="list the sweeps of the experiment, newest first")
+    parser.add_argument("--sweep", metavar="ID", help="sweep (parent run) id or a unique prefix; default: latest")
+    parser.add_argument("--experiment", default="sweeps", metavar="NAME", help="MLflow experiment (default: sweeps)")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--metric", default="val_loss",
+                        help="metric that ranks the jobs, e.g. val_accuracy (default: val_loss)")
+    parser.add_argument("--group-by", metavar="KEYS", type=_keys,
+                        help="comma-separated keys, e.g. reg,rate: one row per combination, means of the rest")
+    parser.add_argument("--format", choices=["csv", "md", "json"],
+                        help="print only the table in this format (no report folder unless --out is given)")
+    parser.add_argument("--out", metavar="DIR", type=Path, help="report folder (default: reports/<sweep id>/)")
+    return parser.parse_args(argv)
 
 
-def overrides_of(run: Run) -> dict[str, str]:
-    pairs = json.loads(run.data.tags.get(TAG_OVERRIDES, "[]"))
-    return dict(p.lstrip("+~").split("=", 1) for p in pairs if "=" in p)
+def _keys(text: str) -> list[str]:
+    return [k.strip() for k in text.split(",") if k.strip()]
 
 
-def swept_of(runs: list[Run], values: list[dict[str, str]]) -> list[str]:
-    """The keys the sweep varied: from the `sweeps.swept` tag, else those whose values differ."""
-    tagged = next((json.loads(r.data.tags[TAG_SWEPT]) for r in runs if TAG_SWEPT in r.data.tags), None)
-    if tagged:
-        return tagged
-    keys = list(dict.fromkeys(k for v in values for k in v))
-    return [k for k in keys if len({v.get(k) for v in values}) > 1] or keys
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        client = runs.open_store(args.tracking_uri)
+        experiment = runs.experiment_id(client, args.experiment)
+        if args.list:
+            return list_sweeps(client, experiment, args)
+        return compare(client, experiment, args)
+    except SweepsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
-def job_rows(runs: list[Run], sort_by: str = "val_loss") -> list[dict]:
-    """One row per job: swept values, validation and test metrics, time and size; best first."""
-    values = [overrides_of(r) for r in runs]
-    swept = swept_of(runs, values)
-    present = [(col, name) for col, name in METRIC_COLUMNS if any(name in r.data.metrics for r in runs)]
-    rows = []
-    for run, vals in zip(runs, values):
-        row = {"run_name": run.info.run_name, "status": run.info.status}
-        row.update({k: vals.get(k, "") for k in swept})
-        row.update({col: run.data.metrics.get(name) for col, name in present})
-        row["n_params"] = run.data.params.get("n_params")
-        row["run_id"] = run.info.run_id
-        rows.append(row)
-    return sorted(rows, key=_sort_key(sort_by))
+def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
+    sweep = runs.find_sweep(client, experiment, args.experiment, args.sweep)
+    check_metric(sweep, args.metric)
+    extra = check_group_keys(sweep, args.group_by or [])
+    runs.load_histories(client, sweep, report.history_keys(args.metric))
+    rows = table.job_rows(sweep, args.metric, tuple(extra))
+    if args.group_by:
+        rows = table.group_rows(rows, args.group_by, args.metric)
+    if args.format:
+        sys.stdout.write(table.FORMATS[args.format](rows))
+    else:
+        print(f"sweep {sweep.id} ({sweep.started}): {sweep.command}\n")
+        sys.stdout.write(table.to_text(rows))
+    if args.out or not args.format:
+        folder = args.out or Path("reports") / sweep.id
+        report.write(folder, sweep, rows, args.metric)
+        print(f"\nreport written to {folder}/ (report.md, comparison.csv, comparison.json, plots)",
+              file=sys.stderr if args.format else sys.stdout)
+    return 0
 
 
-def _sort_key(metric: str):
-    column = next((c for c, name in METRIC_COLUMNS if name == metric or c == metric), metric)
-    descending = "accuracy" in metric
-
-    def key(row: dict):
-        value = row.get(column)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return (1, 0.0)
-        return (0, -value if descending else value)
-
-    return key
+def check_metric(sweep: runs.SweepRuns, metric: str) -> None:
+    available = sweep.metric_names()
+    if metric not in available:
+        shown = [m for m in available if "/" not in m]  # per-layer weight statistics would drown the list
+        raise CompareError(f"--metric {metric}: no job of sweep {sweep.id} logged it; "
+                           f"available: {', '.join(shown) or 'none (no job logged a metric)'}")
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def check_group_keys(sweep: runs.SweepRuns, keys: list[str]) -> list[str]:
+    """The group-by keys that are not swept (they become extra columns); unknown keys fail."""
+    extra = [k for k in keys if k not in sweep.swept]
+    unknown = [k for k in extra if all(job.value(k) is None for job in sweep.jobs)]
+    if unknown:
+        raise CompareError(f"--group-by {','.join(unknown)}: not a swept key or param of sweep {sweep.id}; "
+                           f"swept keys: {', '.join(sweep.swept) or 'none'} (any param such as dropout works too)")
+    return extra
 
 
-def to_markdown(rows: list[dict]) -> str:
-    if not rows:
-        return "_no jobs_\n"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+def list_sweeps(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
+    sweeps = runs.list_sweeps(client, experiment)
+    if not sweeps:
+        raise CompareError(f"no sweeps in experiment {args.experiment!r}: run one with "
+                           "python -m sweeps.train -m reg=l1,l2 rate=1e-4,1e-3 (or pick --experiment)")
+    rows = [sweep_row(parent, jobs) for parent, jobs in sweeps]
+    sys.stdout.write(table.FORMATS[args.format or "text"](rows))
+    return 0
 
 
-def write_csv(rows: list[dict], path: Path) -> Path:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["run_id"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+def sweep_row(parent, jobs) -> dict:
+    counts = Counter(job.info.status for job in jobs)
+    return {"sweep": parent.info.run_id, "started": runs.format_time(parent.info.start_time),
+            "status": parent.info.status, "jobs": len(jobs),
+            "statuses": ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
+            "command": parent.data.tags.get(runs.TAG_COMMAND) or parent.info.run_name or ""}
 
 
-def curves(client: MlflowClient, runs: list[Run], metric: str = "val_loss") -> dict[str, list[float]]:
-    """Per-epoch history of `metric` for each job, keyed by run name."""
-    out = {}
-    for run in runs:
-        history = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
-        if history:
-            out[run.info.run_name] = [m.value for m in history]
-    return out
-
-
-def write_comparison(client: MlflowClient, parent_run_id: str, folder: Path,
-                     metric: str = "val_loss", title: Optional[str] = None) -> list[Path]:
-    """comparison.csv, comparison.md and <metric>.png for a sweep; returns the files written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    runs = sweep_jobs(client, parent_run_id)
-    rows = job_rows(runs, sort_by=metric)
-    csv_path = write_csv(rows, folder / "comparison.csv")
-    md_path = folder / "comparison.md"
-    md_path.write_text(f"# {title or 'Sweep'}\n\n{len(rows)} jobs, best {metric} first.\n\n" + to_markdown(rows))
-    fig = plots.overlay_figure(curves(client, runs, metric), metric, title or f"{metric} per job")
-    png_path = folder / f"{metric}.png"
-    fig.savefig(png_path, dpi=110)
-    plots.close(fig)
-    return [csv_path, md_path, png_path]
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,3 +19,7 @@ class TrackingError(SweepsError):
 
 class DivergedError(SweepsError):
     """Training produced a NaN or infinite loss."""
+
+
+class CompareError(SweepsError):
+    """A sweep, experiment, metric or key asked for by `sweeps.compare` is not in the store."""

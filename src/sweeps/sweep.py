@@ -80,7 +80,7 @@ class Sweep:
             for key, value in (("jobs_finished", self.finished), ("jobs_failed", len(self.failures))):
                 client.log_metric(run_id, key, value)
             with tempfile.TemporaryDirectory() as tmp:
-                compare.write_comparison(client, run_id, Path(tmp), title=f"sweep {self.command}")
+                compare.write_report(client, run_id, Path(tmp))
                 client.log_artifacts(run_id, tmp)
         except Exception:  # the comparison must never hide the jobs' own outcome
             log.exception("could not write the sweep comparison")

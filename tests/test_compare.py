@@ -1,0 +1,255 @@
+"""`sweeps.compare` on real small sweeps on digits: rows and order, formats, report folder, --list, errors.
+
+Two sweeps are trained once for the module, in this process, the way `python -m sweeps.train -m`
+runs them (a parent run, jobs nested under it, the report logged to the parent when it ends):
+  A: reg=l1,l2 rate=1e-4,1e-2                        4 jobs, all finish
+  B: optimizer=sgd optimizer.lr=0.01,1e12            2 jobs, the second diverges (FAILED); the latest sweep
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from sweeps import compare, sweep, tracking
+from sweeps.config import conf_dir
+from sweeps.errors import SweepsError
+from sweeps.train import train
+
+COMMON = ["data=digits", "epochs=2", "model.hidden=[16]", "batch_size=64", "tracking.log_model=false"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_sweep(store: str, swept: list[str], grid: list[list[str]], common: list[str]) -> str:
+    """What `python -m sweeps.train -m` does, in this process; returns the parent run id."""
+    active = sweep.start(" ".join([*swept, *common]), "multirun", [s.split("=")[0] for s in swept])
+    try:
+        for job in grid:
+            overrides = [*job, *common]
+            with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+                cfg = compose("config", overrides=[f"tracking.uri={store}", *overrides])
+            try:
+                train(cfg, overrides=overrides)
+                active.job_finished()
+            except SweepsError as err:
+                active.job_failed(tracking.run_name(overrides, active.swept), err)
+        return active.parent_run_id
+    finally:
+        sweep.end()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("compare")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    grid = [[f"reg={r}", f"rate={x}"] for r in ("l1", "l2") for x in ("1e-4", "1e-2")]
+    a = run_sweep(uri, ["reg=l1,l2", "rate=1e-4,1e-2"], grid, COMMON)
+    b = run_sweep(uri, ["optimizer.lr=0.01,1e12"], [["optimizer.lr=0.01"], ["optimizer.lr=1e12"]],
+                  ["optimizer=sgd", *COMMON])
+    return {"uri": uri, "folder": folder, "a": a, "b": b, "client": MlflowClient(uri)}
+
+
+def cli(store: dict, capsys, *args: str) -> tuple[int, str, str]:
+    """`python -m sweeps.compare ARGS` against the module's store, in this process."""
+    code = compare.main(["--tracking-uri", store["uri"], *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table(store, capsys, *args: str) -> list[dict]:
+    code, out, err = cli(store, capsys, "--format", "json", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_rows_are_the_jobs_best_val_loss_first_with_the_numbers_from_mlflow(store, capsys):
+    rows = table(store, capsys, "--sweep", store["a"])
+    client = store["client"]
+    assert sorted((r["reg"], r["rate"]) for r in rows) == [("l1", "1e-2"), ("l1", "1e-4"), ("l2", "1e-2"), ("l2", "1e-4")]
+    assert [r["final_val_loss"] for r in rows] == sorted(r["final_val_loss"] for r in rows)
+    for row in rows:
+        run = client.get_run(row["run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == store["a"] and row["status"] == "FINISHED"
+        metrics = run.data.metrics
+        assert row["final_val_loss"] == metrics["val_loss"] and row["best_val_loss"] == metrics["best_val_loss"]
+        assert row["final_val_accuracy"] == metrics["val_accuracy"]
+        assert row["test_loss"] == metrics["test_loss"] and row["test_accuracy"] == metrics["test_accuracy"]
+        assert row["generalization_gap"] == metrics["generalization_gap"]
+        assert row["train_time_s"] == metrics["train_time_s"]
+        assert row["n_params"] == int(run.data.params["n_params"]) == 64 * 16 + 16 + 16 * 10 + 10
+
+
+def test_csv_parses_back_to_the_same_numbers_as_json(store, capsys):
+    code, out, _ = cli(store, capsys, "--sweep", store["a"], "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert out.splitlines()[0].startswith("status,reg,rate,final_val_loss,best_val_loss,final_val_accuracy,")
+    for parsed, row in zip(rows, table(store, capsys, "--sweep", store["a"])):
+        assert parsed["run_id"] == row["run_id"]
+        for key in ("final_val_loss", "best_val_accuracy", "test_accuracy", "generalization_gap", "train_time_s"):
+            assert float(parsed[key]) == row[key], key
+        assert int(parsed["n_params"]) == row["n_params"]
+
+
+def test_markdown_format_is_a_table_without_run_ids(store, capsys):
+    code, out, _ = cli(store, capsys, "--sweep", store["a"], "--format", "md")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2 + 4 and lines[0].startswith("| status | reg | rate | final_val_loss |")
+    assert store["a"] not in out
+
+
+def test_accuracy_metric_ranks_highest_first(store, capsys):
+    rows = table(store, capsys, "--sweep", store["a"], "--metric", "val_accuracy")
+    assert list(rows[0])[:5] == ["status", "reg", "rate", "final_val_accuracy", "best_val_accuracy"]
+    values = [r["final_val_accuracy"] for r in rows]
+    assert values == sorted(values, reverse=True)
+
+
+def test_group_by_averages_the_other_swept_keys(store, capsys):
+    jobs = table(store, capsys, "--sweep", store["a"])
+    groups = table(store, capsys, "--sweep", store["a"], "--group-by", "reg")
+    assert sorted(g["reg"] for g in groups) == ["l1", "l2"] and all(g["jobs"] == 2 for g in groups)
+    for group in groups:
+        members = [j["final_val_loss"] for j in jobs if j["reg"] == group["reg"]]
+        assert group["final_val_loss"] == pytest.approx(sum(members) / 2)
+        assert group["final_val_loss_std"] > 0
+    assert groups[0]["final_val_loss"] <= groups[1]["final_val_loss"]
+
+
+def test_report_folder_has_the_report_the_table_and_every_plot(store, capsys, tmp_path):
+    code, out, _ = cli(store, capsys, "--sweep", store["a"], "--out", str(tmp_path / "r"))
+    folder = tmp_path / "r"
+    assert code == 0 and f"report written to {folder}/" in out
+    assert "reg  rate" in out and "final_val_loss" in out  # the table, for reading
+    plots = ["val_loss.png", "val_accuracy.png", "train_vs_val.png", "val_loss_vs_rate.png", "sparsity_vs_rate.png"]
+    for name in plots:
+        assert png_size(folder / name) > (300, 200), name
+    report = (folder / "report.md").read_text()
+    assert all(f"]({name})" in report for name in plots) and "Not drawn" not in report
+    assert f"`python -m sweeps.compare --sweep {store['a']}`" in report and "- jobs: 4 (4 FINISHED)" in report
+    assert report.count("| FINISHED | l") == 4
+    _, csv_out, _ = cli(store, capsys, "--sweep", store["a"], "--format", "csv")
+    assert (folder / "comparison.csv").read_text() == csv_out
+    assert len(json.loads((folder / "comparison.json").read_text())) == 4
+
+
+def test_the_sweep_logged_the_same_report_to_its_parent_run(store):
+    client = store["client"]
+    files = {f.path for f in client.list_artifacts(store["a"])}
+    assert {"report.md", "comparison.csv", "comparison.json", "val_loss.png", "train_vs_val.png",
+            "val_loss_vs_rate.png", "sparsity_vs_rate.png"} <= files
+    assert png_size(Path(client.download_artifacts(store["a"], "val_loss_vs_rate.png")))[0] > 300
+    rows = list(csv.DictReader(open(client.download_artifacts(store["a"], "comparison.csv"))))
+    assert len(rows) == 4 and rows[0]["reg"] in ("l1", "l2")
+
+
+def test_a_sweep_with_a_failed_job_still_reports(store, capsys, tmp_path):
+    code, out, err = cli(store, capsys, "--format", "json", "--out", str(tmp_path))  # latest sweep: B
+    rows = json.loads(out)
+    assert code == 0 and [r["status"] for r in rows] == ["FINISHED", "FAILED"]
+    assert rows[0]["optimizer.lr"] == "0.01" and rows[1]["optimizer.lr"] == "1e12"
+    assert math.isfinite(rows[0]["final_val_loss"]) and rows[1]["test_loss"] is None
+    assert f"report written to {tmp_path}/" in err  # stdout is only the table with --format
+    report = (tmp_path / "report.md").read_text()
+    assert "## Jobs that did not finish" in report and "`optimizer.lr=1e12`: FAILED: DivergedError" in report
+    assert "Final validation loss against rate: the sweep does not vary `rate`" in report
+    assert png_size(tmp_path / "val_loss.png")[0] > 300 and not (tmp_path / "val_loss_vs_rate.png").exists()
+    parent = store["client"].get_run(store["b"])
+    assert parent.info.status == "FAILED" and "report.md" in {f.path for f in store["client"].list_artifacts(store["b"])}
+
+
+def test_list_shows_each_sweep_newest_first(store, capsys):
+    code, out, _ = cli(store, capsys, "--list")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["sweep", "started", "status", "jobs", "statuses", "command"]
+    assert lines[1].startswith(store["b"]) and lines[2].startswith(store["a"]) and len(lines) == 3
+    b, a = (re.split(r"\s{2,}", line) for line in lines[1:])  # columns are two or more spaces apart
+    assert b[2:5] == ["FAILED", "2", "1 FAILED, 1 FINISHED"] and b[5].startswith("optimizer.lr=0.01,1e12 optimizer=sgd")
+    assert a[2:5] == ["FINISHED", "4", "4 FINISHED"] and a[5].startswith("reg=l1,l2 rate=1e-4,1e-2 data=digits")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", a[1])
+    listed = table(store, capsys, "--list")
+    assert [(s["sweep"], s["jobs"]) for s in listed] == [(store["b"], 2), (store["a"], 4)]
+
+
+def test_a_unique_prefix_picks_the_sweep(store, capsys):
+    assert {r["run_id"] for r in table(store, capsys, "--sweep", store["a"][:8])} == \
+        {r["run_id"] for r in table(store, capsys, "--sweep", store["a"])}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "nope"], "error: no experiment named 'nope' in the store (experiments: "),
+    (["--sweep", "feedbeef"], "error: --sweep feedbeef is not a sweep in experiment 'sweeps'; "
+                              "`python -m sweeps.compare --list` shows the sweeps"),
+    (["--metric", "val_los"], "error: --metric val_los: no job of sweep "),
+    (["--group-by", "regg"], "error: --group-by regg: not a swept key or param of sweep"),
+])
+def test_mistakes_are_one_line_and_exit_2(store, capsys, args, message):
+    code, out, err = cli(store, capsys, *args)
+    assert code == 2 and out == "" and err.startswith(message) and err.count("\n") == 1
+
+
+def test_unknown_metric_lists_the_available_ones(store, capsys):
+    _, _, err = cli(store, capsys, "--metric", "val_los")
+    assert "available: " in err and "val_loss, " in err and "test_accuracy" in err and "hidden_0/" not in err
+
+
+def test_no_sweeps_and_no_store_are_one_line_errors(store, capsys, tmp_path):
+    MlflowClient(store["uri"]).create_experiment("empty")
+    code, _, err = cli(store, capsys, "--experiment", "empty")
+    assert code == 2 and err.startswith("error: no sweeps in experiment 'empty': run one with python -m sweeps.train")
+    code = compare.main(["--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
+    assert code == 2 and capsys.readouterr().err.startswith(f"error: no tracking store at {tmp_path}/none.db")
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_runs_from_an_earlier_version_still_compare(store, capsys):
+    """Without the `sweeps.swept` tag (foundation) or any sweeps tag (plain nested runs): names and params."""
+    client = store["client"]
+    experiment = client.create_experiment("earlier")
+    for tags in ({"sweeps.kind": "sweep"}, {}):
+        parent = client.create_run(experiment, run_name="sweep", tags=tags).info.run_id
+        for reg, loss in (("l1", 0.5), ("l2", 0.4)):
+            job_tags = {"mlflow.parentRunId": parent}
+            if tags:
+                job_tags["sweeps.overrides"] = json.dumps([f"reg={reg}", "data=digits"])
+            run = client.create_run(experiment, run_name=f"reg={reg},model.hidden=[16,8]", tags=job_tags).info.run_id
+            client.log_param(run, "reg.kind", reg)
+            client.log_param(run, "n_params", "100")
+            for step, value in enumerate((loss + 0.2, loss)):
+                client.log_metric(run, "val_loss", value, step=step)
+            client.set_terminated(run)
+        rows = table(store, capsys, "--experiment", "earlier", "--sweep", parent)
+        assert [(r["reg"], r["final_val_loss"], r["best_val_loss"]) for r in rows] == [("l2", 0.4, 0.4), ("l1", 0.5, 0.5)]
+        assert "rate" not in rows[0] and rows[0]["n_params"] == 100
+
+
+@pytest.mark.slow
+def test_python_m_sweeps_compare_writes_reports_in_the_current_folder(store, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}
+    proc = subprocess.run([sys.executable, "-m", "sweeps.compare", "--sweep", store["a"]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"report written to reports/{store['a']}/" in proc.stdout
+    assert (tmp_path / "reports" / store["a"] / "report.md").is_file()
+    proc = subprocess.run([sys.executable, "-m", "sweeps.compare", "--metric", "nope"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --metric nope") and "Traceback" not in proc.stderr
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, after checking the signature."""
+    blob = path.read_bytes()
+    assert blob[:8] == PNG_SIGNATURE and blob[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", blob[16:24])
