@@ -300,3 +300,14 @@ def _version(dist: str) -> str:
     from importlib.metadata import version
 
     return version(dist)
+
+
+def load_keras_model(model_uri: str):
+    """A logged model back as a Keras model, from its native `.keras` file, in Keras' safe mode.
+
+    Safe mode refuses to deserialise arbitrary Python (e.g. `Lambda` layers' bytecode), so a
+    tampered model file cannot run code when it is loaded.
+    """
+    import mlflow.tensorflow
+
+    return mlflow.tensorflow.load_model(model_uri, keras_model_kwargs={"safe_mode": True})

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from sweeps import plots, recovery, sweep, tracking
 from sweeps.callbacks import MlflowEpochLogger
-from sweeps.config import conf_dir, config_hash, register_configs, validate
+from sweeps.config import check_overrides, conf_dir, config_hash, register_configs, validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import DivergedError, SweepsError
 from sweeps.models import build_model, compile_model, hidden_dense_layers, summary_text
@@ -174,6 +174,18 @@ def task(cfg: DictConfig) -> float:
     return value
 
 
+def check_command_line(argv: list[str]) -> None:
+    """Unknown keys and wrong types as one line and exit 2, before Hydra composes anything."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own parser: flags are skipped right
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    try:
+        check_overrides(args.overrides)
+    except SweepsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _interrupt(signum: int, frame) -> None:
     """SIGTERM handler: stop like Ctrl-C, so the same clean-up ends the runs KILLED."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -185,6 +197,7 @@ def main() -> None:
     Exit codes: 0 all well, 1 a job of a sweep failed, 2 bad input, 130/143 interrupted (SIGINT/SIGTERM).
     """
     register_configs()
+    check_command_line(sys.argv[1:])
     entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     status, code = "KILLED", 0
