@@ -270,6 +270,8 @@ class Tracker:
 def connect(tcfg: DictConfig) -> Tracker:
     """Check the store named by `tracking.*` and get its experiment ready."""
     uri = resolve_uri(tcfg.uri)
+    if redact_uri(uri) != uri:  # MLflow prints "View run at <tracking URI>" for servers: not with secrets
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     check_reachable(uri)
     artifact_root = default_artifact_root(uri, tcfg.artifact_root)
     check_artifact_root(artifact_root)
