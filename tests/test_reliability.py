@@ -6,7 +6,6 @@ writers, read-only store, bad files) are in test_faults_cli.py.
 """
 
 import json
-import math
 import os
 import subprocess
 import sys

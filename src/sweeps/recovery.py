@@ -16,10 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from typing import Optional
 
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
 from sweeps.tracking import (TAG_ERROR, TAG_HASH, TAG_HOST, TAG_KIND, TAG_PARENT, TAG_PID, TAG_SWEEP,
@@ -94,11 +93,18 @@ def record_reuse(tracker: Tracker, done: Run, name: str, parent_run_id: str, tag
         **tags, TAG_KIND: "job", TAG_PARENT: parent_run_id, TAG_RESUMED_FROM: original,
         "mlflow.note.content": note, **process_tags()})
     run_id = run.info.run_id
-    params = [Param(k, v) for k, v in done.data.params.items()]
-    for i in range(0, len(params), 100):  # MLflow's limit of params per batch
-        client.log_batch(run_id, params=params[i:i + 100], synchronous=True)
-    _copy_metrics(client, done.info.run_id, run_id, list(done.data.metrics))
-    client.set_terminated(run_id, "FINISHED")
+    status = "FAILED"
+    try:
+        params = [Param(k, v) for k, v in done.data.params.items()]
+        for i in range(0, len(params), 100):  # MLflow's limit of params per batch
+            client.log_batch(run_id, params=params[i:i + 100], synchronous=True)
+        _copy_metrics(client, done.info.run_id, run_id, list(done.data.metrics))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run_id, status)  # never left RUNNING
     return run_id
 
 
@@ -113,7 +119,3 @@ def _copy_metrics(client: MlflowClient, source: str, target: str, keys: list[str
 def earlier_sweep(done: Run) -> Optional[str]:
     """The parent run of the sweep that trained `done` (None for a single run)."""
     return done.data.tags.get(TAG_SWEEP)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

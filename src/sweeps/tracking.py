@@ -137,7 +137,7 @@ def check_artifact_root(root: Optional[str]) -> None:
     """A local artifact folder must be writable, or the first artifact would fail mid-run."""
     if not root or not root.startswith("file://"):
         return
-    folder = Path(urlparse(root).path)
+    folder = Path(urllib.request.url2pathname(urlparse(root).path))
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise TrackingError(f"artifacts go to {folder}, but {existing} is not a writable folder; make it "

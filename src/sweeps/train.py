@@ -188,7 +188,11 @@ def check_command_line(argv: list[str]) -> None:
 
 def _interrupt(signum: int, frame) -> None:
     """SIGTERM handler: stop like Ctrl-C, so the same clean-up ends the runs KILLED."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _signal_name(err: KeyboardInterrupt) -> str:
+    return "SIGTERM" if err.args == ("SIGTERM",) else "SIGINT"
 
 
 def main() -> None:
@@ -200,24 +204,26 @@ def main() -> None:
     check_command_line(sys.argv[1:])
     entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    status, code = "KILLED", 0
+    status, interrupted = "KILLED", None
     try:
         entry()
         status = None
     except KeyboardInterrupt as err:
-        signame = err.args[0] if err.args else "SIGINT"
-        code = 128 + signal.Signals[signame].value
-        print(f"interrupted ({signame}): the current run and the sweep were ended KILLED; "
-              "rerun the same command to resume (finished jobs are not retrained)", file=sys.stderr)
+        interrupted = _signal_name(err)
     finally:
         finished = sweep.end(status)
         signal.signal(signal.SIGTERM, previous)
+    if interrupted:
+        in_sweep = finished is not None
+        ended = "the current run and the sweep were" if in_sweep else "the run was"
+        resume = "; rerun the same command to resume (finished jobs are not retrained)" if in_sweep else ""
+        print(f"interrupted ({interrupted}): {ended} ended KILLED{resume}", file=sys.stderr)
     if finished is not None:
         print(finished.summary(), file=sys.stderr)
-        if finished.failures and not code:
-            code = 1
-    if code:
-        sys.exit(code)
+    if interrupted:
+        sys.exit(128 + signal.Signals[interrupted].value)
+    if finished is not None and finished.failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
