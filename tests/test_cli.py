@@ -51,10 +51,15 @@ def test_bad_value_is_one_line_exit_2_and_no_run(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()
 
 
-def test_typo_fails_at_compose_naming_the_key_before_any_run(tmp_path):
-    proc = run_cli(tmp_path, "-m", "rat=1e-3", "data=digits")
-    assert proc.returncode != 0 and "rat" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "mlflow.db").exists()
+@pytest.mark.parametrize("override, message", [
+    ("rat=1e-3", "error: rat: no such key; did you mean rate? (every key is listed in src/sweeps/config.py)"),
+    ("rate=abc", "error: rate=abc: Value 'abc' of type 'str' could not be converted to Float; "
+                 "see the key's type in src/sweeps/config.py"),
+])
+def test_typo_or_wrong_type_is_one_line_naming_the_key_before_any_run(tmp_path, override, message):
+    proc = run_cli(tmp_path, "-m", override, "data=digits")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == message
+    assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()
 
 
 def test_a_failing_job_does_not_take_the_sweep_down(tmp_path):

@@ -4,8 +4,9 @@ Per epoch it logs Keras' own metrics (`loss`, `val_loss`, `accuracy`, ...), `epo
 `samples_per_s`, the learning rate `lr`, and for every hidden Dense layer the kernel's L1 norm,
 L2 norm and sparsity (share of |w| below a threshold): the numbers that show what L1 does that
 L2 does not. All of an epoch goes out in one `log_batch` call. It also tracks the best epoch of
-`monitor`, stops training at once on a NaN/inf loss, and times its own work so the logging
-overhead can be reported.
+`monitor`, stops training at once on a NaN/inf loss (checked after every batch: Keras' TensorFlow
+backend hands batch hooks the loss as a Python float anyway, so the check is one comparison), and
+times its own work so the logging overhead can be reported.
 """
 
 from __future__ import annotations
@@ -68,11 +69,18 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.log_seconds = 0.0  # time spent in this callback's own work
         self.epoch_seconds = 0.0  # time spent training, as measured between epoch hooks
         self.diverged: Optional[str] = None
+        self._epoch = 0
         self._warned = False
         self._epoch_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self._diverge(f"loss became {loss} at epoch {self._epoch}, batch {batch}")
 
     def on_epoch_end(self, epoch, logs=None):
         elapsed = time.perf_counter() - self._epoch_start
@@ -107,8 +115,12 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     def _check_finite(self, epoch: int, metrics: dict) -> None:
         loss = metrics.get("loss")
         if loss is not None and not math.isfinite(loss):
-            self.diverged = f"loss became {loss} at epoch {epoch}"
-            self.model.stop_training = True
+            self._diverge(f"loss became {loss} at epoch {epoch}")
+
+    def _diverge(self, reason: str) -> None:
+        """Remember the first reason and stop `fit` after the current batch."""
+        self.diverged = self.diverged or reason
+        self.model.stop_training = True
 
     def summary(self) -> dict[str, float]:
         """End-of-training metrics: best epoch and value, and the logging overhead."""

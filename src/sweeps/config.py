@@ -7,9 +7,12 @@ time naming the key, and `validate()` rejects out-of-range values before anythin
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
 import re
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.errors import ConfigError
 
@@ -159,6 +163,56 @@ def conf_dir() -> Path:
         if (candidate / "config.yaml").is_file():
             return candidate
     raise ConfigError(f"conf/config.yaml not found next to {here}: reinstall with `make install`")
+
+
+def dotted_keys(schema: Optional[type] = None, prefix: str = "") -> list[str]:
+    """Every key of the schema, dotted (`data.root`, `model.hidden`, ...)."""
+    schema = schema or Config
+    keys = []
+    for name, kind in typing.get_type_hints(schema).items():
+        keys.append(prefix + name)
+        if dataclasses.is_dataclass(kind):
+            keys += dotted_keys(kind, f"{prefix}{name}.")
+    return keys
+
+
+def _override_values(override) -> list:
+    """The values an override sets: one, or each choice of a sweep (ranges and intervals are typed)."""
+    if not override.is_sweep_override():
+        return [override.value()]
+    values = list(override.sweep_iterator()) if type(override.value()).__name__ == "ChoiceSweep" else []
+    return [v for v in values if not (isinstance(v, str) and "${" in v)]
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """A typo or a wrong type on the command line as one line naming the key (Hydra's say more).
+
+    Group choices (`data=digits`), `hydra.*`, `+key=` and `~key` are left to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    schema = OmegaConf.structured(Config)
+    keys = dotted_keys()
+    groups = {d.name for d in conf_dir().iterdir() if d.is_dir()}
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return  # a syntax error: Hydra's own message points at the character
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra") or key in groups or override.is_add() or override.is_delete():
+            continue
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{key}: no such key; {hint}(every key is listed in src/sweeps/config.py)")
+        for value in _override_values(override):
+            try:
+                OmegaConf.update(schema, key, value, merge=True)
+            except OmegaConfBaseException as err:
+                reason = str(err).splitlines()[0]
+                raise ConfigError(f"{key}={value}: {reason}; see the key's type in src/sweeps/config.py") from None
 
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:

@@ -4,7 +4,8 @@
 starts a multirun and finishes it when the multirun ends. The parent run itself is created by the
 first job that gets as far as opening its own run, so a sweep whose configs fail to compose leaves
 nothing behind. When the sweep ends the parent gets the comparison (CSV, Markdown, overlaid
-validation curves) and the counts of finished and failed jobs.
+validation curves) and the counts of finished and failed jobs. A rerun of a sweep reuses the jobs
+that already FINISHED (see `recovery`); its parent links the sweeps it reused jobs from.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps import compare
-from sweeps.tracking import TAG_KIND, TAG_SWEEP, TAG_SWEPT, Tracker
+from sweeps.recovery import TAG_RESUMES
+from sweeps.tracking import TAG_KIND, TAG_SWEEP, TAG_SWEPT, Tracker, process_tags, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,9 @@ class Sweep:
     tracker: Optional[Tracker] = None
     parent_run_id: Optional[str] = None
     failures: list[Failure] = field(default_factory=list)
-    finished: int = 0
+    finished: int = 0  # jobs that ended well, reused ones included
+    reused: int = 0  # jobs not retrained: their config already FINISHED in the experiment
+    resumes: list[str] = field(default_factory=list)  # earlier sweeps' parent runs jobs were reused from
 
     def parent(self, tracker: Tracker) -> str:
         """The parent run's id, creating the run on first use."""
@@ -57,7 +61,7 @@ class Sweep:
             run = tracker.client.create_run(
                 tracker.experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 tags={TAG_KIND: "sweep", "sweeps.command": self.command, "sweeps.sweep_dir": self.sweep_dir,
-                      TAG_SWEPT: json.dumps(self.swept)})
+                      TAG_SWEPT: json.dumps(self.swept), **process_tags()})
             self.parent_run_id = run.info.run_id
             tracker.client.set_tag(self.parent_run_id, TAG_SWEEP, self.parent_run_id)
             log.info("sweep parent run %s in experiment %s", self.parent_run_id, tracker.experiment)
@@ -65,6 +69,15 @@ class Sweep:
 
     def job_finished(self) -> None:
         self.finished += 1
+
+    def job_reused(self, earlier_parent: Optional[str]) -> None:
+        """A job skipped because it already FINISHED; the parent links the sweep it came from."""
+        self.reused += 1
+        client, run_id = self.tracker.client, self.parent_run_id
+        client.log_metric(run_id, "jobs_reused", self.reused)
+        if earlier_parent and earlier_parent not in self.resumes:
+            self.resumes.append(earlier_parent)
+            client.set_tag(run_id, TAG_RESUMES, ",".join(self.resumes))
 
     def job_failed(self, job: str, err: BaseException) -> None:
         self.failures.append(Failure(job, f"{type(err).__name__}: {err}".splitlines()[0]))
@@ -89,6 +102,8 @@ class Sweep:
 
     def summary(self) -> str:
         lines = [f"{self.finished} job(s) finished, {len(self.failures)} failed"]
+        if self.reused:
+            lines[0] += f" ({self.reused} finished earlier and not retrained; rerun with resume=false to retrain)"
         lines += [f"  FAILED {f.job}: {f.reason}" for f in self.failures]
         return "\n".join(lines)
 
@@ -123,7 +138,7 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         params = config.hydra.sweeper.get("params")
         params = OmegaConf.to_container(params) if params else None
-        start(" ".join(overrides), str(config.hydra.sweep.dir), swept_keys(overrides, params))
+        start(redact_text(" ".join(overrides)), str(config.hydra.sweep.dir), swept_keys(overrides, params))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = active()

@@ -1,8 +1,9 @@
 """MLflow plumbing: which store, which experiment, one run per job, and what goes into it.
 
-`connect()` checks the store before anything is trained and returns a `Tracker`;
-`Tracker.job_run()` is the guard that always ends the run (FINISHED, FAILED or KILLED), so no run
-is ever left RUNNING by an exception.
+`connect()` checks the store before anything is trained, creates it (one process at a time) and
+returns a `Tracker`; `Tracker.job_run()` is the guard that always ends the run (FINISHED, FAILED or
+KILLED), so no run is ever left RUNNING by an exception. What goes into params and tags is
+scrubbed of credentials (`redact_uri`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import functools
 import json
 import logging
 import os
+import re
+import socket
 import subprocess
 import traceback
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -37,7 +40,38 @@ TAG_SWEEP = "sweeps.sweep_id"  # parent run id of the sweep a job belongs to
 TAG_SWEPT = "sweeps.swept"  # JSON list of the keys a sweep varies
 TAG_KIND = "sweeps.kind"  # "job" or "sweep"
 TAG_ERROR = "sweeps.error"  # one-line reason a run FAILED
+TAG_PID = "sweeps.pid"  # process that opened the run (to tell stale RUNNING runs)
+TAG_HOST = "sweeps.host"  # host of that process
 TAG_PARENT = "mlflow.parentRunId"
+
+# Query keys of a store URI that are settings, not secrets; every other value is redacted.
+SAFE_QUERY_KEYS = {"timeout", "mode", "cache", "uri", "check_same_thread", "sslmode", "charset"}
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s,'\"\]]+")
+
+
+def redact_uri(uri: Optional[str]) -> Optional[str]:
+    """The URI without credentials: `user:password@` becomes `***@`, secret query values `***`."""
+    if not uri or "://" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    authority, tail = re.match(r"([^/?#]*)(.*)", rest, re.S).groups()
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    path, _, query = tail.partition("?")
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        path += "?" + urlencode([(k, v if k.lower() in SAFE_QUERY_KEYS else "***") for k, v in pairs], safe="*/")
+    return f"{scheme}://{authority}{path}"
+
+
+def redact_text(text: str) -> str:
+    """Every URI inside free text (overrides, a command line, a run name), passed through `redact_uri`."""
+    return _URL_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
+
+
+def process_tags() -> dict[str, str]:
+    """pid and host of this process: a RUNNING run whose process is gone is stale (see recovery)."""
+    return {TAG_PID: str(os.getpid()), TAG_HOST: socket.gethostname()}
 
 
 def resolve_uri(uri: Optional[str]) -> str:
@@ -54,7 +88,8 @@ def resolve_uri(uri: Optional[str]) -> str:
 
 
 def sqlite_path(uri: str) -> Optional[Path]:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    """The database file of a `sqlite:///PATH[?options]` URI."""
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0]) if uri.startswith("sqlite:///") else None
 
 
 def default_artifact_root(uri: str, configured: Optional[str]) -> Optional[str]:
@@ -79,19 +114,55 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"tracking.uri={uri}: {db.parent} is read-only; make it writable "
                                 "or point tracking.uri / MLFLOW_TRACKING_URI at a writable store")
         return
-    if urlparse(uri).scheme in ("http", "https"):
+    shown = redact_uri(uri)
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        health = urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1], path="/health",
+                                            query="", params="", fragment=""))
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            with urllib.request.urlopen(health, timeout=timeout):
                 return
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise TrackingError(f"tracking.uri={uri} is unreachable ({reason}); start the server "
+            raise TrackingError(f"tracking.uri={shown} is unreachable ({reason}); start the server "
                                 "(e.g. `make ui`) or set MLFLOW_TRACKING_URI / tracking.uri to a running one") from None
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # any driver error means the same thing to the user
-        raise TrackingError(f"tracking.uri={uri} is unreachable ({type(err).__name__}: {err}); "
+        raise TrackingError(f"tracking.uri={shown} is unreachable ({type(err).__name__}); "
                             "fix the URI or set MLFLOW_TRACKING_URI") from None
+
+
+def check_artifact_root(root: Optional[str]) -> None:
+    """A local artifact folder must be writable, or the first artifact would fail mid-run."""
+    if not root or not root.startswith("file://"):
+        return
+    folder = Path(urllib.request.url2pathname(urlparse(root).path))
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise TrackingError(f"artifacts go to {folder}, but {existing} is not a writable folder; make it "
+                            "writable or set tracking.artifact_root to a writable folder")
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise creating a SQLite store (tables, migrations, experiment) across processes.
+
+    Several sweeps started at once on a fresh database otherwise race through MLflow's schema
+    migrations ("table ... already exists"). Other stores handle this themselves.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: Optional[str]) -> str:
@@ -135,7 +206,7 @@ def run_name(overrides: list[str], swept: Optional[list[str]] = None) -> str:
     pairs = [o.lstrip("+~") for o in overrides]
     if swept:
         pairs = [p for p in pairs if p.split("=", 1)[0] in swept] or pairs
-    return ",".join(_short(p) for p in pairs) or "default"
+    return redact_text(",".join(_short(p) for p in pairs)) or "default"
 
 
 def _short(override: str) -> str:
@@ -159,7 +230,7 @@ class Tracker:
         """Open a run and always close it: FINISHED, FAILED (reason tag, traceback file) or KILLED."""
         mlflow.set_tracking_uri(self.uri)
         run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=parent_run_id is not None,
-                               parent_run_id=parent_run_id, tags={TAG_KIND: "job", **(tags or {})})
+                               parent_run_id=parent_run_id, tags={TAG_KIND: "job", **process_tags(), **(tags or {})})
         status = "FAILED"
         try:
             yield run
@@ -180,7 +251,8 @@ class Tracker:
         self.client.log_text(run_id, text, "traceback.txt")
 
     def job_tags(self, cfg: DictConfig, overrides: list[str], extra: Optional[dict] = None) -> dict:
-        tags = {TAG_OVERRIDES: json.dumps(list(overrides)), TAG_HASH: config_hash(cfg), **(extra or {})}
+        tags = {TAG_OVERRIDES: redact_text(json.dumps(list(overrides))), TAG_HASH: config_hash(cfg),
+                **(extra or {})}
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
@@ -188,10 +260,15 @@ class Tracker:
 
     @staticmethod
     def log_config(cfg: DictConfig, extra_params: dict) -> None:
-        """Every resolved key as a dotted param, plus `extra_params`; the YAML as an artifact."""
+        """Every resolved key as a dotted param, plus `extra_params`; the YAML as an artifact.
+
+        Store locations are logged without their credentials.
+        """
         from omegaconf import OmegaConf
 
         plain = to_plain(cfg)
+        for key in ("uri", "artifact_root"):
+            plain["tracking"][key] = redact_uri(plain["tracking"][key])
         mlflow.log_params({**flatten(plain), **{k: str(v) for k, v in extra_params.items()}})
         mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
 
@@ -199,11 +276,16 @@ class Tracker:
 def connect(tcfg: DictConfig) -> Tracker:
     """Check the store named by `tracking.*` and get its experiment ready."""
     uri = resolve_uri(tcfg.uri)
+    if redact_uri(uri) != uri:  # MLflow prints "View run at <tracking URI>" for servers: not with secrets
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     check_reachable(uri)
+    artifact_root = default_artifact_root(uri, tcfg.artifact_root)
+    check_artifact_root(artifact_root)
     try:
-        return Tracker(uri, tcfg.experiment, default_artifact_root(uri, tcfg.artifact_root))
+        with store_lock(uri):
+            return Tracker(uri, tcfg.experiment, artifact_root)
     except MlflowException as err:
-        raise TrackingError(f"tracking.uri={uri}: {err.message.splitlines()[0]}") from None
+        raise TrackingError(f"tracking.uri={redact_uri(uri)}: {err.message.splitlines()[0]}") from None
 
 
 def log_keras_model(model, sample) -> None:
@@ -226,3 +308,14 @@ def _version(dist: str) -> str:
     from importlib.metadata import version
 
     return version(dist)
+
+
+def load_keras_model(model_uri: str):
+    """A logged model back as a Keras model, from its native `.keras` file, in Keras' safe mode.
+
+    Safe mode refuses to deserialise arbitrary Python (e.g. `Lambda` layers' bytecode), so a
+    tampered model file cannot run code when it is loaded.
+    """
+    import mlflow.tensorflow
+
+    return mlflow.tensorflow.load_model(model_uri, keras_model_kwargs={"safe_mode": True})

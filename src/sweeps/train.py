@@ -3,7 +3,9 @@
     python -m sweeps.train                                   # one run, default config
     python -m sweeps.train -m reg=l1,l2 rate=1e-4,1e-3       # 4 jobs under one parent run
 
-`train(cfg)` is the job, as a list of steps; `main()` is the command line around it.
+`train(cfg)` is the job, as a list of steps; `main()` is the command line around it. In a
+multirun, a job whose resolved config already FINISHED in the experiment is not retrained
+(`resume=false` retrains everything); Ctrl-C or SIGTERM ends the current run and the sweep KILLED.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
 import time
 
@@ -21,9 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sweeps import plots, sweep, tracking
+from sweeps import plots, recovery, sweep, tracking
 from sweeps.callbacks import MlflowEpochLogger
-from sweeps.config import conf_dir, register_configs, validate
+from sweeps.config import check_overrides, conf_dir, config_hash, register_configs, validate
 from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import DivergedError, SweepsError
@@ -38,30 +41,63 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     validate(cfg)  # 1. values in range, before anything heavy
     data = load_dataset(cfg.data)  # 2. arrays (files read once per process)
     tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
-    keras.utils.set_random_seed(cfg.seed)
-    model = new_model(cfg, data)  # 4.
+    close_stale_runs_once(tracker)  #    runs left RUNNING by a killed process end FAILED
     active = sweep.active()
+    done = recovery.find_finished(tracker, config_hash(cfg)) if active and cfg.resume else None
+    if done is not None:  # 4. already FINISHED in this experiment: not retrained
+        return reuse(cfg, tracker, active, done, overrides, data.source)
+    keras.utils.set_random_seed(cfg.seed)
+    model = new_model(cfg, data)  # 5.
     parent = active.parent(tracker) if active else None
-    name = tracking.run_name(overrides, active.swept if active else None)
-    tags = tracker.job_tags(cfg, overrides, {"sweeps.data_source": data.source})
-    if parent:
-        tags.update({tracking.TAG_SWEEP: parent, tracking.TAG_SWEPT: json.dumps(active.swept)})
-    with tracker.job_run(name, parent, tags) as run:  # 5. always ended
+    name, tags = job_identity(tracker, cfg, overrides, data.source, active)
+    with tracker.job_run(name, parent, tags) as run:  # 6. always ended
         tracker.log_config(cfg, {"n_params": model.count_params(), **data.sizes()})
         cv = (cross_validate(cfg, data, tracker, run.info.run_id, lambda: new_model(cfg, data), fit)
               if cfg.cv.folds else {})  # k models on k folds, nested under this run; then the model below
         logger = MlflowEpochLogger(run.info.run_id, len(data.x_train), hidden_dense_layers(model),
                                    monitor=cfg.early_stopping.monitor, client=tracker.client)
-        train_time = fit(model, data, cfg, logger)  # 6.
+        train_time = fit(model, data, cfg, logger)  # 7.
         final = {**cv, **logger.summary(), **best_values(logger.history), "train_time_s": train_time,
-                 **evaluate(model, data)}  # 7.
+                 **evaluate(model, data)}  # 8.
         mlflow.log_metrics(final)
-        log_artifacts(model, data, logger.history, name, cfg.tracking.log_model)  # 8.
+        log_artifacts(model, data, logger.history, name, cfg.tracking.log_model)  # 9.
     return {**last_epoch(logger.history), **final}.get(cfg.optimized_metric, math.nan)
 
 
 def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
     return compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)
+
+
+def job_identity(tracker: tracking.Tracker, cfg: DictConfig, overrides: list[str], source: str,
+                 active: sweep.Sweep | None) -> tuple[str, dict]:
+    """The run's name and tags (overrides, config hash, data source; sweep membership)."""
+    name = tracking.run_name(overrides, active.swept if active else None)
+    tags = tracker.job_tags(cfg, overrides, {"sweeps.data_source": source})
+    if active:
+        tags.update({tracking.TAG_SWEEP: active.parent_run_id, tracking.TAG_SWEPT: json.dumps(active.swept)})
+    return name, tags
+
+
+def reuse(cfg: DictConfig, tracker: tracking.Tracker, active: sweep.Sweep, done, overrides: list[str],
+          source: str) -> float:
+    """Stand in for a job that already FINISHED: a linked run under this sweep, the earlier result."""
+    active.parent(tracker)
+    name, tags = job_identity(tracker, cfg, overrides, source, active)
+    recovery.record_reuse(tracker, done, name, active.parent_run_id, tags)
+    active.job_reused(recovery.earlier_sweep(done))
+    log.info("job %s already FINISHED in run %s: not retrained (resume=false retrains it)",
+             name, recovery.original_of(done))
+    return done.data.metrics.get(cfg.optimized_metric, math.nan)
+
+
+_CLOSED_STALE: set[tuple[str, str]] = set()  # (store, experiment) already checked by this process
+
+
+def close_stale_runs_once(tracker: tracking.Tracker) -> None:
+    key = (tracker.uri, tracker.experiment_id)
+    if key not in _CLOSED_STALE:
+        recovery.close_stale_runs(tracker)
+        _CLOSED_STALE.add(key)
 
 
 def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger) -> float:
@@ -145,20 +181,56 @@ def task(cfg: DictConfig) -> float:
     return value
 
 
+def check_command_line(argv: list[str]) -> None:
+    """Unknown keys and wrong types as one line and exit 2, before Hydra composes anything."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own parser: flags are skipped right
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    try:
+        check_overrides(args.overrides)
+    except SweepsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _interrupt(signum: int, frame) -> None:
+    """SIGTERM handler: stop like Ctrl-C, so the same clean-up ends the runs KILLED."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _signal_name(err: KeyboardInterrupt) -> str:
+    return "SIGTERM" if err.args == ("SIGTERM",) else "SIGINT"
+
+
 def main() -> None:
-    """`python -m sweeps.train [-m] [overrides...]`; exits non-zero if any job failed."""
+    """`python -m sweeps.train [-m] [overrides...]`; exits non-zero if any job failed.
+
+    Exit codes: 0 all well, 1 a job of a sweep failed, 2 bad input, 130/143 interrupted (SIGINT/SIGTERM).
+    """
     register_configs()
+    check_command_line(sys.argv[1:])
     entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
-    status = "KILLED"
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    status, interrupted = "KILLED", None
     try:
         entry()
         status = None
+    except KeyboardInterrupt as err:
+        interrupted = _signal_name(err)
     finally:
         finished = sweep.end(status)
+        signal.signal(signal.SIGTERM, previous)
+    if interrupted:
+        in_sweep = finished is not None
+        ended = "the current run and the sweep were" if in_sweep else "the run was"
+        resume = "; rerun the same command to resume (finished jobs are not retrained)" if in_sweep else ""
+        print(f"interrupted ({interrupted}): {ended} ended KILLED{resume}", file=sys.stderr)
     if finished is not None:
         print(finished.summary(), file=sys.stderr)
-        if finished.failures:
-            sys.exit(1)
+    if interrupted:
+        sys.exit(128 + signal.Signals[interrupted].value)
+    if finished is not None and finished.failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

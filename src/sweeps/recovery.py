@@ -1,0 +1,121 @@
+"""After a crash: close runs whose process is gone, and reuse jobs that already FINISHED.
+
+- `close_stale_runs()`: a process killed with SIGKILL (or a power cut) cannot end its runs, so they
+  stay RUNNING for ever. Every run records the pid and host of its process (`sweeps.pid`,
+  `sweeps.host`); a RUNNING run from this host whose pid no longer exists is stale and is ended
+  FAILED with `sweeps.error` and `sweeps.stale` saying so. Runs from other hosts, or without
+  those tags, are left alone: from here nobody can tell whether their process is alive.
+- `find_finished()` / `record_reuse()`: rerunning a sweep skips every job whose resolved config
+  (`sweeps.config_hash`) already FINISHED in the experiment. The new sweep gets a small run per
+  skipped job, nested under its parent like the others, that carries the earlier run's params and
+  metrics and links it (`sweeps.resumed_from`), so the comparison still shows every job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Optional
+
+from mlflow.entities import Metric, Param, Run
+from mlflow.tracking import MlflowClient
+
+from sweeps.tracking import (TAG_ERROR, TAG_HASH, TAG_HOST, TAG_KIND, TAG_PARENT, TAG_PID, TAG_SWEEP,
+                             Tracker, process_tags)
+
+log = logging.getLogger(__name__)
+
+TAG_STALE = "sweeps.stale"  # "true" on a run closed because its process was gone
+TAG_RESUMED_FROM = "sweeps.resumed_from"  # on a reused job: the FINISHED run it stands for
+TAG_RESUMES = "sweeps.resumes"  # on a sweep parent: comma-separated earlier parents it reused jobs from
+_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a reused pid counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def is_stale(run: Run, host: str) -> bool:
+    tags = run.data.tags
+    pid = tags.get(TAG_PID, "")
+    return tags.get(TAG_HOST) == host and pid.isdigit() and not pid_alive(int(pid))
+
+
+def close_stale_runs(tracker: Tracker) -> list[str]:
+    """End FAILED every RUNNING run of the experiment whose process (on this host) is gone."""
+    host = socket.gethostname()
+    running = tracker.client.search_runs([tracker.experiment_id], "attributes.status = 'RUNNING'",
+                                         max_results=10_000)
+    closed = []
+    for run in running:
+        if not is_stale(run, host):
+            continue
+        run_id, pid = run.info.run_id, run.data.tags[TAG_PID]
+        tracker.client.set_tag(run_id, TAG_ERROR, f"stale: its process (pid {pid} on {host}) ended without "
+                                                  "closing the run (killed with SIGKILL or crashed)")
+        tracker.client.set_tag(run_id, TAG_STALE, "true")
+        tracker.client.set_terminated(run_id, "FAILED")
+        closed.append(run_id)
+    if closed:
+        log.warning("marked %d stale RUNNING run(s) FAILED: %s", len(closed), ", ".join(closed))
+    return closed
+
+
+def find_finished(tracker: Tracker, config_hash: str) -> Optional[Run]:
+    """The newest FINISHED job run of the experiment with this config hash, if any."""
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id],
+        f"tags.`{TAG_HASH}` = '{config_hash}' and tags.`{TAG_KIND}` = 'job' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def original_of(run: Run) -> str:
+    """The run that was actually trained (a reused job points at it)."""
+    return run.data.tags.get(TAG_RESUMED_FROM, run.info.run_id)
+
+
+def record_reuse(tracker: Tracker, done: Run, name: str, parent_run_id: str, tags: dict) -> str:
+    """A FINISHED run under the new parent standing for `done`: its params, metrics and a link."""
+    client = tracker.client
+    original = original_of(done)
+    note = (f"Not retrained: the same resolved config already FINISHED in run {original}; params and "
+            "metrics are copied from it (artifacts and model stay there).")
+    run = client.create_run(tracker.experiment_id, run_name=name, tags={
+        **tags, TAG_KIND: "job", TAG_PARENT: parent_run_id, TAG_RESUMED_FROM: original,
+        "mlflow.note.content": note, **process_tags()})
+    run_id = run.info.run_id
+    status = "FAILED"
+    try:
+        params = [Param(k, v) for k, v in done.data.params.items()]
+        for i in range(0, len(params), 100):  # MLflow's limit of params per batch
+            client.log_batch(run_id, params=params[i:i + 100], synchronous=True)
+        _copy_metrics(client, done.info.run_id, run_id, list(done.data.metrics))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run_id, status)  # never left RUNNING
+    return run_id
+
+
+def _copy_metrics(client: MlflowClient, source: str, target: str, keys: list[str]) -> None:
+    """Every point of every metric (per-epoch histories included), in batches."""
+    points = [Metric(m.key, m.value, m.timestamp, m.step)
+              for key in keys for m in client.get_metric_history(source, key)]
+    for i in range(0, len(points), _BATCH):
+        client.log_batch(target, metrics=points[i:i + _BATCH], synchronous=True)
+
+
+def earlier_sweep(done: Run) -> Optional[str]:
+    """The parent run of the sweep that trained `done` (None for a single run)."""
+    return done.data.tags.get(TAG_SWEEP)

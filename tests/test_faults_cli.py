@@ -1,0 +1,346 @@
+"""Faults injected for real into `python -m sweeps.train` processes (slow): failing and diverging
+jobs, Ctrl-C and SIGTERM, SIGKILL then a rerun, four concurrent writers on one fresh SQLite store,
+bad input files, a read-only store and a server URI with credentials.
+
+Every wait is bounded and every process started here is killed in a `finally`.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import write_idx
+
+pytestmark = pytest.mark.slow
+
+FAST = ["data=digits", "model.hidden=[16]", "tracking.log_model=false"]
+NOBODY = 65534
+
+
+def _env(tmp_path: Path, **extra) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", **extra}
+
+
+def start_cli(tmp_path: Path, *args: str, prefix: tuple = (), **popen) -> subprocess.Popen:
+    return subprocess.Popen([*prefix, sys.executable, "-m", "sweeps.train", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **{"env": _env(tmp_path), **popen})
+
+
+def run_cli(tmp_path: Path, *args: str, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    proc = start_cli(tmp_path, *args, **popen)  # popen may hold prefix=: a command the CLI runs under
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        _kill(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+def _rows(db: Path, sql: str, *params) -> list:
+    """Read the store directly (read-only, no MLflow start-up) while another process writes it."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+
+
+JOBS = """select r.run_uuid, r.status from runs r join tags t on t.run_uuid = r.run_uuid
+          where t.key = 'sweeps.kind' and t.value = 'job' order by r.start_time"""
+
+
+def _wait_for(condition, timeout: float, proc: subprocess.Popen, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"process ended (rc {proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def _all_runs(tmp_path: Path, experiment: str = "sweeps"):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    return client, (client.search_runs([exp.experiment_id], max_results=1000) if exp else [])
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# ---------------------------------------------------------------- failures inside a sweep
+
+
+def test_raising_and_diverging_jobs_fail_alone_and_the_command_exits_1(tmp_path):
+    """4 jobs: one good, one diverging (NaN loss), two raising (an unknown Keras activation)."""
+    proc = run_cli(tmp_path, "-m", "model.activation=relu,no_such_activation", "optimizer=sgd",
+                   "optimizer.lr=0.01,1e12", "epochs=2", *FAST)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    summary = proc.stderr[proc.stderr.index("1 job(s) finished, 3 failed"):].splitlines()
+    failed = summary[1:]
+    assert len(failed) == 3 and all(line.startswith("  FAILED ") for line in failed)
+    big = "optimizer.lr=1000000000000.0"
+    assert f"  FAILED model.activation=relu,{big}: DivergedError: training diverged: loss became nan" in failed[0]
+    assert all("ValueError: Could not interpret activation function identifier" in f for f in failed[1:])
+    client, runs = _all_runs(tmp_path)
+    (parent,) = [r for r in runs if r.data.tags["sweeps.kind"] == "sweep"]
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["jobs_finished"] == 1 and parent.data.metrics["jobs_failed"] == 3
+    jobs = {r.info.run_name: r for r in runs if r.data.tags["sweeps.kind"] == "job"}
+    assert {name: r.info.status for name, r in jobs.items()} == {
+        "model.activation=relu,optimizer.lr=0.01": "FINISHED", f"model.activation=relu,{big}": "FAILED"}
+    diverged = jobs[f"model.activation=relu,{big}"]
+    assert "batch" in diverged.data.tags["sweeps.error"]
+    assert "traceback.txt" in {f.path for f in client.list_artifacts(diverged.info.run_id)}
+
+
+# ---------------------------------------------------------------- interrupts
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_ends_the_run_and_the_sweep_killed(tmp_path, signum):
+    db = tmp_path / "mlflow.db"
+    proc = start_cli(tmp_path, "-m", "seed=0,1", "epochs=500", *FAST)
+    try:
+        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 120, proc, "the first job's run")[0]
+        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
+                  120, proc, "the first epoch")
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 128 + signum, stderr[-2000:]
+    assert f"interrupted ({signal.Signals(signum).name})" in stderr and "Traceback" not in stderr
+    _, runs = _all_runs(tmp_path)
+    statuses = sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs)
+    assert statuses == [("job", "KILLED"), ("sweep", "KILLED")], "the second job never started"
+    job = next(r for r in runs if r.data.tags["sweeps.kind"] == "job")
+    assert job.data.tags["sweeps.error"] == "interrupted"
+
+
+def test_sigkill_leaves_running_runs_that_a_rerun_closes_and_resumes(tmp_path):
+    """SIGKILL after the first job FINISHED; the same command again trains only what is missing."""
+    db = tmp_path / "mlflow.db"
+    command = ["-m", "epochs=1,20", "batch_size=16", *FAST]
+    proc = start_cli(tmp_path, *command)
+    try:
+        _wait_for(lambda: [r for r in _rows(db, JOBS) if r[1] == "FINISHED"], 180, proc, "a FINISHED job")
+        _wait_for(lambda: [r for r in _rows(db, JOBS) if r[1] == "RUNNING"], 120, proc, "the second job")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        _kill(proc)
+    left_running = _rows(db, "select run_uuid from runs where status = 'RUNNING'")
+    assert len(left_running) == 2, "SIGKILL left the second job and the parent RUNNING"
+    (first_job,) = [r[0] for r in _rows(db, JOBS) if r[1] == "FINISHED"]
+
+    again = run_cli(tmp_path, *command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 job(s) finished, 0 failed (1 finished earlier and not retrained" in again.stderr
+    client, runs = _all_runs(tmp_path)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    stale = [r for r in runs if r.data.tags.get("sweeps.stale") == "true"]
+    assert sorted(r.info.run_id for r in stale) == sorted(r[0] for r in left_running)
+    assert all(r.info.status == "FAILED" and r.data.tags["sweeps.error"].startswith("stale:") for r in stale)
+    parents = sorted((r for r in runs if r.data.tags["sweeps.kind"] == "sweep"), key=lambda r: r.info.start_time)
+    old_parent, new_parent = parents
+    assert new_parent.info.status == "FINISHED" and new_parent.data.tags["sweeps.resumes"] == old_parent.info.run_id
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == new_parent.info.run_id]
+    assert sorted(r.info.status for r in children) == ["FINISHED", "FINISHED"]
+    (stand_in,) = [r for r in children if "sweeps.resumed_from" in r.data.tags]
+    assert stand_in.data.tags["sweeps.resumed_from"] == first_job and stand_in.info.run_name == "epochs=1"
+    trained = [r for r in runs if r.data.tags["sweeps.kind"] == "job" and "sweeps.resumed_from" not in r.data.tags
+               and r.data.tags["sweeps.config_hash"] == stand_in.data.tags["sweeps.config_hash"]]
+    assert [r.info.run_id for r in trained] == [first_job], "the finished job was not retrained"
+    retrained = next(r for r in children if r is not stand_in)
+    assert len(client.get_metric_history(retrained.info.run_id, "loss")) == 20
+    table = open(client.download_artifacts(new_parent.info.run_id, "comparison.csv")).read().splitlines()
+    assert len(table) == 3
+
+
+# ---------------------------------------------------------------- concurrency
+
+WRITER = """
+import os, sys, time
+from mlflow.entities import Metric
+from omegaconf import OmegaConf
+from sweeps import tracking
+uri, go, name, batches, keys = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+deadline = time.monotonic() + 120
+while not os.path.exists(go) and time.monotonic() < deadline:
+    time.sleep(0.005)
+tracker = tracking.connect(OmegaConf.create({"uri": uri, "experiment": "concurrent", "artifact_root": None}))
+with tracker.job_run(name) as run:
+    for step in range(batches):
+        now = int(time.time() * 1000)
+        points = [Metric(f"m{k}", float(step), now, step) for k in range(keys)]
+        tracker.client.log_batch(run.info.run_id, metrics=points, synchronous=True)
+"""
+
+
+def test_four_concurrent_writers_on_a_fresh_store_lose_no_metric(tmp_path):
+    """All four create the database, the experiment and a run at the same instant, then log."""
+    uri, go = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "go"
+    batches, keys = 60, 20
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(go), f"writer-{i}", str(batches), str(keys)],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    try:
+        time.sleep(5)  # let all four import MLflow, so that they really start together
+        go.touch()
+        results = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            _kill(p)
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+        assert "database is locked" not in err and "already exists" not in err
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("concurrent").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"writer-{i}" for i in range(4)]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    points = sum(len(client.get_metric_history(r.info.run_id, f"m{k}")) for r in runs for k in range(keys))
+    assert points == 4 * batches * keys
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _corrupt_idx(folder: Path) -> list[str]:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("t10k", 20)):
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-200])  # a cut-off download
+    return ["data=fashion_mnist", f"data.root={folder}"]
+
+
+def _csv_missing_columns(folder: Path) -> list[str]:
+    header = "label," + ",".join(f"pixel{i}" for i in range(1, 785))
+    row = "1," + ",".join(["0"] * 784)
+    (folder / "fashion-mnist_train.csv").write_text(header.replace(",pixel784", "") + "\n" + row[:-2] + "\n")
+    (folder / "fashion-mnist_test.csv").write_text(header + "\n" + row + "\n")
+    return ["data=fashion_mnist_csv", f"data.root={folder}"]
+
+
+@pytest.mark.parametrize("make_input, message", [
+    (_corrupt_idx, "train-images-idx3-ubyte.gz: cannot read"),
+    (_csv_missing_columns, "fashion-mnist_train.csv: missing columns pixel784; expected the Kaggle layout"),
+], ids=["corrupt-idx", "csv-missing-columns"])
+def test_bad_data_files_are_one_line_exit_2_and_no_run(tmp_path, make_input, message):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    proc = run_cli(tmp_path, *make_input(folder), "epochs=1", "tracking.log_model=false")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = _error_lines(proc.stderr)
+    assert message in line and "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists(), "nothing written to the store"
+
+
+AS_NOBODY = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder an unprivileged user can use (pytest's own tmp folders are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="sweeps-ro-"))
+    path.chmod(0o777)
+    yield path
+    for p in [path, *path.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o755)
+    subprocess.run(["rm", "-rf", str(path)], check=False, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to drop to nobody")
+def test_a_read_only_store_is_one_line_exit_2_and_left_untouched(shared_dir):
+    """Root ignores file modes, so the command runs as `nobody`, for whom mlruns/ (0555) is read-only."""
+    mlruns = shared_dir / "mlruns"
+    client = MlflowClient(f"sqlite:///{mlruns}/mlflow.db")  # an existing store with an experiment
+    client.create_experiment("sweeps")
+    mlruns.chmod(0o555)
+    (mlruns / "mlflow.db").chmod(0o444)
+    before = hashlib.sha256((mlruns / "mlflow.db").read_bytes()).hexdigest()
+    home = shared_dir / "home"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    probe = subprocess.run([*AS_NOBODY, "touch", str(mlruns / "probe")], capture_output=True, timeout=30)
+    assert probe.returncode != 0, "premise: the folder really is read-only for the command"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = run_cli(shared_dir, *FAST, "epochs=1", env={**env, "HOME": str(home)}, prefix=AS_NOBODY)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = _error_lines(proc.stderr)
+    assert f"{mlruns} is read-only; make it writable" in line and "Traceback" not in proc.stderr
+    assert hashlib.sha256((mlruns / "mlflow.db").read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in mlruns.iterdir()) == ["mlflow.db"]
+
+
+# ---------------------------------------------------------------- credentials in a server URI
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_server_credentials_never_reach_the_store_or_the_output(tmp_path):
+    """A real `mlflow server` on 127.0.0.1; tracking.uri carries user:password@."""
+    port, secret = _free_port(), "pw-9d8c7b6a5f"
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                               "--artifacts-destination", str(tmp_path / "server-artifacts")],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _healthy(port), 120, server, "the server")
+        uri = f"http://alice:{secret}@127.0.0.1:{port}"
+        proc = run_cli(tmp_path, f"tracking.uri={uri}", "epochs=1", "data=digits", "model.hidden=[16]")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        (run,) = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+        assert run.data.params["tracking.uri"] == f"http://***@127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+    stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "outputs" not in p.parts)
+    assert run.info.run_id.encode() in stored and list(tmp_path.rglob("model.keras")), "the scan reads the store"
+    assert secret.encode() not in stored
+    assert secret not in proc.stdout and secret not in proc.stderr
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,270 @@
+"""Faults injected for real, in this process, against a real temporary SQLite store.
+
+Divergence, an exception mid-run, stale runs of dead processes, resume, reproducibility, secrets,
+the UI's bind address and model loading. The command-line faults (signals, SIGKILL, concurrent
+writers, read-only store, bad files) are in test_faults_cli.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from sweeps import recovery, sweep, tracking
+from sweeps.config import check_overrides, config_hash
+from sweeps.errors import ConfigError, DivergedError
+from sweeps.train import train
+
+FAST = ("model.hidden=[16]", "tracking.log_model=false")
+TIMING = {"epoch_time_s", "samples_per_s", "train_time_s", "logging_overhead_pct"}
+
+
+def _runs(client, experiment="sweeps"):
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def _jobs(client):
+    return [r for r in _runs(client) if r.data.tags.get("sweeps.kind") == "job"]
+
+
+@pytest.fixture
+def a_sweep(tmp_path):
+    """An active sweep, ended (if still open) when the test ends."""
+    yield lambda swept: sweep.start(" ".join(swept), str(tmp_path / "multirun"), [k.split("=")[0] for k in swept])
+    sweep.end()
+
+
+# ---------------------------------------------------------------- failure isolation
+
+
+def test_divergence_stops_training_in_the_batch_it_happens(make_cfg, client):
+    with pytest.raises(DivergedError, match=r"at epoch 0, batch \d+"):
+        train(make_cfg("optimizer=sgd", "optimizer.lr=1e12", "epochs=5", *FAST), overrides=[])
+    (run,) = _runs(client)
+    assert run.info.status == "FAILED" and "diverged" in run.data.tags["sweeps.error"]
+    batch = int(run.data.tags["sweeps.error"].rsplit("batch ", 1)[1].split(";")[0])
+    assert batch < 20, "stopped within the first epoch's 21 batches, not at its end"
+    assert len(_history(client, run, "loss")) <= 1  # epochs 1..4 never ran
+    assert "traceback.txt" in {f.path for f in client.list_artifacts(run.info.run_id)}
+
+
+def test_an_exception_mid_run_ends_it_failed_with_the_reason_and_traceback(make_cfg, client, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("sweeps.train.log_artifacts", disk_full)  # fails after training, inside the run
+    with pytest.raises(OSError):
+        train(make_cfg(*FAST), overrides=[])
+    (run,) = _runs(client)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["sweeps.error"] == "OSError: [Errno 28] No space left on device"
+    text = open(client.download_artifacts(run.info.run_id, "traceback.txt")).read()
+    assert "disk_full" in text and "No space left on device" in text
+    assert "test_loss" in run.data.metrics, "what was logged before the failure is kept"
+
+
+# ---------------------------------------------------------------- stale runs
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    return proc.pid
+
+
+def test_running_runs_of_dead_processes_on_this_host_are_closed_failed(make_cfg, client):
+    tracker = tracking.connect(make_cfg().tracking)
+    host = tracking.process_tags()[tracking.TAG_HOST]
+    cases = {"dead": {"sweeps.pid": str(_dead_pid()), "sweeps.host": host},
+             "alive": {"sweeps.pid": str(os.getpid()), "sweeps.host": host},
+             "other host": {"sweeps.pid": str(_dead_pid()), "sweeps.host": host + "-elsewhere"},
+             "untagged": {}}
+    ids = {name: client.create_run(tracker.experiment_id, run_name=name, tags=tags).info.run_id
+           for name, tags in cases.items()}
+    assert recovery.close_stale_runs(tracker) == [ids["dead"]]
+    dead = client.get_run(ids["dead"])
+    assert dead.info.status == "FAILED" and dead.data.tags["sweeps.stale"] == "true"
+    assert dead.data.tags["sweeps.error"].startswith(f"stale: its process (pid {cases['dead']['sweeps.pid']}")
+    for name in ("alive", "other host", "untagged"):
+        assert client.get_run(ids[name]).info.status == "RUNNING", name
+
+
+def test_every_run_records_its_pid_and_host(make_cfg, client, a_sweep):
+    a_sweep(["seed=0"])
+    train(make_cfg("seed=0", *FAST), overrides=["seed=0"])
+    for run in _runs(client):  # the job and the sweep's parent
+        assert run.data.tags["sweeps.pid"] == str(os.getpid())
+        assert run.data.tags["sweeps.host"] == tracking.process_tags()["sweeps.host"]
+
+
+# ---------------------------------------------------------------- resume
+
+
+def _history(client, run, key):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+
+
+def test_a_rerun_reuses_finished_jobs_and_links_the_earlier_sweep(make_cfg, client, a_sweep):
+    first = a_sweep(["rate=1e-4"])
+    trained = train(make_cfg("rate=1e-4", *FAST), overrides=["rate=1e-4"])
+    first_parent = first.parent_run_id
+    sweep.end()
+
+    second = a_sweep(["rate=1e-4,1e-3"])
+    reused = train(make_cfg("rate=1e-4", *FAST), overrides=["rate=1e-4"])
+    second.job_finished()
+    train(make_cfg("rate=1e-3", *FAST), overrides=["rate=1e-3"])
+    second.job_finished()
+    parent_id = second.parent_run_id
+    sweep.end()
+
+    assert reused == trained, "the task returns the finished run's metric"
+    cfg_hash = config_hash(make_cfg("rate=1e-4", *FAST))
+    same = [r for r in _jobs(client) if r.data.tags["sweeps.config_hash"] == cfg_hash]
+    original = [r for r in same if "sweeps.resumed_from" not in r.data.tags]
+    stand_in = [r for r in same if "sweeps.resumed_from" in r.data.tags]
+    assert len(original) == 1 and len(stand_in) == 1, "rate=1e-4 was trained once"
+    (original,), (stand_in,) = original, stand_in
+    assert stand_in.data.tags["sweeps.resumed_from"] == original.info.run_id
+    assert stand_in.data.tags["mlflow.parentRunId"] == parent_id and stand_in.info.status == "FINISHED"
+    assert stand_in.data.params == original.data.params and stand_in.data.metrics == original.data.metrics
+    assert _history(client, stand_in, "val_loss") == _history(client, original, "val_loss")
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["sweeps.resumes"] == first_parent
+    assert parent.data.metrics["jobs_reused"] == 1 and parent.data.metrics["jobs_finished"] == 2
+    table = open(client.download_artifacts(parent_id, "comparison.csv")).read().splitlines()
+    assert len(table) == 3, "both jobs appear in the new sweep's comparison"
+
+
+def test_resume_false_retrains(make_cfg, client, a_sweep):
+    a_sweep(["seed=0"])
+    train(make_cfg("seed=0", *FAST), overrides=["seed=0"])
+    sweep.end()
+    a_sweep(["seed=0"])
+    train(make_cfg("seed=0", "resume=false", *FAST), overrides=["seed=0", "resume=false"])
+    sweep.end()
+    jobs = _jobs(client)
+    assert len(jobs) == 2 and not any("sweeps.resumed_from" in r.data.tags for r in jobs)
+
+
+def test_a_single_run_is_never_skipped(make_cfg, client):
+    train(make_cfg(*FAST), overrides=[])
+    train(make_cfg(*FAST), overrides=[])
+    assert len(_jobs(client)) == 2
+
+
+# ---------------------------------------------------------------- reproducibility
+
+
+def test_same_config_and_seed_give_the_same_history(make_cfg, client):
+    cfg = make_cfg("seed=7", "dropout=0.2", "epochs=3", *FAST)
+    values = [train(cfg, overrides=[]) for _ in range(2)]
+    first, second = sorted(_runs(client), key=lambda r: r.info.start_time)
+    keys = set(first.data.metrics) - TIMING
+    assert {"loss", "val_loss", "test_accuracy", "hidden_0/kernel_l1"} <= keys
+    for key in keys:
+        assert _history(client, first, key) == _history(client, second, key), key
+    assert values[0] == values[1]
+
+
+# ---------------------------------------------------------------- security
+
+SECRETS = {"SWEEPS_TEST_API_TOKEN": "tok-9f8e7d6c5b4a3921", "AWS_SECRET_ACCESS_KEY": "aws-5ecret-8c1d2e",
+           "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-77a1b2", "DATABASE_URL": "postgresql://bob:db-pw-4e5f6a@db/x"}
+
+
+def _store_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_environment_secrets_appear_nowhere_in_the_store(make_cfg, tmp_path, monkeypatch, client):
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    train(make_cfg("rate=1e-4", "model.hidden=[16]"), overrides=["rate=1e-4"])  # with the saved model
+    blob = _store_bytes(tmp_path)  # mlflow.db and artifacts/ (config.yaml, model files, ...)
+    (run,) = _runs(client)
+    assert run.info.run_id.encode() in blob and b"sweeps.config_hash" in blob, "the scan reads the real store"
+    assert list(tmp_path.rglob("model.keras")), "the saved model is scanned too"
+    for key, value in SECRETS.items():
+        assert value.encode() not in blob, key
+        assert b"pw-" not in blob
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("http://alice:s3cr3t@127.0.0.1:5000", "http://***@127.0.0.1:5000"),
+    ("postgresql://u:pw@db:5432/mlflow?sslmode=require&password=zz", "postgresql://***@db:5432/mlflow?sslmode=require&password=***"),
+    ("https://host/api?token=abc&X-Amz-Credential=k", "https://host/api?token=***&X-Amz-Credential=***"),
+    ("sqlite:////tmp/x/mlflow.db?timeout=30", "sqlite:////tmp/x/mlflow.db?timeout=30"),
+    (None, None),
+])
+def test_store_uris_are_logged_without_credentials(uri, shown):
+    assert tracking.redact_uri(uri) == shown
+    assert tracking.redact_text(f'["tracking.uri={uri}", "rate=1"]') == f'["tracking.uri={shown}", "rate=1"]'
+
+
+def test_credentials_in_overrides_stay_out_of_run_names_and_tags(make_cfg):
+    overrides = ["tracking.artifact_root=s3://key:s3cr3t@bucket/x"]
+    assert "s3cr3t" not in tracking.run_name(overrides)
+    tags = tracking.connect(make_cfg().tracking).job_tags(make_cfg(), overrides)
+    assert "s3cr3t" not in json.dumps(tags) and "***@bucket" in tags["sweeps.overrides"]
+
+
+def test_the_ui_binds_localhost_unless_told_otherwise():
+    root = Path(__file__).resolve().parents[1]
+    default = subprocess.run(["make", "-n", "ui"], cwd=root, capture_output=True, text=True, timeout=60).stdout
+    chosen = subprocess.run(["make", "-n", "ui", "HOST=0.0.0.0"], cwd=root, capture_output=True, text=True,
+                            timeout=60).stdout
+    assert "--host 127.0.0.1" in default and "--host 0.0.0.0" in chosen
+
+
+def test_models_are_native_keras_files_loaded_in_safe_mode(make_cfg, client, store):
+    train(make_cfg("model.hidden=[16]"), overrides=[])
+    (run,) = _runs(client)
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "model/data")}
+    assert files == {"model/data/model.keras", "model/data/keras_module.txt", "model/data/save_format.txt"}
+    keras_file = client.download_artifacts(run.info.run_id, "model/data/model.keras")
+    with zipfile.ZipFile(keras_file) as archive:  # Keras 3's native format: config + weights in a zip
+        assert {"config.json", "model.weights.h5", "metadata.json"} <= set(archive.namelist())
+    assert not [f for f in files if "pickle" in f or f.endswith((".pb", ".h5"))], "no pickle, SavedModel or HDF5"
+    model = tracking.load_keras_model(f"runs:/{run.info.run_id}/model")
+    assert isinstance(model, keras.Model) and model.predict(np.zeros((2, 64)), verbose=0).shape == (2, 10)
+
+
+def test_safe_mode_refuses_a_model_that_carries_code(client, store):
+    import mlflow
+
+    inputs = keras.Input((3,))
+    evil = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))  # bytecode inside the file
+    mlflow.set_tracking_uri(store)
+    with mlflow.start_run() as run:
+        tracking.log_keras_model(evil, np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="safe_mode"):
+        tracking.load_keras_model(f"runs:/{run.info.run_id}/model")
+
+
+# ---------------------------------------------------------------- command-line checks
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rat=1e-3", "rat: no such key; did you mean rate?"),
+    ("rate=abc", "rate=abc: Value 'abc' of type 'str' could not be converted to Float"),
+    ("rate=1e-4,abc", "rate=abc: Value 'abc'"),
+    ("reg.kind=l3", "reg.kind=l3: Invalid value 'l3', expected one of [none, l1, l2, l1_l2]"),
+])
+def test_bad_overrides_are_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        check_overrides([override])
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_good_overrides_pass_the_check():
+    check_overrides(["data=digits", "reg=l1,l2", "rate=1e-4,1e-3", "model.hidden=[16]",
+                     "epochs=range(1,3)", "hydra.sweep.dir=x", "+extra=1", "data.root=null",
+                     "tracking.uri=${oc.env:X,null}"])
