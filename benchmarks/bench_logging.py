@@ -23,23 +23,13 @@ import mlflow.tensorflow
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from common import EpochTimer
 from sweeps.callbacks import MlflowEpochLogger
 from sweeps.config import conf_dir, register_configs
 from sweeps.data import load_dataset
 from sweeps.errors import DataError
 from sweeps.models import build_model, compile_model, hidden_dense_layers
 from sweeps.tracking import ensure_experiment, log_keras_model
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._t)
 
 
 def config(dataset: str):

@@ -23,6 +23,7 @@ import keras
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from common import EpochTimer
 from sweeps.callbacks import MlflowEpochLogger
 from sweeps.config import conf_dir, register_configs
 from sweeps.data import load_dataset
@@ -46,17 +47,6 @@ class TimedLogger(MlflowEpochLogger):
         tic = time.perf_counter()
         super().on_train_batch_end(batch, logs)
         TimedLogger.hook_seconds += time.perf_counter() - tic
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._t)
 
 
 def config(*overrides: str):
