@@ -49,8 +49,9 @@ report: install ## compare the latest sweep: table here, report in reports/<id>/
 ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000 (HOST=, PORT= to change)
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
-bench: install ## logging and model-saving overhead, measured side by side
+bench: install ## tracking overhead (per-epoch logging, model saving, per-batch NaN check), side by side
 	$(BIN)/python benchmarks/bench_logging.py
+	$(BIN)/python benchmarks/bench_nan_check.py
 
 clean: ## remove run outputs and caches (keeps mlruns/ and the venv)
 	rm -rf multirun outputs reports .pytest_cache
