@@ -93,3 +93,20 @@ def test_failure_during_training_ends_the_run_failed_with_the_reason(make_cfg, c
     (run,) = _runs(client)
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["sweeps.error"]
     assert "traceback.txt" in {f.path for f in client.list_artifacts(run.info.run_id)}
+
+
+def test_cross_validation_logs_one_child_per_fold_and_mean_and_spread(make_cfg, client):
+    value = train(make_cfg("cv.folds=3", "optimized_metric=cv_val_accuracy_mean", "tracking.log_model=false"),
+                  overrides=["cv.folds=3"])
+    runs = _runs(client)
+    (job,) = [r for r in runs if r.data.tags["sweeps.kind"] == "job"]
+    folds = sorted((r for r in runs if r.data.tags["sweeps.kind"] == "fold"), key=lambda r: r.info.run_name)
+    assert [f.info.run_name for f in folds] == ["fold 0", "fold 1", "fold 2"]
+    assert all(f.data.tags["mlflow.parentRunId"] == job.info.run_id and f.info.status == "FINISHED" for f in folds)
+    assert all(len(client.get_metric_history(f.info.run_id, "val_loss")) == 2 for f in folds)
+    accs = [f.data.metrics["val_accuracy"] for f in folds]
+    sizes = [int(f.data.metrics["samples_per_s"] * f.data.metrics["epoch_time_s"] + 0.5) for f in folds]
+    assert sum(sizes) == 2 * 1437, "each example is held out exactly once across the folds"
+    assert job.data.metrics["cv_val_accuracy_mean"] == pytest.approx(np.mean(accs))
+    assert job.data.metrics["cv_val_accuracy_std"] == pytest.approx(np.std(accs))
+    assert value == pytest.approx(np.mean(accs)) and "test_accuracy" in job.data.metrics
