@@ -267,4 +267,5 @@ def test_bad_overrides_are_one_line_naming_the_key(override, message):
 def test_good_overrides_pass_the_check():
     check_overrides(["data=digits", "reg=l1,l2", "rate=1e-4,1e-3", "model.hidden=[16]",
                      "epochs=range(1,3)", "hydra.sweep.dir=x", "+extra=1", "data.root=null",
-                     "tracking.uri=${oc.env:X,null}"])
+                     "tracking.uri=${oc.env:X,null}", "+experiment=fashion_architectures",
+                     "variant/fashion_architectures=64_32_relu_sgd,128_64_32_tanh_adam"])

@@ -194,7 +194,8 @@ def check_overrides(overrides: list[str]) -> None:
 
     schema = OmegaConf.structured(Config)
     keys = dotted_keys()
-    groups = {d.name for d in conf_dir().iterdir() if d.is_dir()}
+    root = conf_dir()
+    groups = {d.relative_to(root).as_posix() for d in root.rglob("*") if d.is_dir()}  # incl. variant/<study>
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException:
