@@ -4,7 +4,8 @@ A row holds plain values (str, int, float or None), so the CSV and JSON formats 
 exactly as MLflow stored them; only the text and Markdown formats round them for reading.
 
 Columns: status, the swept values, final and best of each validation metric (`--metric` first),
-test metrics, generalization gap, train time, parameter count, run name and id.
+final training loss (no dropout), test metrics, generalization gap, train time, parameter count,
+run name and id.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Optional
 from sweeps.runs import Job, SweepRuns
 
 VALIDATION = ["val_loss", "val_accuracy", "val_mae"]
-END_METRICS = ["test_loss", "test_accuracy", "test_mae", "generalization_gap", "train_time_s"]
+END_METRICS = ["final_train_loss", "test_loss", "test_accuracy", "test_mae", "generalization_gap", "train_time_s"]
 HIDDEN_IN_READING = ("run_name", "run_id")  # left out of the text and Markdown tables
 
 
