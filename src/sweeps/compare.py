@@ -22,7 +22,6 @@ from mlflow.tracking import MlflowClient
 
 from sweeps import report, runs, table
 from sweeps.errors import CompareError, SweepsError
-from sweeps.report import write_report  # noqa: F401  (what a sweep calls when it ends)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -3,9 +3,10 @@
 `SweepCallback` (listed under `hydra.callbacks` in conf/config.yaml) opens a `Sweep` when Hydra
 starts a multirun and finishes it when the multirun ends. The parent run itself is created by the
 first job that gets as far as opening its own run, so a sweep whose configs fail to compose leaves
-nothing behind. When the sweep ends the parent gets the comparison (CSV, Markdown, overlaid
-validation curves) and the counts of finished and failed jobs. A rerun of a sweep reuses the jobs
-that already FINISHED (see `recovery`); its parent links the sweeps it reused jobs from.
+nothing behind. When the sweep ends the parent gets the report (`report.md`, the comparison as
+CSV/JSON, the plots; see `report`) and the counts of finished and failed jobs. A rerun of a
+sweep reuses the jobs that already FINISHED (see `recovery`); its parent links the sweeps it
+reused jobs from.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import compare
+from sweeps import report
 from sweeps.recovery import TAG_RESUMES
 from sweeps.tracking import TAG_KIND, TAG_SWEEP, TAG_SWEPT, Tracker, process_tags, redact_text
 
@@ -93,10 +94,10 @@ class Sweep:
             for key, value in (("jobs_finished", self.finished), ("jobs_failed", len(self.failures))):
                 client.log_metric(run_id, key, value)
             with tempfile.TemporaryDirectory() as tmp:
-                compare.write_report(client, run_id, Path(tmp))
+                report.write_report(client, run_id, Path(tmp))
                 client.log_artifacts(run_id, tmp)
         except Exception:  # the comparison must never hide the jobs' own outcome
-            log.exception("could not write the sweep comparison")
+            log.exception("could not write the sweep report")
         finally:
             client.set_terminated(run_id, status)
 
