@@ -47,6 +47,7 @@ report: install ## compare the latest sweep: table here, report in reports/<id>/
 	$(BIN)/python -m sweeps.compare --tracking-uri $(STORE) $(if $(SWEEP),--sweep $(SWEEP))
 
 ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000 (HOST=, PORT= to change)
+	mkdir -p mlruns
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
 bench: install ## tracking overhead (per-epoch logging, model saving, per-batch NaN check), side by side
