@@ -39,6 +39,9 @@ def test_smoke_sweep_one_parent_four_finished_children(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     model = mlflow.pyfunc.load_model(f"runs:/{children[0].info.run_id}/model")
     assert np.asarray(model.predict(np.zeros((2, 64), dtype=np.float32))).shape == (2, 10)
+    files = {f.path for f in client.list_artifacts(parent_id)}
+    assert {"comparison.csv", "comparison.md", "report.md", "val_loss.png"} <= files
+    assert len(open(client.download_artifacts(parent_id, "comparison.md")).read().splitlines()) == 6
     table = open(client.download_artifacts(parent_id, "comparison.csv")).read().splitlines()
     assert len(table) == 5 and ",reg,rate," in table[0]
     assert "4 job(s) finished, 0 failed" in proc.stderr

@@ -1,4 +1,4 @@
-"""A sweep's report folder: report.md, comparison.csv / comparison.json and the plots it shows.
+"""A sweep's report folder: report.md, comparison.csv / .md / .json and the plots it shows.
 
 `write_report(client, parent_run_id, folder)` is what a sweep logs to its parent run when it ends;
 `python -m sweeps.compare` writes the same folder for any sweep in the store. A plot the sweep cannot
@@ -46,9 +46,10 @@ def history_keys(metric: str) -> list[str]:
 
 
 def write(folder: Path, sweep: SweepRuns, rows: list[dict], metric: str) -> list[Path]:
-    """report.md, comparison.csv, comparison.json and every plot the sweep supports, into `folder`."""
+    """report.md, comparison.csv/.md/.json and every plot the sweep supports, into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     files = [_write(folder / "comparison.csv", table.to_csv(rows)),
+             _write(folder / "comparison.md", table.to_markdown(rows)),
              _write(folder / "comparison.json", table.to_json(rows))]
     drawn, skipped = draw(folder, sweep, metric)
     report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped))
