@@ -69,6 +69,17 @@ def close_stale_runs(tracker: Tracker) -> list[str]:
     return closed
 
 
+_CLOSED_STALE: set[tuple[str, str]] = set()  # (store, experiment) already checked by this process
+
+
+def close_stale_runs_once(tracker: Tracker) -> None:
+    """`close_stale_runs`, once per store and experiment in a process (not once per job)."""
+    key = (tracker.uri, tracker.experiment_id)
+    if key not in _CLOSED_STALE:
+        close_stale_runs(tracker)
+        _CLOSED_STALE.add(key)
+
+
 def find_finished(tracker: Tracker, config_hash: str) -> Optional[Run]:
     """The newest FINISHED job run of the experiment with this config hash, if any."""
     runs = tracker.client.search_runs(

@@ -41,7 +41,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     validate(cfg)  # 1. values in range, before anything heavy
     data = load_dataset(cfg.data)  # 2. arrays (files read once per process)
     tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
-    close_stale_runs_once(tracker)  #    runs left RUNNING by a killed process end FAILED
+    recovery.close_stale_runs_once(tracker)  #    runs left RUNNING by a killed process end FAILED
     active = sweep.active()
     done = recovery.find_finished(tracker, config_hash(cfg)) if active and cfg.resume else None
     if done is not None:  # 4. already FINISHED in this experiment: not retrained
@@ -88,16 +88,6 @@ def reuse(cfg: DictConfig, tracker: tracking.Tracker, active: sweep.Sweep, done,
     log.info("job %s already FINISHED in run %s: not retrained (resume=false retrains it)",
              name, recovery.original_of(done))
     return done.data.metrics.get(cfg.optimized_metric, math.nan)
-
-
-_CLOSED_STALE: set[tuple[str, str]] = set()  # (store, experiment) already checked by this process
-
-
-def close_stale_runs_once(tracker: tracking.Tracker) -> None:
-    key = (tracker.uri, tracker.experiment_id)
-    if key not in _CLOSED_STALE:
-        recovery.close_stale_runs(tracker)
-        _CLOSED_STALE.add(key)
 
 
 def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger) -> float:
