@@ -113,3 +113,50 @@ def offline(tmp_path, monkeypatch):
     data._load_raw.cache_clear()
     yield tmp_path
     data._load_raw.cache_clear()
+
+
+class InProcessSweep:
+    """A sweep opened the way the sweeper opens one; `job()` is what the launcher hands each job.
+
+    Jobs then run in this process with `train(cfg, sweep.job(overrides))`; `end()` reads them back
+    from the store and ends the parent, as the sweeper does when the launcher returns.
+    """
+
+    def __init__(self, uri: str, sweep_dir: Path, swept: list[str], experiment: str = "sweeps", command: str = ""):
+        from omegaconf import OmegaConf
+
+        from sweeps import sweep, tracking
+
+        self.tracker = tracking.connect(OmegaConf.create({"uri": uri, "experiment": experiment, "artifact_root": None}))
+        self.sweep_dir = str(sweep_dir)
+        self.parent_run_id = sweep.open_parent(self.tracker, command or " ".join(swept), self.sweep_dir,
+                                               [s.split("=")[0] for s in swept], 0)
+        self.launched = 0
+        self.outcome = None
+
+    def job(self, overrides: list[str]):
+        from sweeps.job import JobContext
+
+        self.launched += 1
+        return JobContext(tuple(overrides), self.sweep_dir)
+
+    def end(self):
+        from sweeps import sweep
+
+        if self.outcome is None:
+            self.outcome = sweep.finish(self.tracker, self.parent_run_id, self.launched)
+        return self.outcome
+
+
+@pytest.fixture
+def a_sweep(tmp_path, store):
+    """Open in-process sweeps (`a_sweep(["rate=1e-4,1e-3"])`); each is ended when the test ends."""
+    opened = []
+
+    def _open(swept: list[str], uri: str = None) -> InProcessSweep:
+        opened.append(InProcessSweep(uri or store, tmp_path / f"multirun-{len(opened)}", swept))
+        return opened[-1]
+
+    yield _open
+    for s in opened:
+        s.end()

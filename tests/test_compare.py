@@ -26,28 +26,29 @@ from mlflow.tracking import MlflowClient
 from sweeps import compare, sweep, tracking
 from sweeps.config import conf_dir
 from sweeps.errors import SweepsError
-from sweeps.train import train
+from conftest import InProcessSweep
+from sweeps.job import record_failure as log_failure, train
 
 COMMON = ["data=digits", "epochs=2", "model.hidden=[16]", "batch_size=64", "tracking.log_model=false"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def run_sweep(store: str, swept: list[str], grid: list[list[str]], common: list[str]) -> str:
+def run_sweep(store: str, swept: list[str], grid: list[list[str]], common: list[str], folder: Path) -> str:
     """What `python -m sweeps.train -m` does, in this process; returns the parent run id."""
-    active = sweep.start(" ".join([*swept, *common]), "multirun", [s.split("=")[0] for s in swept])
+    active = InProcessSweep(store, folder / f"multirun-{len(grid)}-{swept[0]}", swept, command=" ".join([*swept, *common]))
     try:
         for job in grid:
             overrides = [*job, *common]
             with initialize_config_dir(str(conf_dir()), version_base="1.3"):
                 cfg = compose("config", overrides=[f"tracking.uri={store}", *overrides])
+            job = active.job(overrides)
             try:
-                train(cfg, overrides=overrides)
-                active.job_finished()
+                train(cfg, job)
             except SweepsError as err:
-                active.job_failed(tracking.run_name(overrides, active.swept), err)
+                log_failure(cfg, job, err)
         return active.parent_run_id
     finally:
-        sweep.end()
+        active.end()
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,9 @@ def store(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("compare")
     uri = f"sqlite:///{folder}/mlflow.db"
     grid = [[f"reg={r}", f"rate={x}"] for r in ("l1", "l2") for x in ("1e-4", "1e-2")]
-    a = run_sweep(uri, ["reg=l1,l2", "rate=1e-4,1e-2"], grid, COMMON)
+    a = run_sweep(uri, ["reg=l1,l2", "rate=1e-4,1e-2"], grid, COMMON, folder)
     b = run_sweep(uri, ["optimizer.lr=0.01,1e12"], [["optimizer.lr=0.01"], ["optimizer.lr=1e12"]],
-                  ["optimizer=sgd", *COMMON])
+                  ["optimizer=sgd", *COMMON], folder)
     return {"uri": uri, "folder": folder, "a": a, "b": b, "client": MlflowClient(uri)}
 
 

@@ -19,7 +19,7 @@ import pytest
 from sweeps import recovery, sweep, tracking
 from sweeps.config import check_overrides, config_hash
 from sweeps.errors import ConfigError, DivergedError
-from sweeps.train import train
+from sweeps.job import JobContext, train
 
 FAST = ("model.hidden=[16]", "tracking.log_model=false")
 TIMING = {"epoch_time_s", "samples_per_s", "train_time_s", "logging_overhead_pct"}
@@ -34,19 +34,12 @@ def _jobs(client):
     return [r for r in _runs(client) if r.data.tags.get("sweeps.kind") == "job"]
 
 
-@pytest.fixture
-def a_sweep(tmp_path):
-    """An active sweep, ended (if still open) when the test ends."""
-    yield lambda swept: sweep.start(" ".join(swept), str(tmp_path / "multirun"), [k.split("=")[0] for k in swept])
-    sweep.end()
-
-
 # ---------------------------------------------------------------- failure isolation
 
 
 def test_divergence_stops_training_in_the_batch_it_happens(make_cfg, client):
     with pytest.raises(DivergedError, match=r"at epoch 0, batch \d+"):
-        train(make_cfg("optimizer=sgd", "optimizer.lr=1e12", "epochs=5", *FAST), overrides=[])
+        train(make_cfg("optimizer=sgd", "optimizer.lr=1e12", "epochs=5", *FAST), JobContext(tuple([])))
     (run,) = _runs(client)
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["sweeps.error"]
     batch = int(run.data.tags["sweeps.error"].rsplit("batch ", 1)[1].split(";")[0])
@@ -59,9 +52,9 @@ def test_an_exception_mid_run_ends_it_failed_with_the_reason_and_traceback(make_
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("sweeps.train.log_artifacts", disk_full)  # fails after training, inside the run
+    monkeypatch.setattr("sweeps.job.log_artifacts", disk_full)  # fails after training, inside the run
     with pytest.raises(OSError):
-        train(make_cfg(*FAST), overrides=[])
+        train(make_cfg(*FAST), JobContext(tuple([])))
     (run,) = _runs(client)
     assert run.info.status == "FAILED"
     assert run.data.tags["sweeps.error"] == "OSError: [Errno 28] No space left on device"
@@ -81,7 +74,7 @@ def _dead_pid() -> int:
 
 def test_running_runs_of_dead_processes_on_this_host_are_closed_failed(make_cfg, client):
     tracker = tracking.connect(make_cfg().tracking)
-    host = tracking.process_tags()[tracking.TAG_HOST]
+    host = tracking.process_tags()["sweeps.host"]
     cases = {"dead": {"sweeps.pid": str(_dead_pid()), "sweeps.host": host},
              "alive": {"sweeps.pid": str(os.getpid()), "sweeps.host": host},
              "other host": {"sweeps.pid": str(_dead_pid()), "sweeps.host": host + "-elsewhere"},
@@ -97,8 +90,8 @@ def test_running_runs_of_dead_processes_on_this_host_are_closed_failed(make_cfg,
 
 
 def test_every_run_records_its_pid_and_host(make_cfg, client, a_sweep):
-    a_sweep(["seed=0"])
-    train(make_cfg("seed=0", *FAST), overrides=["seed=0"])
+    a = a_sweep(["seed=0"])
+    train(make_cfg("seed=0", *FAST), a.job(["seed=0"]))
     for run in _runs(client):  # the job and the sweep's parent
         assert run.data.tags["sweeps.pid"] == str(os.getpid())
         assert run.data.tags["sweeps.host"] == tracking.process_tags()["sweeps.host"]
@@ -113,17 +106,15 @@ def _history(client, run, key):
 
 def test_a_rerun_reuses_finished_jobs_and_links_the_earlier_sweep(make_cfg, client, a_sweep):
     first = a_sweep(["rate=1e-4"])
-    trained = train(make_cfg("rate=1e-4", *FAST), overrides=["rate=1e-4"])
+    trained = train(make_cfg("rate=1e-4", *FAST), first.job(["rate=1e-4"]))
     first_parent = first.parent_run_id
-    sweep.end()
+    first.end()
 
     second = a_sweep(["rate=1e-4,1e-3"])
-    reused = train(make_cfg("rate=1e-4", *FAST), overrides=["rate=1e-4"])
-    second.job_finished()
-    train(make_cfg("rate=1e-3", *FAST), overrides=["rate=1e-3"])
-    second.job_finished()
+    reused = train(make_cfg("rate=1e-4", *FAST), second.job(["rate=1e-4"]))
+    train(make_cfg("rate=1e-3", *FAST), second.job(["rate=1e-3"]))
     parent_id = second.parent_run_id
-    sweep.end()
+    second.end()
 
     assert reused == trained, "the task returns the finished run's metric"
     cfg_hash = config_hash(make_cfg("rate=1e-4", *FAST))
@@ -144,19 +135,19 @@ def test_a_rerun_reuses_finished_jobs_and_links_the_earlier_sweep(make_cfg, clie
 
 
 def test_resume_false_retrains(make_cfg, client, a_sweep):
-    a_sweep(["seed=0"])
-    train(make_cfg("seed=0", *FAST), overrides=["seed=0"])
-    sweep.end()
-    a_sweep(["seed=0"])
-    train(make_cfg("seed=0", "resume=false", *FAST), overrides=["seed=0", "resume=false"])
-    sweep.end()
+    first = a_sweep(["seed=0"])
+    train(make_cfg("seed=0", *FAST), first.job(["seed=0"]))
+    first.end()
+    second = a_sweep(["seed=0"])
+    train(make_cfg("seed=0", "resume=false", *FAST), second.job(["seed=0", "resume=false"]))
+    second.end()
     jobs = _jobs(client)
     assert len(jobs) == 2 and not any("sweeps.resumed_from" in r.data.tags for r in jobs)
 
 
 def test_a_single_run_is_never_skipped(make_cfg, client):
-    train(make_cfg(*FAST), overrides=[])
-    train(make_cfg(*FAST), overrides=[])
+    train(make_cfg(*FAST), JobContext(tuple([])))
+    train(make_cfg(*FAST), JobContext(tuple([])))
     assert len(_jobs(client)) == 2
 
 
@@ -165,7 +156,7 @@ def test_a_single_run_is_never_skipped(make_cfg, client):
 
 def test_same_config_and_seed_give_the_same_history(make_cfg, client):
     cfg = make_cfg("seed=7", "dropout=0.2", "epochs=3", *FAST)
-    values = [train(cfg, overrides=[]) for _ in range(2)]
+    values = [train(cfg, JobContext(tuple([]))) for _ in range(2)]
     first, second = sorted(_runs(client), key=lambda r: r.info.start_time)
     keys = set(first.data.metrics) - TIMING
     assert {"loss", "val_loss", "test_accuracy", "hidden_0/kernel_l1"} <= keys
@@ -187,7 +178,7 @@ def _store_bytes(folder: Path) -> bytes:
 def test_environment_secrets_appear_nowhere_in_the_store(make_cfg, tmp_path, monkeypatch, client):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
-    train(make_cfg("rate=1e-4", "model.hidden=[16]"), overrides=["rate=1e-4"])  # with the saved model
+    train(make_cfg("rate=1e-4", "model.hidden=[16]"), JobContext(tuple(["rate=1e-4"])))  # with the saved model
     blob = _store_bytes(tmp_path)  # mlflow.db and artifacts/ (config.yaml, model files, ...)
     (run,) = _runs(client)
     assert run.info.run_id.encode() in blob and b"sweeps.config_hash" in blob, "the scan reads the real store"
@@ -212,7 +203,7 @@ def test_store_uris_are_logged_without_credentials(uri, shown):
 def test_credentials_in_overrides_stay_out_of_run_names_and_tags(make_cfg):
     overrides = ["tracking.artifact_root=s3://key:s3cr3t@bucket/x"]
     assert "s3cr3t" not in tracking.run_name(overrides)
-    tags = tracking.connect(make_cfg().tracking).job_tags(make_cfg(), overrides)
+    tags = tracking.job_tags(make_cfg(), overrides)
     assert "s3cr3t" not in json.dumps(tags) and "***@bucket" in tags["sweeps.overrides"]
 
 
@@ -225,7 +216,7 @@ def test_the_ui_binds_localhost_unless_told_otherwise():
 
 
 def test_models_are_native_keras_files_loaded_in_safe_mode(make_cfg, client, store):
-    train(make_cfg("model.hidden=[16]"), overrides=[])
+    train(make_cfg("model.hidden=[16]"), JobContext(tuple([])))
     (run,) = _runs(client)
     files = {f.path for f in client.list_artifacts(run.info.run_id, "model/data")}
     assert files == {"model/data/model.keras", "model/data/keras_module.txt", "model/data/save_format.txt"}
@@ -237,14 +228,12 @@ def test_models_are_native_keras_files_loaded_in_safe_mode(make_cfg, client, sto
     assert isinstance(model, keras.Model) and model.predict(np.zeros((2, 64)), verbose=0).shape == (2, 10)
 
 
-def test_safe_mode_refuses_a_model_that_carries_code(client, store):
-    import mlflow
-
+def test_safe_mode_refuses_a_model_that_carries_code(make_cfg):
     inputs = keras.Input((3,))
     evil = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))  # bytecode inside the file
-    mlflow.set_tracking_uri(store)
-    with mlflow.start_run() as run:
-        tracking.log_keras_model(evil, np.zeros((2, 3), dtype=np.float32))
+    tracker = tracking.connect(make_cfg().tracking)
+    with tracker.job_run("evil") as run:
+        tracker.log_keras_model(run.info.run_id, evil, np.zeros((2, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="safe_mode"):
         tracking.load_keras_model(f"runs:/{run.info.run_id}/model")
 

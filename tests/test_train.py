@@ -10,7 +10,7 @@ import yaml
 
 from sweeps import sweep
 from sweeps.errors import ConfigError, DataError, TrackingError
-from sweeps.train import train
+from sweeps.job import JobContext, train
 
 
 def _runs(client, experiment="sweeps"):
@@ -19,7 +19,7 @@ def _runs(client, experiment="sweeps"):
 
 
 def test_one_run_records_params_metrics_artifacts_and_a_loadable_model(make_cfg, client, store):
-    value = train(make_cfg("reg=l2", "rate=1e-4"), overrides=["reg=l2", "rate=1e-4"])
+    value = train(make_cfg("reg=l2", "rate=1e-4"), JobContext(tuple(["reg=l2", "rate=1e-4"])))
     (run,) = _runs(client)
     assert run.info.status == "FINISHED" and run.info.run_name == "reg=l2,rate=1e-4"
     assert value == pytest.approx(run.data.metrics["val_loss"])
@@ -42,18 +42,17 @@ def test_one_run_records_params_metrics_artifacts_and_a_loadable_model(make_cfg,
 
 
 def test_returns_the_optimized_metric(make_cfg, client):
-    value = train(make_cfg("data=circles", "optimized_metric=test_accuracy", "tracking.log_model=false"), overrides=[])
+    value = train(make_cfg("data=circles", "optimized_metric=test_accuracy", "tracking.log_model=false"), JobContext(tuple([])))
     (run,) = _runs(client)
     assert run.info.run_name == "default" and value == pytest.approx(run.data.metrics["test_accuracy"])
 
 
-def test_jobs_nest_under_one_parent_with_a_comparison(make_cfg, client, tmp_path):
-    sweep.start("reg=l1,l2", str(tmp_path / "multirun"), ["reg"])
+def test_jobs_nest_under_one_parent_with_a_comparison(make_cfg, client, a_sweep):
+    s = a_sweep(["reg=l1,l2"])
     for reg in ("l1", "l2"):
-        train(make_cfg(f"reg={reg}", "rate=1e-3", "tracking.log_model=false"), overrides=[f"reg={reg}", "rate=1e-3"])
-        sweep.active().job_finished()
-    parent_id = sweep.active().parent_run_id
-    sweep.end()
+        train(make_cfg(f"reg={reg}", "rate=1e-3", "tracking.log_model=false"), s.job([f"reg={reg}", "rate=1e-3"]))
+    parent_id = s.parent_run_id
+    s.end()
     runs = {r.info.run_id: r for r in _runs(client)}
     parent = runs.pop(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 2
@@ -74,14 +73,14 @@ def test_jobs_nest_under_one_parent_with_a_comparison(make_cfg, client, tmp_path
 ])
 def test_bad_input_fails_before_training_and_leaves_no_run(make_cfg, client, override, error, key, offline):
     with pytest.raises(error, match=key.replace(".", r"\.").replace("?", r"\?")):
-        train(make_cfg(override), overrides=[override])
+        train(make_cfg(override), JobContext(tuple([override])))
     assert _runs(client) == []
 
 
 def test_corrupt_dataset_file_fails_before_training(make_cfg, client, idx_folder, offline):
     (idx_folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00broken")
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz"):
-        train(make_cfg("data=fashion_mnist", f"data.root={idx_folder}"), overrides=[])
+        train(make_cfg("data=fashion_mnist", f"data.root={idx_folder}"), JobContext(tuple([])))
     assert _runs(client) == []
 
 
@@ -89,7 +88,7 @@ def test_failure_during_training_ends_the_run_failed_with_the_reason(make_cfg, c
     from sweeps.errors import DivergedError
 
     with pytest.raises(DivergedError):
-        train(make_cfg("optimizer=sgd", "optimizer.lr=1e12", "tracking.log_model=false"), overrides=[])
+        train(make_cfg("optimizer=sgd", "optimizer.lr=1e12", "tracking.log_model=false"), JobContext(tuple([])))
     (run,) = _runs(client)
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["sweeps.error"]
     assert "traceback.txt" in {f.path for f in client.list_artifacts(run.info.run_id)}
@@ -97,7 +96,7 @@ def test_failure_during_training_ends_the_run_failed_with_the_reason(make_cfg, c
 
 def test_cross_validation_logs_one_child_per_fold_and_mean_and_spread(make_cfg, client):
     value = train(make_cfg("cv.folds=3", "optimized_metric=cv_val_accuracy_mean", "tracking.log_model=false"),
-                  overrides=["cv.folds=3"])
+                  JobContext(tuple(["cv.folds=3"])))
     runs = _runs(client)
     (job,) = [r for r in runs if r.data.tags["sweeps.kind"] == "job"]
     folds = sorted((r for r in runs if r.data.tags["sweeps.kind"] == "fold"), key=lambda r: r.info.run_name)

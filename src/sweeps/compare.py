@@ -20,7 +20,7 @@ from typing import Optional
 
 from mlflow.tracking import MlflowClient
 
-from sweeps import report, runs, table
+from sweeps import report, runs, table, tags
 from sweeps.errors import CompareError, SweepsError
 
 
@@ -114,7 +114,7 @@ def sweep_row(parent, jobs) -> dict:
     return {"sweep": parent.info.run_id, "started": runs.format_time(parent.info.start_time),
             "status": parent.info.status, "jobs": len(jobs),
             "statuses": ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
-            "command": parent.data.tags.get(runs.TAG_COMMAND) or parent.info.run_name or ""}
+            "command": parent.data.tags.get(tags.COMMAND) or parent.info.run_name or ""}
 
 
 if __name__ == "__main__":

@@ -148,11 +148,15 @@ class Config:
     cv: CVConfig = field(default_factory=CVConfig)  # k-fold cross-validation
     optimized_metric: str = "val_loss"  # metric the run returns (for sweepers); any logged metric
     resume: bool = True  # multirun: skip jobs whose config already FINISHED in the experiment
+    threads: Optional[int] = None  # TensorFlow CPU threads per job; null: cores / jobs running at once
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def register_configs() -> None:
-    """Put the schema into Hydra's ConfigStore (`conf/config.yaml` lists it first)."""
+    """Put the schema into Hydra's ConfigStore (`conf/config.yaml` lists it first).
+
+    Our Hydra plugins (`hydra/sweeper=grid`, ...) register themselves in `hydra_plugins.sweeps_plugins`.
+    """
     ConfigStore.instance().store(name="sweeps_schema", node=Config)
 
 
@@ -248,6 +252,7 @@ def validate(cfg: DictConfig) -> None:
     _check(len(cfg.model.hidden) >= 1, "model.hidden", list(cfg.model.hidden), "give at least one width, e.g. [64,64]")
     _check(all(w >= 1 for w in cfg.model.hidden), "model.hidden", list(cfg.model.hidden), "widths must be >= 1")
     _check(cfg.early_stopping.patience >= 0, "early_stopping.patience", cfg.early_stopping.patience, "use >= 0")
+    _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "use an integer >= 1 or null")
     _check(cfg.cv.folds == 0 or cfg.cv.folds >= 2, "cv.folds", cfg.cv.folds, "use 0 (off) or at least 2")
     _check(bool(RESULT_METRIC.match(cfg.optimized_metric)), "optimized_metric", cfg.optimized_metric,
            "use a logged result such as val_loss, val_accuracy, test_accuracy, test_mae or generalization_gap")
@@ -262,7 +267,7 @@ def to_plain(cfg: DictConfig) -> dict:
 
 
 # Keys that do not change what is trained, so they stay out of the config hash.
-_NOT_HASHED = ("tracking", "resume")
+_NOT_HASHED = ("tracking", "resume", "threads")
 
 
 def config_hash(cfg: DictConfig) -> str:

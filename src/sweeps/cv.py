@@ -14,9 +14,11 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
+from sweeps import tags
 from sweeps.callbacks import MlflowEpochLogger
 from sweeps.data import Dataset
-from sweeps.tracking import TAG_KIND, Tracker
+from sweeps.fitting import fit, new_model
+from sweeps.tracking import Tracker
 
 
 def fold_indices(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -26,19 +28,16 @@ def fold_indices(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.nda
     return list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(n)))
 
 
-def cross_validate(cfg: DictConfig, data: Dataset, tracker: Tracker, job_run_id: str, build, fit) -> dict:
-    """Train one model per fold (runs nested under `job_run_id`); returns mean/std of val metrics.
-
-    `build()` returns a fresh compiled model; `fit(model, data, cfg, logger)` trains it.
-    """
+def cross_validate(cfg: DictConfig, data: Dataset, tracker: Tracker, job_run_id: str) -> dict:
+    """Train one model per fold (runs nested under `job_run_id`); returns mean/std of val metrics."""
     x = np.concatenate([data.x_train, data.x_val])
     y = np.concatenate([data.y_train, data.y_val])
     finals: dict[str, list[float]] = {}
     for k, (train_idx, val_idx) in enumerate(fold_indices(len(x), cfg.cv.folds, cfg.seed)):
         fold = replace(data, x_train=x[train_idx], y_train=y[train_idx], x_val=x[val_idx], y_val=y[val_idx])
-        with tracker.job_run(f"fold {k}", job_run_id, {TAG_KIND: "fold", "sweeps.fold": str(k)}) as run:
+        with tracker.job_run(f"fold {k}", job_run_id, {tags.KIND: "fold", tags.FOLD: str(k)}) as run:
             keras.utils.set_random_seed(cfg.seed + 1 + k)
-            model = build()
+            model = new_model(cfg, fold)
             logger = MlflowEpochLogger(run.info.run_id, len(train_idx), monitor=cfg.early_stopping.monitor,
                                        client=tracker.client)
             fit(model, fold, cfg, logger)

@@ -21,14 +21,11 @@ from typing import Optional
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking import (TAG_ERROR, TAG_HASH, TAG_HOST, TAG_KIND, TAG_PARENT, TAG_PID, TAG_SWEEP,
-                             Tracker, process_tags)
+from sweeps import tags
+from sweeps.tracking import Tracker, best_effort, process_tags
 
 log = logging.getLogger(__name__)
 
-TAG_STALE = "sweeps.stale"  # "true" on a run closed because its process was gone
-TAG_RESUMED_FROM = "sweeps.resumed_from"  # on a reused job: the FINISHED run it stands for
-TAG_RESUMES = "sweeps.resumes"  # on a sweep parent: comma-separated earlier parents it reused jobs from
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
@@ -44,12 +41,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_stale(run: Run, host: str) -> bool:
-    tags = run.data.tags
-    pid = tags.get(TAG_PID, "")
-    return tags.get(TAG_HOST) == host and pid.isdigit() and not pid_alive(int(pid))
+    run_tags = run.data.tags
+    pid = run_tags.get(tags.PID, "")
+    return run_tags.get(tags.HOST) == host and pid.isdigit() and not pid_alive(int(pid))
 
 
-def close_stale_runs(tracker: Tracker) -> list[str]:
+def close_stale_runs(tracker: Tracker, reason: str = "ended without closing the run (killed with SIGKILL or crashed)"
+                     ) -> list[str]:
     """End FAILED every RUNNING run of the experiment whose process (on this host) is gone."""
     host = socket.gethostname()
     running = tracker.client.search_runs([tracker.experiment_id], "attributes.status = 'RUNNING'",
@@ -58,10 +56,9 @@ def close_stale_runs(tracker: Tracker) -> list[str]:
     for run in running:
         if not is_stale(run, host):
             continue
-        run_id, pid = run.info.run_id, run.data.tags[TAG_PID]
-        tracker.client.set_tag(run_id, TAG_ERROR, f"stale: its process (pid {pid} on {host}) ended without "
-                                                  "closing the run (killed with SIGKILL or crashed)")
-        tracker.client.set_tag(run_id, TAG_STALE, "true")
+        run_id, pid = run.info.run_id, run.data.tags[tags.PID]
+        tracker.client.set_tag(run_id, tags.ERROR, f"stale: its process (pid {pid} on {host}) {reason}")
+        tracker.client.set_tag(run_id, tags.STALE, "true")
         tracker.client.set_terminated(run_id, "FAILED")
         closed.append(run_id)
     if closed:
@@ -69,53 +66,43 @@ def close_stale_runs(tracker: Tracker) -> list[str]:
     return closed
 
 
-_CLOSED_STALE: set[tuple[str, str]] = set()  # (store, experiment) already checked by this process
-
-
-def close_stale_runs_once(tracker: Tracker) -> None:
-    """`close_stale_runs`, once per store and experiment in a process (not once per job)."""
-    key = (tracker.uri, tracker.experiment_id)
-    if key not in _CLOSED_STALE:
-        close_stale_runs(tracker)
-        _CLOSED_STALE.add(key)
-
-
 def find_finished(tracker: Tracker, config_hash: str) -> Optional[Run]:
     """The newest FINISHED job run of the experiment with this config hash, if any."""
     runs = tracker.client.search_runs(
         [tracker.experiment_id],
-        f"tags.`{TAG_HASH}` = '{config_hash}' and tags.`{TAG_KIND}` = 'job' and attributes.status = 'FINISHED'",
+        f"tags.`{tags.HASH}` = '{config_hash}' and tags.`{tags.KIND}` = 'job' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
 
 def original_of(run: Run) -> str:
     """The run that was actually trained (a reused job points at it)."""
-    return run.data.tags.get(TAG_RESUMED_FROM, run.info.run_id)
+    return run.data.tags.get(tags.RESUMED_FROM, run.info.run_id)
 
 
-def record_reuse(tracker: Tracker, done: Run, name: str, parent_run_id: str, tags: dict) -> str:
+def record_reuse(tracker: Tracker, done: Run, name: str, parent_run_id: str, run_tags: dict) -> str:
     """A FINISHED run under the new parent standing for `done`: its params, metrics and a link."""
     client = tracker.client
     original = original_of(done)
     note = (f"Not retrained: the same resolved config already FINISHED in run {original}; params and "
             "metrics are copied from it (artifacts and model stay there).")
     run = client.create_run(tracker.experiment_id, run_name=name, tags={
-        **tags, TAG_KIND: "job", TAG_PARENT: parent_run_id, TAG_RESUMED_FROM: original,
-        "mlflow.note.content": note, **process_tags()})
+        **run_tags, tags.KIND: "job", tags.PARENT: parent_run_id, tags.RESUMED_FROM: original,
+        tags.NOTE: note, **process_tags(), **({tags.RESUMED_SWEEP: done.data.tags[tags.SWEEP]}
+                                              if tags.SWEEP in done.data.tags else {})})
     run_id = run.info.run_id
-    status = "FAILED"
     try:
         params = [Param(k, v) for k, v in done.data.params.items()]
         for i in range(0, len(params), 100):  # MLflow's limit of params per batch
             client.log_batch(run_id, params=params[i:i + 100], synchronous=True)
         _copy_metrics(client, done.info.run_id, run_id, list(done.data.metrics))
-        status = "FINISHED"
     except KeyboardInterrupt:
-        status = "KILLED"
+        best_effort(client.set_terminated, run_id, "KILLED")  # Ctrl-C wins over a dead store
         raise
-    finally:
-        client.set_terminated(run_id, status)  # never left RUNNING
+    except BaseException:
+        best_effort(client.set_terminated, run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
@@ -125,8 +112,3 @@ def _copy_metrics(client: MlflowClient, source: str, target: str, keys: list[str
               for key in keys for m in client.get_metric_history(source, key)]
     for i in range(0, len(points), _BATCH):
         client.log_batch(target, metrics=points[i:i + _BATCH], synchronous=True)
-
-
-def earlier_sweep(done: Run) -> Optional[str]:
-    """The parent run of the sweep that trained `done` (None for a single run)."""
-    return done.data.tags.get(TAG_SWEEP)

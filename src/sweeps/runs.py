@@ -22,12 +22,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweeps.errors import CompareError
-from sweeps.tracking import (TAG_ERROR, TAG_KIND, TAG_OVERRIDES, TAG_PARENT, TAG_SWEPT, check_reachable,
-                             resolve_uri, sqlite_path)
+from sweeps import tags
+from sweeps.tracking import check_reachable, resolve_uri, sqlite_path
 
-TAG_COMMAND = "sweeps.command"  # the sweep's overrides as typed (on the parent run)
 # Params that follow from other params (sizes) or do not change what is trained.
-DERIVED_PARAMS = re.compile(r"^(n_params|n_train|n_val|n_test|tracking\..*|resume)$")
+DERIVED_PARAMS = re.compile(r"^(n_params|n_train|n_val|n_test|tracking\..*|resume|threads)$")
 # `reg=l1,rate=0.001` -> split before each `key=` (a comma inside `[16,32]` is not followed by one).
 _NAME_SPLIT = re.compile(r",(?=[+~]?[\w.]+=)")
 # A config group on the command line (`reg=l1`) is logged as its choice param (`reg.kind`).
@@ -64,7 +63,7 @@ class Job:
 
     @property
     def error(self) -> Optional[str]:
-        return self.run.data.tags.get(TAG_ERROR)
+        return self.run.data.tags.get(tags.ERROR)
 
     def label(self) -> str:
         """`reg=l1, rate=1e-4`: what tells this job apart from the others in its sweep."""
@@ -98,7 +97,7 @@ class SweepRuns:
 
     @property
     def command(self) -> str:
-        return self.parent.data.tags.get(TAG_COMMAND) or self.parent.info.run_name or ""
+        return self.parent.data.tags.get(tags.COMMAND) or self.parent.info.run_name or ""
 
     @property
     def started(self) -> str:
@@ -157,9 +156,9 @@ def list_sweeps(client: MlflowClient, experiment: str) -> list[tuple[Run, list[R
     runs = search_all(client, experiment)
     children: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        if TAG_PARENT in run.data.tags:
-            children[run.data.tags[TAG_PARENT]].append(run)
-    parents = [r for r in runs if r.data.tags.get(TAG_KIND) == "sweep" or r.info.run_id in children]
+        if tags.PARENT in run.data.tags:
+            children[run.data.tags[tags.PARENT]].append(run)
+    parents = [r for r in runs if r.data.tags.get(tags.KIND) == "sweep" or r.info.run_id in children]
     parents.sort(key=lambda r: r.info.start_time or 0, reverse=True)
     return [(p, sorted(children[p.info.run_id], key=lambda r: r.info.start_time or 0)) for p in parents]
 
@@ -193,15 +192,15 @@ def sweep_of(client: MlflowClient, parent_run_id: str) -> SweepRuns:
     except MlflowException as err:
         raise CompareError(f"no run {parent_run_id} in the store ({err.message.splitlines()[0]})") from None
     exp = client.get_experiment(parent.info.experiment_id)
-    jobs = client.search_runs([exp.experiment_id], f"tags.`{TAG_PARENT}` = '{parent_run_id}'",
+    jobs = client.search_runs([exp.experiment_id], f"tags.`{tags.PARENT}` = '{parent_run_id}'",
                               order_by=["attributes.start_time ASC"], max_results=10_000)
     return load_sweep(parent, list(jobs), exp.name)
 
 
 def overrides_of(run: Run) -> dict[str, str]:
     """The job's `key=value` overrides: from the `sweeps.overrides` tag, else parsed from the run name."""
-    if TAG_OVERRIDES in run.data.tags:
-        pairs = json.loads(run.data.tags[TAG_OVERRIDES])
+    if tags.OVERRIDES in run.data.tags:
+        pairs = json.loads(run.data.tags[tags.OVERRIDES])
     else:
         pairs = _NAME_SPLIT.split(run.info.run_name or "")
     return dict(p.lstrip("+~").split("=", 1) for p in pairs if "=" in p)
@@ -210,8 +209,8 @@ def overrides_of(run: Run) -> dict[str, str]:
 def swept_keys(parent: Run, job_runs: list[Run], given: list[dict[str, str]]) -> list[str]:
     """From the `sweeps.swept` tag, else the overrides that differ, else the params that differ."""
     for run in (parent, *job_runs):
-        if run.data.tags.get(TAG_SWEPT):
-            return json.loads(run.data.tags[TAG_SWEPT])
+        if run.data.tags.get(tags.SWEPT):
+            return json.loads(run.data.tags[tags.SWEPT])
     keys = list(dict.fromkeys(k for g in given for k in g))
     if keys:
         return [k for k in keys if len({g.get(k) for g in given}) > 1] or keys

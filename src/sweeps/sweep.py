@@ -1,147 +1,237 @@
-"""One multirun = one parent MLflow run, with every job nested under it.
+"""One multirun = one parent MLflow run, with every job nested under it, whatever runs the jobs.
 
-`SweepCallback` (listed under `hydra.callbacks` in conf/config.yaml) opens a `Sweep` when Hydra
-starts a multirun and finishes it when the multirun ends. The parent run itself is created by the
-first job that gets as far as opening its own run, so a sweep whose configs fail to compose leaves
-nothing behind. When the sweep ends the parent gets the report (`report.md`, the comparison as
-CSV/JSON, the plots; see `report`) and the counts of finished and failed jobs. A rerun of a
-sweep reuses the jobs that already FINISHED (see `recovery`); its parent links the sweeps it
-reused jobs from.
+The sweep lives in the tracking store, not in any process's memory:
+
+- `run()` (called by our sweepers, in the launching process, before any launcher starts) checks
+  every job's config, creates the parent run tagged with the sweep's folder (`sweeps.sweep_dir`,
+  absolute), launches the jobs, and at the end reads them back from the store to write the
+  counts, the report and the final status (FINISHED, FAILED, or KILLED after Ctrl-C/SIGTERM).
+- `find_parent()` is how a job, in the launching process, a pool worker, a fresh process or
+  another machine, finds its parent: the RUNNING sweep run whose `sweeps.sweep_dir` is the job's
+  own `hydra.sweep.dir` (Hydra resolves `${now:}` once and hands every job the same value).
+- `record_failed_job()` leaves a FAILED run for a job that failed before its own run was opened,
+  so the report shows every job the sweep launched.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Callable, Optional, Sequence
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.experimental.callback import Callback
+from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import report
-from sweeps.recovery import TAG_RESUMES
-from sweeps.tracking import TAG_KIND, TAG_SWEEP, TAG_SWEPT, Tracker, process_tags, redact_text
+from sweeps import recovery, report, runs, tags
+from sweeps.tracking import Tracker, best_effort, connect, process_tags, redact_text
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE_S = 10.0  # after Ctrl-C: how long workers get to end their runs before they are killed
+
+
+def absolute_dir(sweep_dir: str, cwd: Optional[str] = None) -> str:
+    """`hydra.sweep.dir` as an absolute path (relative ones are relative to the launch folder)."""
+    return str((Path(cwd or os.getcwd()) / sweep_dir).resolve())
+
+
+def open_parent(tracker: Tracker, command: str, sweep_dir: str, swept: list[str], n_jobs: int) -> str:
+    """Create the sweep's parent run (RUNNING until `finish`); returns its id."""
+    run = tracker.client.create_run(
+        tracker.experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        tags={tags.KIND: "sweep", tags.COMMAND: redact_text(command), tags.SWEEP_DIR: sweep_dir,
+              tags.SWEPT: json.dumps(swept), tags.JOBS: str(n_jobs), **process_tags()})
+    run_id = run.info.run_id
+    tracker.client.set_tag(run_id, tags.SWEEP, run_id)
+    log.info("sweep parent run %s in experiment %s", run_id, tracker.experiment)
+    return run_id
+
+
+def find_parent(tracker: Tracker, sweep_dir: str) -> Optional[Run]:
+    """The RUNNING parent run of the sweep whose folder is `sweep_dir` (None outside our sweepers)."""
+    found = tracker.client.search_runs(
+        [tracker.experiment_id],
+        f"tags.`{tags.KIND}` = 'sweep' and tags.`{tags.SWEEP_DIR}` = '{sweep_dir}' and attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
+def swept_of(parent: Run) -> list[str]:
+    return json.loads(parent.data.tags.get(tags.SWEPT, "[]"))
+
+
+def record_failed_job(tracker: Tracker, parent_run_id: str, name: str, run_tags: dict, err: BaseException) -> None:
+    """A FAILED run for a job that failed before opening its own (e.g. its data could not be read)."""
+    run = tracker.client.create_run(tracker.experiment_id, run_name=name, tags={
+        **run_tags, tags.KIND: "job", tags.PARENT: parent_run_id, **process_tags()})
+    tracker.record_error(run.info.run_id, err)
+    tracker.client.set_terminated(run.info.run_id, "FAILED")
+
 
 @dataclass
-class Failure:
-    job: str  # run name (the job's overrides)
-    reason: str  # one line
+class Outcome:
+    """How a sweep ended, as read back from the store."""
 
+    parent_run_id: str
+    status: str
+    launched: int  # jobs the sweeper launched
+    finished: int = 0  # job runs FINISHED (reused ones included)
+    reused: int = 0  # of those, jobs not retrained: their config already FINISHED earlier
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (job, one-line reason)
+    missing: int = 0  # launched jobs that left no run (their process never reached the store)
 
-def swept_keys(overrides: list[str], sweeper_params: Optional[dict] = None) -> list[str]:
-    """Keys given several values, on the command line (`rate=1e-4,1e-3`) or in hydra.sweeper.params."""
-    items = list(overrides) + [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
-    parsed = OverridesParser.create().parse_overrides(items)
-    return list(dict.fromkeys(o.key_or_group for o in parsed if o.is_sweep_override()))
-
-
-@dataclass
-class Sweep:
-    command: str  # the sweep's overrides as typed
-    sweep_dir: str  # Hydra's multirun output folder
-    swept: list[str] = field(default_factory=list)  # keys the sweep varies
-    tracker: Optional[Tracker] = None
-    parent_run_id: Optional[str] = None
-    failures: list[Failure] = field(default_factory=list)
-    finished: int = 0  # jobs that ended well, reused ones included
-    reused: int = 0  # jobs not retrained: their config already FINISHED in the experiment
-    resumes: list[str] = field(default_factory=list)  # earlier sweeps' parent runs jobs were reused from
-
-    def parent(self, tracker: Tracker) -> str:
-        """The parent run's id, creating the run on first use."""
-        if self.parent_run_id is None:
-            self.tracker = tracker
-            run = tracker.client.create_run(
-                tracker.experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                tags={TAG_KIND: "sweep", "sweeps.command": self.command, "sweeps.sweep_dir": self.sweep_dir,
-                      TAG_SWEPT: json.dumps(self.swept), **process_tags()})
-            self.parent_run_id = run.info.run_id
-            tracker.client.set_tag(self.parent_run_id, TAG_SWEEP, self.parent_run_id)
-            log.info("sweep parent run %s in experiment %s", self.parent_run_id, tracker.experiment)
-        return self.parent_run_id
-
-    def job_finished(self) -> None:
-        self.finished += 1
-
-    def job_reused(self, earlier_parent: Optional[str]) -> None:
-        """A job skipped because it already FINISHED; the parent links the sweep it came from."""
-        self.reused += 1
-        client, run_id = self.tracker.client, self.parent_run_id
-        client.log_metric(run_id, "jobs_reused", self.reused)
-        if earlier_parent and earlier_parent not in self.resumes:
-            self.resumes.append(earlier_parent)
-            client.set_tag(run_id, TAG_RESUMES, ",".join(self.resumes))
-
-    def job_failed(self, job: str, err: BaseException) -> None:
-        self.failures.append(Failure(job, f"{type(err).__name__}: {err}".splitlines()[0]))
-
-    def finish(self, status: Optional[str] = None) -> None:
-        """Log counts and the comparison to the parent, then end it (FAILED if any job failed)."""
-        if self.parent_run_id is None or self.tracker is None:
-            return
-        client, run_id = self.tracker.client, self.parent_run_id
-        self.parent_run_id = None  # finish once, even if logging below fails
-        status = status or ("FAILED" if self.failures else "FINISHED")
-        try:
-            for key, value in (("jobs_finished", self.finished), ("jobs_failed", len(self.failures))):
-                client.log_metric(run_id, key, value)
-            with tempfile.TemporaryDirectory() as tmp:
-                report.write_report(client, run_id, Path(tmp))
-                client.log_artifacts(run_id, tmp)
-        except Exception:  # the comparison must never hide the jobs' own outcome
-            log.exception("could not write the sweep report")
-        finally:
-            client.set_terminated(run_id, status)
+    @property
+    def failed(self) -> int:
+        return len(self.failures) + self.missing
 
     def summary(self) -> str:
-        lines = [f"{self.finished} job(s) finished, {len(self.failures)} failed"]
+        lines = [f"{self.finished} job(s) finished, {self.failed} failed"]
         if self.reused:
             lines[0] += f" ({self.reused} finished earlier and not retrained; rerun with resume=false to retrain)"
-        lines += [f"  FAILED {f.job}: {f.reason}" for f in self.failures]
+        lines += [f"  FAILED {job}: {reason}" for job, reason in self.failures]
+        if self.missing:
+            lines.append(f"  {self.missing} job(s) left no run: their worker never reached the store")
         return "\n".join(lines)
 
 
-_ACTIVE: Optional[Sweep] = None
+def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional[str] = None,
+           reason: Optional[str] = None) -> Outcome:
+    """Read the jobs back, log counts, links and the report to the parent, then end it."""
+    client = tracker.client
+    sweep = runs.sweep_of(client, parent_run_id)
+    outcome = Outcome(parent_run_id, status or "FINISHED", launched)
+    earlier = []
+    for job in sweep.jobs:
+        if job.status == "FINISHED":
+            outcome.finished += 1
+            if tags.RESUMED_FROM in job.run.data.tags:
+                outcome.reused += 1
+                earlier.append(job.run.data.tags.get(tags.RESUMED_SWEEP))
+        else:
+            outcome.failures.append((job.name, (job.error or job.status).splitlines()[0]))
+    outcome.missing = max(0, launched - len(sweep.jobs))
+    if status is None:
+        outcome.status = "FAILED" if outcome.failed else "FINISHED"
+    try:
+        metrics = {"jobs_finished": outcome.finished, "jobs_failed": outcome.failed, "jobs_reused": outcome.reused}
+        for key, value in metrics.items():
+            client.log_metric(parent_run_id, key, value)
+        links = sorted({e for e in earlier if e})
+        if links:
+            client.set_tag(parent_run_id, tags.RESUMES, ",".join(links))
+        if reason:
+            client.set_tag(parent_run_id, tags.ERROR, reason[:4000])
+        with tempfile.TemporaryDirectory() as tmp:
+            report.write_report(client, parent_run_id, Path(tmp))
+            client.log_artifacts(parent_run_id, tmp)
+    except Exception:  # the report must never hide the jobs' own outcome
+        log.exception("could not write the sweep report")
+    finally:
+        client.set_terminated(parent_run_id, outcome.status)
+    return outcome
 
 
-def active() -> Optional[Sweep]:
-    """The sweep this process is running, if any (None for a single run)."""
-    return _ACTIVE
+def open_children(tracker: Tracker, parent_run_id: str) -> list[Run]:
+    return tracker.client.search_runs(
+        [tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=10_000)
 
 
-def start(command: str, sweep_dir: str, swept: list[str]) -> Sweep:
-    global _ACTIVE
-    _ACTIVE = Sweep(command, sweep_dir, swept)
-    return _ACTIVE
+def close_children(tracker: Tracker, parent_run_id: str, status: str, reason: str) -> None:
+    """End every job of the sweep still RUNNING (their workers are gone or were stopped)."""
+    for run in open_children(tracker, parent_run_id):
+        best_effort(tracker.client.set_tag, run.info.run_id, tags.ERROR, reason)
+        best_effort(tracker.client.set_terminated, run.info.run_id, status)
 
 
-def end(status: Optional[str] = None) -> Optional[Sweep]:
-    """Finish the active sweep (if any) and return it."""
-    global _ACTIVE
-    sweep, _ACTIVE = _ACTIVE, None
-    if sweep is not None:
-        sweep.finish(status)
-    return sweep
+def stop_workers(grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to every process this one started (pool workers, submitit jobs), SIGKILL after `grace_s`.
+
+    A job installs a SIGTERM handler that ends its run KILLED, so a worker that gets the time
+    closes its own run; what is left RUNNING is closed by `close_children`.
+    """
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        best_effort(child.terminate)
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        best_effort(child.kill)
 
 
-class SweepCallback(Callback):
-    """Hydra callback: a parent MLflow run around every multirun."""
+def wait_for_workers(tracker: Tracker, parent_run_id: str, timeout_s: float = 24 * 3600) -> None:
+    """After a launcher gave up early: wait for jobs still running in live processes on this host."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recovery.close_stale_runs(tracker, reason="died while the sweep ran (killed or crashed)")
+        if not open_children(tracker, parent_run_id):
+            return
+        time.sleep(2)
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        overrides = list(config.hydra.overrides.task)
-        params = config.hydra.sweeper.get("params")
-        params = OmegaConf.to_container(params) if params else None
-        start(redact_text(" ".join(overrides)), str(config.hydra.sweep.dir), swept_keys(overrides, params))
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = active()
-        if sweep is not None:
-            sweep.finish()  # stays active so the entry point can report and set the exit code
+Launch = Callable[[Sequence[Sequence[str]], int], object]
+
+
+def run(config: DictConfig, jobs: list[list[str]], swept: list[str], launch: Launch,
+        batch_size: Optional[int] = None) -> Outcome:
+    """The whole sweep in the launching process: parent run, launches, read-back, report, status.
+
+    `launch(batch, first_index)` runs a batch of jobs (a Hydra launcher's `launch`). Ctrl-C or
+    SIGTERM stops every worker and ends the sweep KILLED; a launcher that fails (a worker
+    process died) fails the jobs it took down, and the jobs it never started are launched again.
+    """
+    tracker = connect(config.tracking)
+    recovery.close_stale_runs(tracker)
+    sweep_dir = absolute_dir(str(config.hydra.sweep.dir))
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, Path(sweep_dir) / "multirun.yaml")
+    command = " ".join(config.hydra.overrides.task)
+    parent = open_parent(tracker, command, sweep_dir, swept, len(jobs))
+    step = batch_size or len(jobs)
+    try:
+        for first in range(0, len(jobs), step):
+            _launch_batch(tracker, parent, launch, jobs[first:first + step], first)
+    except KeyboardInterrupt:
+        best_effort(stop_workers)
+        best_effort(close_children, tracker, parent, "KILLED", "interrupted")
+        best_effort(_end, tracker, parent, len(jobs), "KILLED")
+        raise
+    except Exception as err:
+        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+        best_effort(stop_workers)
+        best_effort(close_children, tracker, parent, "FAILED", reason)
+        best_effort(_end, tracker, parent, len(jobs), "FAILED", reason)
+        raise
+    return _end(tracker, parent, len(jobs))
+
+
+def _end(tracker: Tracker, parent: str, launched: int, status: Optional[str] = None,
+         reason: Optional[str] = None) -> Outcome:
+    outcome = finish(tracker, parent, launched, status, reason)
+    print(outcome.summary(), file=sys.stderr)
+    return outcome
+
+
+def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[list[str]], first: int) -> None:
+    try:
+        launch(batch, first)
+        return
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        log.error("the launcher stopped: %s", f"{type(err).__name__}: {err}".splitlines()[0])
+    wait_for_workers(tracker, parent)
+    started = {r.data.tags.get(tags.OVERRIDES)
+               for r in tracker.client.search_runs([tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent}'",
+                                                   max_results=10_000)}
+    left = [job for job in batch if redact_text(json.dumps(list(job))) not in started]
+    if left:
+        log.warning("launching again the %d job(s) that never started", len(left))
+        launch(left, first + len(batch))

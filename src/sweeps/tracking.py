@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 import traceback
 import urllib.error
 import urllib.request
@@ -24,25 +25,18 @@ from typing import Iterator, Optional
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import mlflow
+from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from sweeps import tags
 from sweeps.config import config_hash, to_plain
 from sweeps.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("mlruns") / "mlflow.db"
-TAG_OVERRIDES = "sweeps.overrides"  # JSON list of the job's overrides
-TAG_HASH = "sweeps.config_hash"  # hash of the resolved config (see config.config_hash)
-TAG_SWEEP = "sweeps.sweep_id"  # parent run id of the sweep a job belongs to
-TAG_SWEPT = "sweeps.swept"  # JSON list of the keys a sweep varies
-TAG_KIND = "sweeps.kind"  # "job" or "sweep"
-TAG_ERROR = "sweeps.error"  # one-line reason a run FAILED
-TAG_PID = "sweeps.pid"  # process that opened the run (to tell stale RUNNING runs)
-TAG_HOST = "sweeps.host"  # host of that process
-TAG_PARENT = "mlflow.parentRunId"
 
 # Query keys of a store URI that are settings, not secrets; every other value is redacted.
 SAFE_QUERY_KEYS = {"timeout", "mode", "cache", "uri", "check_same_thread", "sslmode", "charset"}
@@ -71,7 +65,7 @@ def redact_text(text: str) -> str:
 
 def process_tags() -> dict[str, str]:
     """pid and host of this process: a RUNNING run whose process is gone is stale (see recovery)."""
-    return {TAG_PID: str(os.getpid()), TAG_HOST: socket.gethostname()}
+    return {tags.PID: str(os.getpid()), tags.HOST: socket.gethostname()}
 
 
 def resolve_uri(uri: Optional[str]) -> str:
@@ -215,6 +209,22 @@ def _short(override: str) -> str:
     return f"{key.split('/')[0]}={value}"
 
 
+def job_tags(cfg: DictConfig, overrides: list[str], extra: Optional[dict] = None) -> dict:
+    """A job's tags: its overrides (credentials redacted), config hash, git commit, plus `extra`."""
+    run_tags = {tags.OVERRIDES: redact_text(json.dumps(list(overrides))), tags.HASH: config_hash(cfg),
+                **(extra or {})}
+    commit = git_commit()
+    if commit:
+        run_tags[tags.GIT_COMMIT] = commit
+    return run_tags
+
+
+def metric_points(values: dict[str, float], step: int = 0) -> list[Metric]:
+    """`{name: value}` as MLflow metric points for one `log_batch` call."""
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in values.items()]
+
+
 class Tracker:
     """One tracking store and experiment, as configured by `tracking.*`."""
 
@@ -226,51 +236,79 @@ class Tracker:
 
     @contextlib.contextmanager
     def job_run(self, name: str, parent_run_id: Optional[str] = None,
-                tags: Optional[dict] = None) -> Iterator[mlflow.ActiveRun]:
-        """Open a run and always close it: FINISHED, FAILED (reason tag, traceback file) or KILLED."""
-        mlflow.set_tracking_uri(self.uri)
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=parent_run_id is not None,
-                               parent_run_id=parent_run_id, tags={TAG_KIND: "job", **process_tags(), **(tags or {})})
-        status = "FAILED"
+                extra_tags: Optional[dict] = None) -> Iterator[Run]:
+        """Open a run and always close it: FINISHED, FAILED (reason tag, traceback file) or KILLED.
+
+        Client calls with the run's id only (no fluent active-run stack), so a worker process that
+        runs many jobs carries nothing from one job to the next. Clean-up after an interrupt is best
+        effort: a store that stopped answering never replaces the KeyboardInterrupt (the stale-run
+        check closes what could not be closed).
+        """
+        run_tags = {tags.KIND: "job", **process_tags(), **(extra_tags or {})}
+        if parent_run_id:
+            run_tags[tags.PARENT] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=run_tags)
+        run_id = run.info.run_id
         try:
             yield run
-            status = "FINISHED"
         except KeyboardInterrupt:
-            status = "KILLED"
-            mlflow.set_tag(TAG_ERROR, "interrupted")
+            best_effort(self.client.set_tag, run_id, tags.ERROR, "interrupted")
+            best_effort(self.client.set_terminated, run_id, "KILLED")
             raise
         except BaseException as err:
-            self.record_error(run.info.run_id, err)
+            best_effort(self.record_error, run_id, err)
+            best_effort(self.client.set_terminated, run_id, "FAILED")
             raise
-        finally:
-            mlflow.end_run(status)
+        self.client.set_terminated(run_id, "FINISHED")
 
     def record_error(self, run_id: str, err: BaseException) -> None:
-        self.client.set_tag(run_id, TAG_ERROR, f"{type(err).__name__}: {err}"[:4000])
+        self.client.set_tag(run_id, tags.ERROR, f"{type(err).__name__}: {err}"[:4000])
         text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         self.client.log_text(run_id, text, "traceback.txt")
 
-    def job_tags(self, cfg: DictConfig, overrides: list[str], extra: Optional[dict] = None) -> dict:
-        tags = {TAG_OVERRIDES: redact_text(json.dumps(list(overrides))), TAG_HASH: config_hash(cfg),
-                **(extra or {})}
-        commit = git_commit()
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-        return tags
-
-    @staticmethod
-    def log_config(cfg: DictConfig, extra_params: dict) -> None:
-        """Every resolved key as a dotted param, plus `extra_params`; the YAML as an artifact.
+    def log_config(self, run_id: str, cfg: DictConfig, extra_params: dict) -> None:
+        """Every resolved key that applies as a dotted param, plus `extra_params`; the YAML as an artifact.
 
         Store locations are logged without their credentials.
         """
+        from mlflow.entities import Param
         from omegaconf import OmegaConf
 
         plain = to_plain(cfg)
         for key in ("uri", "artifact_root"):
             plain["tracking"][key] = redact_uri(plain["tracking"][key])
-        mlflow.log_params({**flatten(plain), **{k: str(v) for k, v in extra_params.items()}})
-        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+        params = [Param(k, v) for k, v in {**flatten(plain), **{k: str(v) for k, v in extra_params.items()}}.items()]
+        for i in range(0, len(params), 100):  # MLflow's limit of params per batch
+            self.client.log_batch(run_id, params=params[i:i + 100], synchronous=True)
+        self.client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+
+    def log_keras_model(self, run_id: str, model, sample) -> None:
+        """Save in MLflow's TensorFlow/Keras flavor at `model` of `run_id` (native .keras file inside).
+
+        Requirements are given, not inferred: inference re-imports the model in a fresh Python
+        (about 10 s here); the signature comes from a five-row prediction. The logged model is
+        created in this run's experiment by a client call; MLflow's flavor code then reads the
+        tracking URI from its global setting, so that is set to this store first.
+        """
+        import keras
+        import mlflow.tensorflow
+        from mlflow.models import infer_signature
+
+        requirements = [f"tensorflow=={_version('tensorflow')}", f"keras=={keras.__version__}",
+                        f"mlflow=={mlflow.__version__}"]
+        signature = infer_signature(sample, model.predict(sample, verbose=0))
+        logged = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature,
+                                    run_id=run_id, model_id=logged.model_id)
+
+
+def best_effort(call, *args) -> None:
+    """Clean-up that must not hide what is being cleaned up after (a dead store, a full disk)."""
+    try:
+        call(*args)
+    except Exception as err:  # noqa: BLE001 - reported, then the original error goes on
+        log.warning("could not record it in the store: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
 
 
 def connect(tcfg: DictConfig) -> Tracker:
@@ -286,22 +324,6 @@ def connect(tcfg: DictConfig) -> Tracker:
             return Tracker(uri, tcfg.experiment, artifact_root)
     except MlflowException as err:
         raise TrackingError(f"tracking.uri={redact_uri(uri)}: {err.message.splitlines()[0]}") from None
-
-
-def log_keras_model(model, sample) -> None:
-    """Save in MLflow's TensorFlow/Keras flavor at `model` (native .keras file inside).
-
-    Requirements are given, not inferred: inference re-imports the model in a fresh Python
-    (about 10 s here); the signature comes from a five-row prediction.
-    """
-    import keras
-    import mlflow.tensorflow
-    from mlflow.models import infer_signature
-
-    requirements = [f"tensorflow=={_version('tensorflow')}", f"keras=={keras.__version__}",
-                    f"mlflow=={mlflow.__version__}"]
-    signature = infer_signature(sample, model.predict(sample, verbose=0))
-    mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature)
 
 
 def _version(dist: str) -> str:

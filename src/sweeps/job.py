@@ -1,0 +1,151 @@
+"""One job: train one configuration and track it as one MLflow run.
+
+`train(cfg, job)` is the job as a list of steps. Everything it knows comes from its config, the
+`JobContext` the launcher hands it (its overrides, the sweep folder, how many jobs run beside it)
+and the tracking store (its sweep's parent run, earlier runs of the same config), so it runs the
+same in the launching process, a pool worker, a fresh process or another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import keras
+from omegaconf import DictConfig
+
+from sweeps import plots, recovery, sweep, tags, tracking
+from sweeps.callbacks import MlflowEpochLogger
+from sweeps.config import config_hash, validate
+from sweeps.cv import cross_validate
+from sweeps.data import Dataset, load_dataset
+from sweeps.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
+from sweeps.models import hidden_dense_layers, summary_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the launcher hands a job besides its config."""
+
+    overrides: tuple[str, ...] = ()  # the job's own command-line overrides
+    sweep_dir: Optional[str] = None  # absolute `hydra.sweep.dir` in a multirun; None for a single run
+    parallel: int = 1  # jobs the launcher runs at once on this machine (for the thread share)
+
+    @classmethod
+    def from_hydra(cls) -> "JobContext":
+        """Read from Hydra's config of this job (empty outside Hydra, e.g. under compose())."""
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return cls()
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        return cls(tuple(hc.overrides.task), sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd) if multirun else None,
+                   parallel_jobs(hc.launcher) if multirun else 1)
+
+
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs a launcher runs at once on one machine (joblib's n_jobs; 1 otherwise)."""
+    n = launcher.get("n_jobs") or 1
+    return os.cpu_count() or 1 if n < 0 else n
+
+
+def thread_share(cfg: DictConfig, job: JobContext) -> Optional[int]:
+    """`threads`, else the cores divided among the jobs that run at once (None: TensorFlow decides)."""
+    if cfg.threads:
+        return cfg.threads
+    return max(1, (os.cpu_count() or 1) // job.parallel) if job.parallel > 1 else None
+
+
+def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
+    """Run one job; returns `cfg.optimized_metric` (what a Hydra sweeper minimises)."""
+    job = job or JobContext.from_hydra()
+    validate(cfg)  # 1. values in range, before anything heavy
+    data = load_dataset(cfg.data)  # 2. arrays (files read once per process)
+    tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
+    parent = find_parent(tracker, job)  # 4. the sweep this job belongs to, from the store
+    name, run_tags = job_identity(cfg, job, data.source, parent)
+    done = recovery.find_finished(tracker, config_hash(cfg)) if parent and cfg.resume else None
+    if done is not None:  # 5. already FINISHED in this experiment: not retrained
+        return reuse(cfg, tracker, parent, done, name, run_tags)
+    threads = thread_share(cfg, job)
+    if threads:
+        use_threads(threads)
+    keras.utils.set_random_seed(cfg.seed)
+    model = new_model(cfg, data)  # 6.
+    with tracker.job_run(name, parent.info.run_id if parent else None, run_tags) as run:  # 7. always ended
+        run_id = run.info.run_id
+        tracker.log_config(run_id, cfg, {"n_params": model.count_params(), **data.sizes()})
+        cv = cross_validate(cfg, data, tracker, run_id) if cfg.cv.folds else {}  # k folds, nested under this run
+        logger = MlflowEpochLogger(run_id, len(data.x_train), hidden_dense_layers(model),
+                                   monitor=cfg.early_stopping.monitor, client=tracker.client)
+        train_time = fit(model, data, cfg, logger)  # 8.
+        final = {**cv, **logger.summary(), **best_values(logger.history), "train_time_s": train_time,
+                 **evaluate(model, data)}  # 9.
+        tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
+        log_artifacts(tracker, run_id, model, data, logger.history, name, cfg.tracking.log_model)  # 10.
+    return {**last_epoch(logger.history), **final}.get(cfg.optimized_metric, math.nan)
+
+
+def find_parent(tracker: tracking.Tracker, job: JobContext):
+    """The sweep's parent run (None for a single run, which first closes this host's stale runs)."""
+    if job.sweep_dir is None:
+        recovery.close_stale_runs(tracker)  # a sweep's launcher did this once for all its jobs
+        return None
+    parent = sweep.find_parent(tracker, job.sweep_dir)
+    if parent is None:
+        log.warning("no RUNNING sweep for %s in the store: this job is tracked as a run of its own",
+                    job.sweep_dir)
+    return parent
+
+
+def job_identity(cfg: DictConfig, job: JobContext, source: str, parent) -> tuple[str, dict]:
+    """The run's name and tags (overrides, config hash, data source; sweep membership)."""
+    swept = sweep.swept_of(parent) if parent else None
+    name = tracking.run_name(list(job.overrides), swept)
+    run_tags = tracking.job_tags(cfg, list(job.overrides), {tags.DATA_SOURCE: source})
+    if parent:
+        run_tags.update({tags.SWEEP: parent.info.run_id, tags.SWEPT: json.dumps(swept)})
+    return name, run_tags
+
+
+def reuse(cfg: DictConfig, tracker: tracking.Tracker, parent, done, name: str, run_tags: dict) -> float:
+    """Stand in for a job that already FINISHED: a linked run under this sweep, the earlier result."""
+    recovery.record_reuse(tracker, done, name, parent.info.run_id, run_tags)
+    log.info("job %s already FINISHED in run %s: not retrained (resume=false retrains it)",
+             name, recovery.original_of(done))
+    return done.data.metrics.get(cfg.optimized_metric, math.nan)
+
+
+def log_artifacts(tracker: tracking.Tracker, run_id: str, model, data: Dataset, history: dict, title: str,
+                  with_model: bool) -> None:
+    tracker.client.log_text(run_id, summary_text(model), "model_summary.txt")
+    fig = plots.history_figure(history, title)
+    tracker.client.log_figure(run_id, fig, "curves.png")
+    plots.close(fig)
+    if with_model:
+        tracker.log_keras_model(run_id, model, data.x_test[:5])
+
+
+def record_failure(cfg: DictConfig, job: JobContext, err: BaseException) -> None:
+    """A job of a sweep that failed before opening its run still leaves a FAILED run under the parent."""
+    try:
+        tracker = tracking.connect(cfg.tracking)
+        parent = sweep.find_parent(tracker, job.sweep_dir)
+        if parent is None:
+            return
+        name, run_tags = job_identity(cfg, job, "", parent)
+        mine = tracker.client.search_runs(
+            [tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent.info.run_id}' and "
+            f"tags.`{tags.OVERRIDES}` = '{run_tags[tags.OVERRIDES]}'", max_results=1)
+        if not mine:  # the run itself records errors raised after it was opened
+            sweep.record_failed_job(tracker, parent.info.run_id, name, run_tags, err)
+    except Exception as nested:  # noqa: BLE001 - the store may be the very thing that failed
+        log.debug("could not record the failure: %s", nested)

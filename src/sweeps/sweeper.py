@@ -1,0 +1,88 @@
+"""`hydra/sweeper=grid` (the default): Hydra's grid of `key=a,b` overrides, run as one tracked sweep.
+
+It expands the same grammar as Hydra's basic sweeper (`a=1,2`, `range(...)`, `hydra.sweeper.params`),
+then, before anything is trained, composes and checks every job's config (one line naming the key
+and exit 2 on the first bad one), and hands the jobs to whatever `hydra/launcher` is chosen (basic,
+joblib, submitit, ...) inside `sweep.run`, which owns the parent run. It is a sweeper of our own,
+on Hydra's public `Sweeper` interface, because a Hydra callback cannot see a sweep that fails or
+is interrupted (Hydra calls `on_multirun_end` only when every job returned).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from sweeps import sweep
+from sweeps.config import validate
+from sweeps.errors import ConfigError, SweepsError
+
+
+@dataclass
+class GridSweeperConf:
+    _target_: str = "hydra_plugins.sweeps_plugins.GridSweeper"
+    max_batch_size: Optional[int] = None  # jobs handed to the launcher at once (null: all of them)
+    params: Optional[Dict[str, str]] = None  # sweep axes written in a config file, e.g. {rate: "1e-4,1e-3"}
+
+
+def grid(items: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Every combination of the overrides' values (Hydra's order), and the keys that vary."""
+    axes, swept = [], []
+    for override in OverridesParser.create().parse_overrides(items):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise ConfigError(f"{override.input_line}: the grid sweeper takes lists and range(); "
+                                  "intervals need hydra/sweeper=optuna")
+            axes.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+            swept.append(override.key_or_group)
+        else:
+            axes.append([f"{key}={override.get_value_element_as_str()}"])
+    return [list(job) for job in itertools.product(*axes)], swept
+
+
+def check_jobs(hydra_context: HydraContext, config: DictConfig, jobs: list[list[str]]) -> None:
+    """Compose and validate every job's config before anything runs."""
+    loader = hydra_context.config_loader
+    for job in jobs:
+        try:
+            cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+        except HydraException as err:
+            raise ConfigError(f"{' '.join(job)}: {str(err).splitlines()[0]}") from None
+        validate(cfg)
+
+
+class GridSweeper(Sweeper):
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None):
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        items = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        try:
+            jobs, swept = grid(items)
+            check_jobs(self.hydra_context, self.config, jobs)
+            outcome = sweep.run(self.config, jobs, swept, self.launcher.launch, self.max_batch_size)
+        except SweepsError as err:  # raised before any job started (a job's own errors stay in its run)
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if outcome.failed:
+            raise SystemExit(1)
+        return outcome

@@ -1,0 +1,22 @@
+"""Every tag `sweeps` puts on an MLflow run, in one place (the store is how processes find each other)."""
+
+KIND = "sweeps.kind"  # "job", "sweep" (a parent run) or "fold" (a cross-validation child)
+SWEEP = "sweeps.sweep_id"  # on a job: parent run id of its sweep (on a parent: its own id)
+SWEEP_DIR = "sweeps.sweep_dir"  # on a parent: Hydra's multirun folder, absolute; how a job finds its parent
+SWEPT = "sweeps.swept"  # on a parent: JSON list of the keys the sweep varies
+COMMAND = "sweeps.command"  # on a parent: the sweep's overrides as typed (credentials redacted)
+JOBS = "sweeps.jobs"  # on a parent: how many jobs the sweeper launched
+OVERRIDES = "sweeps.overrides"  # on a job: JSON list of its overrides
+HASH = "sweeps.config_hash"  # hash of the resolved config (see config.config_hash)
+DATA_SOURCE = "sweeps.data_source"  # where the dataset was read from
+ERROR = "sweeps.error"  # one-line reason a run FAILED or was KILLED
+PID = "sweeps.pid"  # process that opened the run (to tell stale RUNNING runs)
+HOST = "sweeps.host"  # host of that process
+STALE = "sweeps.stale"  # "true" on a run closed because its process was gone
+RESUMED_FROM = "sweeps.resumed_from"  # on a reused job: the FINISHED run it stands for
+RESUMED_SWEEP = "sweeps.resumed_sweep"  # on a reused job: the parent run of the sweep that trained it
+RESUMES = "sweeps.resumes"  # on a parent: comma-separated earlier parents it reused jobs from
+FOLD = "sweeps.fold"  # on a cross-validation child: the fold number
+PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
+NOTE = "mlflow.note.content"  # MLflow's run description
+GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's source version tag
