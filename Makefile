@@ -3,17 +3,18 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-HOST    ?= 127.0.0.1
+# Bind address of `make ui` / `make server`: SWEEPS_HOST, not HOST (which shells and containers export).
+SWEEPS_HOST ?= 127.0.0.1
 PORT    ?= 5000
 STORE   ?= sqlite:///mlruns/mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test test-fast smoke sweep report ui bench clean
+.PHONY: help install data system test test-fast smoke sweep report ui server bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) data ## venv in .venv with sweeps (editable) and test tools; Fashion-MNIST via apt
+install: $(STAMP) data system ## venv in .venv with sweeps (editable) and test tools; Fashion-MNIST and PostgreSQL via apt
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -28,6 +29,14 @@ data: ## Debian's dataset-fashion-mnist package (skipped when present or apt is 
 	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) || \
 	  echo "note: could not apt-get install dataset-fashion-mnist; see README (data)"; \
 	else echo "note: Fashion-MNIST not installed; run: sudo apt-get install dataset-fashion-mnist"; fi
+
+system: ## Debian's postgresql (the team server and its test; skipped when present or apt is unavailable)
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq postgresql)) || \
+	  echo "note: could not apt-get install postgresql; the team-server test will be skipped"; \
+	else echo "note: PostgreSQL not installed (sudo apt-get install postgresql); the team-server test will be skipped"; fi
 
 test: install ## the whole test suite (what CI runs)
 	$(BIN)/pytest -q -m "slow or not slow"
@@ -46,13 +55,17 @@ sweep: install ## the main job: L1 vs L2 at two strengths on Fashion-MNIST, trac
 report: install ## compare the latest sweep: table here, report in reports/<id>/ (SWEEP=<id> for another)
 	$(BIN)/python -m sweeps.compare --tracking-uri $(STORE) $(if $(SWEEP),--sweep $(SWEEP))
 
-ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000 (HOST=, PORT= to change)
+ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000 (SWEEPS_HOST=, PORT= to change)
 	mkdir -p mlruns
-	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(SWEEPS_HOST) --port $(PORT)
 
-bench: install ## tracking overhead (per-epoch logging, model saving, per-batch NaN check), side by side
+server: install ## team store: mlflow server on PostgreSQL in mlruns/server, artifacts proxied (SWEEPS_HOST=, PORT=)
+	$(BIN)/python -m sweeps.server --host $(SWEEPS_HOST) --port $(PORT)
+
+bench: install ## tracking overhead, per-batch NaN check, and one sweep under the basic vs the joblib launcher
 	$(BIN)/python benchmarks/bench_logging.py
 	$(BIN)/python benchmarks/bench_nan_check.py
+	$(BIN)/python benchmarks/bench_sweep.py
 
 clean: ## remove run outputs and caches (keeps mlruns/ and the venv)
 	rm -rf multirun outputs reports .pytest_cache

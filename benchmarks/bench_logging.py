@@ -29,7 +29,7 @@ from sweeps.config import conf_dir, register_configs
 from sweeps.data import load_dataset
 from sweeps.errors import DataError
 from sweeps.models import build_model, compile_model, hidden_dense_layers
-from sweeps.tracking import ensure_experiment, log_keras_model
+from sweeps.tracking import Tracker
 
 
 def config(dataset: str):
@@ -55,7 +55,8 @@ def main() -> None:
         uri = f"sqlite:///{tmp}/mlflow.db"
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(uri)
-        exp = ensure_experiment(client, "bench", f"file://{tmp}/artifacts")
+        tracker = Tracker(uri, "bench", f"file://{tmp}/artifacts")
+        exp = tracker.experiment_id
         plain, logged, log_cost = [], [], []
         for _ in range(args.reps):
             for with_logger in (False, True):
@@ -79,10 +80,10 @@ def main() -> None:
         print(f"| logging cost / epoch | {100 * cost / epoch:.3f} % |")
 
         ours, inferred = [], []
-        with mlflow.start_run(experiment_id=exp):
+        with mlflow.start_run(experiment_id=exp) as run:
             for _ in range(args.reps):
                 tic = time.perf_counter()
-                log_keras_model(model, data.x_test[:5])
+                tracker.log_keras_model(run.info.run_id, model, data.x_test[:5])
                 ours.append(time.perf_counter() - tic)
             tic = time.perf_counter()
             mlflow.tensorflow.log_model(model, name="inferred")

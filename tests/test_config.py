@@ -68,3 +68,12 @@ def test_config_hash_tracks_what_changes_results(make_cfg, tmp_path):
     assert base == config_hash(make_cfg("rate=1e-4"))
     assert base != config_hash(make_cfg("rate=1e-3"))
     assert base == config_hash(make_cfg("rate=1e-4", f"tracking.uri=sqlite:///{tmp_path}/other.db"))
+
+
+def test_the_activation_list_is_keras_own():
+    import keras
+
+    from sweeps.config import ACTIVATIONS
+
+    public = {k for k in dir(keras.activations) if not k.startswith("_")} - {"get", "serialize", "deserialize"}
+    assert set(ACTIVATIONS) == public

@@ -96,26 +96,32 @@ def _error_lines(stderr: str) -> list[str]:
 
 
 def test_raising_and_diverging_jobs_fail_alone_and_the_command_exits_1(tmp_path):
-    """4 jobs: one good, one diverging (NaN loss), two raising (an unknown Keras activation)."""
-    proc = run_cli(tmp_path, "-m", "model.activation=relu,no_such_activation", "optimizer=sgd",
-                   "optimizer.lr=0.01,1e12", "epochs=2", *FAST)
+    """4 jobs: one good, one diverging (NaN loss), two raising (their dataset file is cut off)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    corrupt = _corrupt_idx(folder)[1]
+    proc = run_cli(tmp_path, "-m", "data=digits,fashion_mnist", corrupt, "optimizer=sgd",
+                   "optimizer.lr=0.01,1e12", "epochs=2", *FAST[1:])
     assert proc.returncode == 1, proc.stderr[-3000:]
     summary = proc.stderr[proc.stderr.index("1 job(s) finished, 3 failed"):].splitlines()
     failed = summary[1:]
     assert len(failed) == 3 and all(line.startswith("  FAILED ") for line in failed)
     big = "optimizer.lr=1000000000000.0"
-    assert f"  FAILED model.activation=relu,{big}: DivergedError: training diverged: loss became nan" in failed[0]
-    assert all("ValueError: Could not interpret activation function identifier" in f for f in failed[1:])
+    assert f"  FAILED data=digits,{big}: DivergedError: training diverged: loss became nan" in failed[0]
+    assert all("DataError: " in f and "train-images-idx3-ubyte.gz: cannot read" in f for f in failed[1:])
     client, runs = _all_runs(tmp_path)
     (parent,) = [r for r in runs if r.data.tags["sweeps.kind"] == "sweep"]
     assert parent.info.status == "FAILED"
     assert parent.data.metrics["jobs_finished"] == 1 and parent.data.metrics["jobs_failed"] == 3
     jobs = {r.info.run_name: r for r in runs if r.data.tags["sweeps.kind"] == "job"}
     assert {name: r.info.status for name, r in jobs.items()} == {
-        "model.activation=relu,optimizer.lr=0.01": "FINISHED", f"model.activation=relu,{big}": "FAILED"}
-    diverged = jobs[f"model.activation=relu,{big}"]
+        "data=digits,optimizer.lr=0.01": "FINISHED", f"data=digits,{big}": "FAILED",
+        "data=fashion_mnist,optimizer.lr=0.01": "FAILED", f"data=fashion_mnist,{big}": "FAILED"}
+    diverged = jobs[f"data=digits,{big}"]
     assert "batch" in diverged.data.tags["sweeps.error"]
     assert "traceback.txt" in {f.path for f in client.list_artifacts(diverged.info.run_id)}
+    unreadable = jobs["data=fashion_mnist,optimizer.lr=0.01"]
+    assert "cannot read" in unreadable.data.tags["sweeps.error"], "a job failing before its run still has one"
 
 
 # ---------------------------------------------------------------- interrupts

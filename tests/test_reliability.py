@@ -207,12 +207,17 @@ def test_credentials_in_overrides_stay_out_of_run_names_and_tags(make_cfg):
     assert "s3cr3t" not in json.dumps(tags) and "***@bucket" in tags["sweeps.overrides"]
 
 
-def test_the_ui_binds_localhost_unless_told_otherwise():
+@pytest.mark.parametrize("target", ["ui", "server"])
+def test_the_ui_and_server_bind_localhost_even_with_host_exported(target):
+    """`HOST=0.0.0.0` is exported by some shells and containers: it must not open the UI to the network."""
     root = Path(__file__).resolve().parents[1]
-    default = subprocess.run(["make", "-n", "ui"], cwd=root, capture_output=True, text=True, timeout=60).stdout
-    chosen = subprocess.run(["make", "-n", "ui", "HOST=0.0.0.0"], cwd=root, capture_output=True, text=True,
-                            timeout=60).stdout
-    assert "--host 127.0.0.1" in default and "--host 0.0.0.0" in chosen
+
+    def dry_run(**env):
+        return subprocess.run(["make", "-n", target], cwd=root, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **env}).stdout
+
+    assert "--host 127.0.0.1" in dry_run() and "--host 127.0.0.1" in dry_run(HOST="0.0.0.0")
+    assert "--host 0.0.0.0" in dry_run(SWEEPS_HOST="0.0.0.0")
 
 
 def test_models_are_native_keras_files_loaded_in_safe_mode(make_cfg, client, store):

@@ -237,6 +237,14 @@ RESULT_METRIC = re.compile(r"^((val_|test_|final_train_|best_val_)?(loss|accurac
                            r"|train_time_s|best_epoch|cv_val_(loss|accuracy|mae)_(mean|std))$")
 
 
+# Keras 3's activation names (`keras.activations`), so a typo fails before TensorFlow is imported;
+# tests/test_config.py checks the list against the installed Keras.
+ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
+               "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "log_softmax", "mish", "relu", "relu6", "selu",
+               "sigmoid", "silu", "soft_shrink", "softmax", "softplus", "softsign", "sparse_plus", "sparse_sigmoid",
+               "sparsemax", "squareplus", "swish", "tanh", "tanh_shrink", "threshold")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject values Hydra's types let through. Called before data is read or a run is opened."""
     _check(cfg.rate >= 0, "rate", cfg.rate, "use a value >= 0, e.g. rate=1e-4")
@@ -251,6 +259,9 @@ def validate(cfg: DictConfig) -> None:
     _check(lim is None or lim >= 2, "data.limit", lim, "use an integer >= 2 or null")
     _check(len(cfg.model.hidden) >= 1, "model.hidden", list(cfg.model.hidden), "give at least one width, e.g. [64,64]")
     _check(all(w >= 1 for w in cfg.model.hidden), "model.hidden", list(cfg.model.hidden), "widths must be >= 1")
+    close = difflib.get_close_matches(cfg.model.activation, ACTIVATIONS, n=1)
+    _check(cfg.model.activation in ACTIVATIONS, "model.activation", cfg.model.activation,
+           f"use a Keras activation{', e.g. ' + close[0] if close else ''} (relu, tanh, sigmoid, elu, gelu, ...)")
     _check(cfg.early_stopping.patience >= 0, "early_stopping.patience", cfg.early_stopping.patience, "use >= 0")
     _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "use an integer >= 1 or null")
     _check(cfg.cv.folds == 0 or cfg.cv.folds >= 2, "cv.folds", cfg.cv.folds, "use 0 (off) or at least 2")

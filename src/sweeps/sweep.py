@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -84,18 +85,22 @@ class Outcome:
     finished: int = 0  # job runs FINISHED (reused ones included)
     reused: int = 0  # of those, jobs not retrained: their config already FINISHED earlier
     failures: list[tuple[str, str]] = field(default_factory=list)  # (job, one-line reason)
-    missing: int = 0  # launched jobs that left no run (their process never reached the store)
+    killed: int = 0  # job runs ended KILLED (the sweep was interrupted)
+    missing: int = 0  # launched jobs that left no run (not started, or their process never reached the store)
 
     @property
     def failed(self) -> int:
-        return len(self.failures) + self.missing
+        """Jobs that did not finish and were not stopped on purpose."""
+        return len(self.failures) + (0 if self.status == "KILLED" else self.missing)
 
     def summary(self) -> str:
         lines = [f"{self.finished} job(s) finished, {self.failed} failed"]
         if self.reused:
             lines[0] += f" ({self.reused} finished earlier and not retrained; rerun with resume=false to retrain)"
+        if self.status == "KILLED":
+            lines[0] += f", {self.killed} stopped, {self.missing} not started"
         lines += [f"  FAILED {job}: {reason}" for job, reason in self.failures]
-        if self.missing:
+        if self.missing and self.status != "KILLED":
             lines.append(f"  {self.missing} job(s) left no run: their worker never reached the store")
         return "\n".join(lines)
 
@@ -113,6 +118,8 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
             if tags.RESUMED_FROM in job.run.data.tags:
                 outcome.reused += 1
                 earlier.append(job.run.data.tags.get(tags.RESUMED_SWEEP))
+        elif job.status == "KILLED":
+            outcome.killed += 1
         else:
             outcome.failures.append((job.name, (job.error or job.status).splitlines()[0]))
     outcome.missing = max(0, launched - len(sweep.jobs))
@@ -150,20 +157,25 @@ def close_children(tracker: Tracker, parent_run_id: str, status: str, reason: st
         best_effort(tracker.client.set_terminated, run.info.run_id, status)
 
 
-def stop_workers(grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM to every process this one started (pool workers, submitit jobs), SIGKILL after `grace_s`.
+def stop_workers(tracker: Tracker, parent_run_id: str, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to the processes of this host running the sweep's jobs, SIGKILL after `grace_s`.
 
-    A job installs a SIGTERM handler that ends its run KILLED, so a worker that gets the time
-    closes its own run; what is left RUNNING is closed by `close_children`.
+    Which processes: the pids the store holds for the sweep's RUNNING jobs, among this process's
+    descendants (pool workers, submitit jobs), and nothing else (a pool's helper processes are
+    the pool's business). A job turns SIGTERM into KeyboardInterrupt and ends its run KILLED;
+    what is still RUNNING afterwards is closed by `close_children`.
     """
     import psutil
 
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        best_effort(child.terminate)
-    _, alive = psutil.wait_procs(children, timeout=grace_s)
-    for child in alive:
-        best_effort(child.kill)
+    host = socket.gethostname()
+    pids = {int(r.data.tags[tags.PID]) for r in open_children(tracker, parent_run_id)
+            if r.data.tags.get(tags.HOST) == host and r.data.tags.get(tags.PID, "").isdigit()}
+    workers = [p for p in psutil.Process().children(recursive=True) if p.pid in pids]
+    for worker in workers:
+        best_effort(worker.terminate)
+    _, alive = psutil.wait_procs(workers, timeout=grace_s)
+    for worker in alive:
+        best_effort(worker.kill)
 
 
 def wait_for_workers(tracker: Tracker, parent_run_id: str, timeout_s: float = 24 * 3600) -> None:
@@ -199,13 +211,13 @@ def run(config: DictConfig, jobs: list[list[str]], swept: list[str], launch: Lau
         for first in range(0, len(jobs), step):
             _launch_batch(tracker, parent, launch, jobs[first:first + step], first)
     except KeyboardInterrupt:
-        best_effort(stop_workers)
+        best_effort(stop_workers, tracker, parent)
         best_effort(close_children, tracker, parent, "KILLED", "interrupted")
         best_effort(_end, tracker, parent, len(jobs), "KILLED")
         raise
     except Exception as err:
         reason = f"{type(err).__name__}: {err}".splitlines()[0]
-        best_effort(stop_workers)
+        best_effort(stop_workers, tracker, parent)
         best_effort(close_children, tracker, parent, "FAILED", reason)
         best_effort(_end, tracker, parent, len(jobs), "FAILED", reason)
         raise

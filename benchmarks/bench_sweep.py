@@ -1,0 +1,79 @@
+"""One sweep, two launchers: wall time and per-job overhead, side by side in one run.
+
+    make bench            # or: python benchmarks/bench_sweep.py [--epochs 3] [--jobs-per-worker 2]
+
+The same 8-job sweep (reg=l1,l2 x rate=1e-5,1e-4,1e-3,1e-2; 64-32 MLP, SGD, batch 32, Fashion-MNIST
+or digits when it is absent) runs as `python -m sweeps.train -m ...` under the basic launcher
+(jobs one after another in one process) and under joblib with 2 workers, each into a throwaway
+SQLite store. Per-job overhead = (sweep wall time - sum of the jobs' train_time_s) / jobs: what a
+job costs besides fitting (process start, TensorFlow import, data, tracking, evaluation, saving).
+Absolute seconds on a shared machine are noise; the ratio is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from sweeps.data import load_dataset
+from sweeps.errors import DataError
+
+GRID = ["reg=l1,l2", "rate=1e-5,1e-4,1e-3,1e-2", "model=mlp_64_32", "optimizer=sgd", "batch_size=32"]
+LAUNCHERS = {"basic": [], "joblib, 2 workers": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
+
+
+def dataset() -> str:
+    from omegaconf import OmegaConf
+
+    from sweeps.config import DataConfig, DatasetName
+
+    try:
+        load_dataset(OmegaConf.structured(DataConfig(name=DatasetName.fashion_mnist)))
+        return "fashion_mnist"
+    except DataError:
+        return "digits"
+
+
+def sweep(launcher: list[str], epochs: int, data: str, folder: Path) -> tuple[float, float, int]:
+    """(wall seconds, sum of train_time_s, jobs FINISHED) of one sweep into a store in `folder`."""
+    uri = f"sqlite:///{folder}/mlflow.db"
+    command = [sys.executable, "-m", "sweeps.train", "-m", *GRID, f"data={data}", f"epochs={epochs}",
+               f"hydra.sweep.dir={folder}/multirun", *launcher]
+    tic = time.perf_counter()
+    proc = subprocess.run(command, cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - tic
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep failed ({' '.join(launcher) or 'basic'}):\n{proc.stderr[-3000:]}")
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id],
+                              "tags.`sweeps.kind` = 'job'", max_results=100)
+    return wall, sum(r.data.metrics["train_time_s"] for r in runs), len(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    data = dataset()
+    print(f"8-job sweep on {data}, 64-32 SGD batch 32, {args.epochs} epochs, {os.cpu_count()} cores")
+    results = {}
+    for name, launcher in LAUNCHERS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            results[name] = sweep(launcher, args.epochs, data, Path(tmp))
+    print("\n| launcher | wall (s) | sum of train_time_s (s) | per-job overhead (s) |\n|---|---|---|---|")
+    for name, (wall, fit, jobs) in results.items():
+        print(f"| {name} | {wall:.1f} | {fit:.1f} | {(wall - fit) / jobs:.2f} |")
+    basic, parallel = results["basic"][0], results["joblib, 2 workers"][0]
+    print(f"\nwall-time ratio basic / joblib: {basic / parallel:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
