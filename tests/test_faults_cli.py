@@ -350,3 +350,57 @@ def _healthy(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------- a tracking server that goes away
+
+
+def _start_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    return subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                             "--artifacts-destination", str(tmp_path / "server-artifacts")],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.mark.parametrize("then", ["nothing", "ctrl-c"])
+def test_a_server_that_goes_away_stops_the_sweep_and_ctrl_c_still_wins(tmp_path, then):
+    """The server is killed while the first job trains: the sweep stops within a minute with one
+    line naming the store (no 4-minute retries per call, no next job); Ctrl-C then exits at once."""
+    port = _free_port()
+    server = _start_server(tmp_path, port)
+    db = tmp_path / "server.db"
+    try:
+        _wait_for(lambda: _healthy(port), 120, server, "the server")
+        # With Ctrl-C, MLflow's own defaults (about 4 minutes of retries per call), as in the report.
+        patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
+        proc = start_cli(tmp_path, "-m", "seed=0,1", "epochs=400", *FAST,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+                              **(patience if then == "ctrl-c" else {})})
+        try:
+            run_id, _ = _wait_for(lambda: _rows(db, JOBS), 180, proc, "the first job's run")[0]
+            _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
+                      120, proc, "the first epoch")
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+            gone = time.monotonic()
+            if then == "ctrl-c":
+                time.sleep(2)  # the job is now inside MLflow's retries
+                proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=180)
+            took = time.monotonic() - gone
+        finally:
+            _kill(proc)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    if then == "ctrl-c":
+        assert proc.returncode == 130 and took < 30, (took, stderr[-3000:])
+        assert "interrupted (SIGINT)" in stderr
+    else:
+        assert proc.returncode == 1 and took < 90, (took, stderr[-3000:])
+        (line,) = _error_lines(stderr)
+        assert line.startswith(f"error: tracking store http://127.0.0.1:{port} stopped answering (")
+        assert "rerun the same command when it is back" in line
+    assert len(_rows(db, JOBS)) == 1, "no second job was started against the dead store"

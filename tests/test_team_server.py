@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,3 +103,29 @@ def test_a_parallel_sweep_through_mlflow_server_on_postgresql(tmp_path, postgres
     finally:
         server.stop_process_group(proc)
         log.close()
+
+
+@pytest.mark.skipif(bool(_postgres_missing()), reason=_postgres_missing() or "PostgreSQL present")
+def test_make_server_starts_postgres_and_mlflow_and_sigterm_stops_both(tmp_path):
+    """`python -m sweeps.server` (what `make server` runs): up, healthy, then SIGTERM stops everything."""
+    folder = Path(tempfile.mkdtemp(prefix="sweeps-srv-"))
+    folder.chmod(0o755)
+    port, db_port = _free_port(), _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sweeps.server", "--dir", str(folder), "--port", str(port),
+                             "--db-port", str(db_port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not _healthy(port):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+        assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{port}" in stderr
+        assert not _healthy(port), "the mlflow server stopped"
+        assert not (folder / "postgres" / "postmaster.pid").exists(), "PostgreSQL stopped"
+        assert (folder / "postgres" / "PG_VERSION").exists() and (folder / "artifacts").is_dir()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.Postgres(folder / "postgres", db_port).stop()
+        shutil.rmtree(folder, ignore_errors=True)

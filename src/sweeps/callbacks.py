@@ -21,6 +21,8 @@ import numpy as np
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from sweeps import interrupts
+
 log = logging.getLogger(__name__)
 
 
@@ -129,3 +131,13 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             out["best_epoch"] = float(self.best_epoch)
             out[f"best_{self.monitor}"] = float(self.best)
         return out
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Re-raise a Ctrl-C/SIGTERM that something swallowed, at every epoch end (see `interrupts`).
+
+    Epoch granularity on purpose: a per-batch hook would force a Python round trip every step.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        interrupts.check()

@@ -23,3 +23,11 @@ class DivergedError(SweepsError):
 
 class CompareError(SweepsError):
     """A sweep, experiment, metric or key asked for by `sweeps.compare` is not in the store."""
+
+
+class StoreUnavailable(BaseException):
+    """The tracking store stopped answering (server gone, disk full) while a sweep ran.
+
+    Not an `Exception` on purpose: Hydra's job runner catches `Exception` per job and starts the
+    next one, but every later job would fail the same way after the same wait; this stops the sweep.
+    """

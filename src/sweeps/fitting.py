@@ -11,7 +11,7 @@ import time
 import keras
 from omegaconf import DictConfig
 
-from sweeps.callbacks import MlflowEpochLogger
+from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
 from sweeps.data import Dataset
 from sweeps.errors import DivergedError
 from sweeps.models import build_model, compile_model
@@ -23,7 +23,7 @@ def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
 
 def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger) -> float:
     """model.fit with our logger (and early stopping when enabled); returns seconds spent."""
-    callbacks: list[keras.callbacks.Callback] = [logger]
+    callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt()]
     es = cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,

@@ -18,7 +18,7 @@ from typing import Optional
 import keras
 from omegaconf import DictConfig
 
-from sweeps import plots, recovery, sweep, tags, tracking
+from sweeps import interrupts, plots, recovery, sweep, tags, tracking
 from sweeps.callbacks import MlflowEpochLogger
 from sweeps.config import config_hash, validate
 from sweeps.cv import cross_validate
@@ -67,6 +67,7 @@ def thread_share(cfg: DictConfig, job: JobContext) -> Optional[int]:
 def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
     """Run one job; returns `cfg.optimized_metric` (what a Hydra sweeper minimises)."""
     job = job or JobContext.from_hydra()
+    interrupts.check()  # an interrupt swallowed during the previous job stops this one before it starts
     validate(cfg)  # 1. values in range, before anything heavy
     data = load_dataset(cfg.data)  # 2. arrays (files read once per process)
     tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
@@ -149,3 +150,13 @@ def record_failure(cfg: DictConfig, job: JobContext, err: BaseException) -> None
             sweep.record_failed_job(tracker, parent.info.run_id, name, run_tags, err)
     except Exception as nested:  # noqa: BLE001 - the store may be the very thing that failed
         log.debug("could not record the failure: %s", nested)
+
+
+def store_lost(cfg: DictConfig, err: BaseException) -> Optional[str]:
+    """When a job failed because its store stopped answering: the one line that says so (else None)."""
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    problem = tracking.store_problem(uri)
+    if problem is None:
+        return None
+    return (f"tracking store {tracking.redact_uri(uri)} stopped answering ({problem}; {tracking.root_reason(err)}); "
+            "stopped: rerun the same command when it is back (finished jobs are not retrained)")

@@ -94,11 +94,14 @@ class Postgres:
         self._run(pg_bin("pg_ctl"), "-D", str(self.folder), "-m", "fast", "-w", "stop", check=False)
 
 
-def mlflow_server(store_uri: str, artifacts: Path, host: str, port: int, **popen) -> subprocess.Popen:
+def mlflow_server(store_uri: str, artifacts: Path, host: str, port: int, allowed_hosts: str = "",
+                  **popen) -> subprocess.Popen:
     """`mlflow server` on `store_uri` with artifacts proxied from `artifacts` (a new process group)."""
     artifacts.mkdir(parents=True, exist_ok=True)
     command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", host, "--port", str(port),
                "--workers", "2", "--backend-store-uri", store_uri, "--artifacts-destination", str(artifacts)]
+    if allowed_hosts:  # MLflow 3 answers only requests addressed to localhost unless told otherwise
+        command += ["--allowed-hosts", allowed_hosts]
     return subprocess.Popen(command, start_new_session=True, **popen)
 
 
@@ -124,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address the server listens on (default: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="the server's port")
     parser.add_argument("--db-port", type=int, default=5433, help="PostgreSQL's port (on 127.0.0.1)")
+    parser.add_argument("--allowed-hosts", default="",
+                        help="host names other machines use to reach the server (MLflow's --allowed-hosts), "
+                             "e.g. 'gpu-box.lab,gpu-box.lab:5000'")
     args = parser.parse_args(argv)
     folder = Path(args.dir).resolve()
     db = Postgres(folder / "postgres", args.db_port)
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     except SweepsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    server = mlflow_server(db.url, folder / "artifacts", args.host, args.port)
+    server = mlflow_server(db.url, folder / "artifacts", args.host, args.port, args.allowed_hosts)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     print(f"mlflow server on PostgreSQL ({folder}); use it with:\n\n"
           f"    export MLFLOW_TRACKING_URI=http://{shown}:{args.port}\n\nCtrl-C stops it.", file=sys.stderr)
@@ -147,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_process_group(server)
         db.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt("SIGTERM")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ from typing import Callable, Optional, Sequence
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import recovery, report, runs, tags
-from sweeps.tracking import Tracker, best_effort, connect, process_tags, redact_text
+from sweeps import interrupts, recovery, report, runs, tags
+from sweeps.errors import StoreUnavailable
+from sweeps.tracking import Tracker, best_effort, connect, impatient, process_tags, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -203,23 +204,26 @@ def run(config: DictConfig, jobs: list[list[str]], swept: list[str], launch: Lau
     recovery.close_stale_runs(tracker)
     sweep_dir = absolute_dir(str(config.hydra.sweep.dir))
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config, Path(sweep_dir) / "multirun.yaml")
+    (Path(sweep_dir) / "multirun.yaml").write_text(redact_text(OmegaConf.to_yaml(config)))  # Hydra's file, scrubbed
     command = " ".join(config.hydra.overrides.task)
     parent = open_parent(tracker, command, sweep_dir, swept, len(jobs))
     step = batch_size or len(jobs)
     try:
         for first in range(0, len(jobs), step):
             _launch_batch(tracker, parent, launch, jobs[first:first + step], first)
+            interrupts.check()  # a job that swallowed Ctrl-C does not let the sweep finish as if all went well
     except KeyboardInterrupt:
-        best_effort(stop_workers, tracker, parent)
-        best_effort(close_children, tracker, parent, "KILLED", "interrupted")
-        best_effort(_end, tracker, parent, len(jobs), "KILLED")
+        with impatient():  # Ctrl-C wins: clean-up tries each call once, quickly
+            best_effort(stop_workers, tracker, parent)
+            best_effort(close_children, tracker, parent, "KILLED", "interrupted")
+            best_effort(_end, tracker, parent, len(jobs), "KILLED")
         raise
-    except Exception as err:
-        reason = f"{type(err).__name__}: {err}".splitlines()[0]
-        best_effort(stop_workers, tracker, parent)
-        best_effort(close_children, tracker, parent, "FAILED", reason)
-        best_effort(_end, tracker, parent, len(jobs), "FAILED", reason)
+    except (Exception, StoreUnavailable) as err:
+        reason = str(err) if isinstance(err, StoreUnavailable) else f"{type(err).__name__}: {err}"
+        with impatient():
+            best_effort(stop_workers, tracker, parent)
+            best_effort(close_children, tracker, parent, "FAILED", reason.splitlines()[0])
+            best_effort(_end, tracker, parent, len(jobs), "FAILED", reason.splitlines()[0])
         raise
     return _end(tracker, parent, len(jobs))
 
@@ -235,7 +239,7 @@ def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[lis
     try:
         launch(batch, first)
         return
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StoreUnavailable):
         raise
     except Exception as err:
         log.error("the launcher stopped: %s", f"{type(err).__name__}: {err}".splitlines()[0])

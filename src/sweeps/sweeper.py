@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from sweeps import sweep
 from sweeps.config import validate
-from sweeps.errors import ConfigError, SweepsError
+from sweeps.errors import ConfigError, StoreUnavailable, SweepsError
 
 
 @dataclass
@@ -83,6 +83,9 @@ class GridSweeper(Sweeper):
         except SweepsError as err:  # raised before any job started (a job's own errors stay in its run)
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        except StoreUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
         if outcome.failed:
             raise SystemExit(1)
         return outcome

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
-from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+from urllib.parse import urlparse, urlunparse
 
 import mlflow
 from mlflow.entities import Metric, Run
@@ -31,6 +32,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweeps import tags
+from sweeps.redact import redact_text, redact_uri  # noqa: F401 - part of this module's interface
 from sweeps.config import config_hash, to_plain
 from sweeps.errors import TrackingError
 
@@ -38,29 +40,66 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("mlruns") / "mlflow.db"
 
-# Query keys of a store URI that are settings, not secrets; every other value is redacted.
-SAFE_QUERY_KEYS = {"timeout", "mode", "cache", "uri", "check_same_thread", "sslmode", "charset"}
-_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s,'\"\]]+")
+# MLflow retries an HTTP call for about 4 minutes by default; a sweep against a server that went
+# away would hang that long per call. These defaults fail a call within about half a minute
+# (3 tries of at most 10 s, 1 + 2 s apart); MLFLOW_HTTP_REQUEST_* set by the user win.
+STORE_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# Clean-up after a failure or an interrupt: one quick try per call.
+IMPATIENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+MIN_FREE_BYTES = 1 << 20  # a SQLite store's folder with less free space than this counts as full
 
 
-def redact_uri(uri: Optional[str]) -> Optional[str]:
-    """The URI without credentials: `user:password@` becomes `***@`, secret query values `***`."""
-    if not uri or "://" not in uri:
-        return uri
-    scheme, rest = uri.split("://", 1)
-    authority, tail = re.match(r"([^/?#]*)(.*)", rest, re.S).groups()
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    path, _, query = tail.partition("?")
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        path += "?" + urlencode([(k, v if k.lower() in SAFE_QUERY_KEYS else "***") for k, v in pairs], safe="*/")
-    return f"{scheme}://{authority}{path}"
+def set_store_patience() -> None:
+    """The command lines' policy for MLflow's HTTP retries (see STORE_PATIENCE); workers inherit it."""
+    for key, value in STORE_PATIENCE.items():
+        os.environ.setdefault(key, value)
 
 
-def redact_text(text: str) -> str:
-    """Every URI inside free text (overrides, a command line, a run name), passed through `redact_uri`."""
-    return _URL_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
+@contextlib.contextmanager
+def impatient() -> Iterator[None]:
+    """MLflow calls inside give up after one quick try (clean-up must not hang on a dead store)."""
+    saved = {key: os.environ.get(key) for key in IMPATIENT}
+    os.environ.update(IMPATIENT)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def store_problem(uri: str, timeout: float = 3.0) -> Optional[str]:
+    """Why the store cannot take writes right now (None when it can): for telling a lost store
+    from a job's own failure."""
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.parent if db.parent.exists() else None
+        if folder is None:
+            return f"{db.parent} is gone"
+        if shutil.disk_usage(folder).free < MIN_FREE_BYTES:
+            return f"no space left on the device holding {folder}"
+        return None
+    try:
+        check_reachable(uri, timeout=timeout)
+    except TrackingError as err:
+        return str(err)
+    return None
+
+
+def root_reason(err: BaseException) -> str:
+    """The innermost cause of an error, as one line (a database's own words, not its wrapper's)."""
+    seen, current = set(), err
+    while True:
+        inner = getattr(current, "orig", None) or current.__cause__ or current.__context__
+        if inner is None or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        current = inner
+    text = str(current).strip().splitlines()
+    return f"{type(current).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def process_tags() -> dict[str, str]:
@@ -252,17 +291,20 @@ class Tracker:
         try:
             yield run
         except KeyboardInterrupt:
-            best_effort(self.client.set_tag, run_id, tags.ERROR, "interrupted")
-            best_effort(self.client.set_terminated, run_id, "KILLED")
+            with impatient():
+                best_effort(self.client.set_tag, run_id, tags.ERROR, "interrupted")
+                best_effort(self.client.set_terminated, run_id, "KILLED")
             raise
         except BaseException as err:
-            best_effort(self.record_error, run_id, err)
-            best_effort(self.client.set_terminated, run_id, "FAILED")
+            with impatient():
+                best_effort(self.record_error, run_id, err)
+                best_effort(self.client.set_terminated, run_id, "FAILED")
             raise
         self.client.set_terminated(run_id, "FINISHED")
 
     def record_error(self, run_id: str, err: BaseException) -> None:
-        self.client.set_tag(run_id, tags.ERROR, f"{type(err).__name__}: {err}"[:4000])
+        reason = root_reason(err) if isinstance(err, MlflowException) else f"{type(err).__name__}: {err}"
+        self.client.set_tag(run_id, tags.ERROR, reason[:4000])
         text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         self.client.log_text(run_id, text, "traceback.txt")
 

@@ -13,19 +13,18 @@ TensorFlow is imported only when a job runs (`--help` and bad input answer at on
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
 import sys
-import threading
-from typing import Iterator
 
 import hydra
 from omegaconf import DictConfig
 
+from sweeps import interrupts
 from sweeps.config import check_overrides, conf_dir, register_configs
-from sweeps.errors import SweepsError
+from sweeps.tracking import set_store_patience
+from sweeps.errors import StoreUnavailable, SweepsError
 
 log = logging.getLogger(__name__)
 
@@ -36,39 +35,25 @@ def task(cfg: DictConfig) -> float:
     from sweeps.tracking import run_name
 
     job = jobs.JobContext.from_hydra()
-    with terminate_as_interrupt():  # in a pool worker too: SIGTERM ends the job's run KILLED
+    with interrupts.handling():  # in a pool worker too: SIGTERM ends the job's run KILLED
         try:
             return jobs.train(cfg, job)
-        except SweepsError as err:
-            if job.sweep_dir is None:
-                print(f"error: {err}", file=sys.stderr)
-                raise SystemExit(2) from None
-            log.error("job %s failed: %s", run_name(list(job.overrides)), err)
-            failure = err
         except Exception as err:
+            lost = jobs.store_lost(cfg, err)
+            if lost:  # every later job would fail the same way: stop (see StoreUnavailable)
+                raise StoreUnavailable(lost) from None
             if job.sweep_dir is None:
+                if isinstance(err, SweepsError):
+                    print(f"error: {err}", file=sys.stderr)
+                    raise SystemExit(2) from None
                 raise
-            log.exception("job %s failed", run_name(list(job.overrides)))
+            if isinstance(err, SweepsError):
+                log.error("job %s failed: %s", run_name(list(job.overrides)), err)
+            else:
+                log.exception("job %s failed", run_name(list(job.overrides)))
             failure = err
     jobs.record_failure(cfg, job, failure)
     return math.nan
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """While inside: SIGTERM raises KeyboardInterrupt, so the same clean-up as Ctrl-C runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum: int, frame) -> None:
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def check_command_line(argv: list[str]) -> bool:
@@ -94,12 +79,17 @@ def main() -> None:
     """
     register_configs()
     multirun = check_command_line(sys.argv[1:])
+    set_store_patience()
     entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
     try:
-        with terminate_as_interrupt():
+        with interrupts.handling():
             entry()
+            interrupts.check()  # a signal swallowed on the way still ends the command as interrupted
+    except StoreUnavailable as err:  # a single run (a sweep reports it in its sweeper)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt as err:
-        name = "SIGTERM" if err.args == ("SIGTERM",) else "SIGINT"
+        name = interrupts.received() or interrupts.name_of(err)
         ended = ("every running job and the sweep were ended KILLED; rerun the same command to resume "
                  "(finished jobs are not retrained)") if multirun else "the run was ended KILLED"
         print(f"interrupted ({name}): {ended}", file=sys.stderr)

@@ -1,0 +1,58 @@
+"""Ctrl-C and SIGTERM always stop a job or a sweep, even when a library swallows the exception.
+
+`handling()` installs, while it is active and only in the main thread, a handler for SIGINT and
+SIGTERM that remembers the signal and raises `KeyboardInterrupt`. Code that swallows a
+`KeyboardInterrupt` it did not expect (a broad `except` in a library, C code that checks for
+signals and turns them into its own error) cannot make the interrupt disappear: `check()` raises
+it again at the next safe point (every epoch end through `callbacks.StopOnInterrupt`, before each job,
+between launches). The remembered signal belongs to the process, like the signal itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator, Optional
+
+_received: list[str] = []  # signals received while `handling()` was active (cleared when the outermost one starts)
+_depth = [0]  # how many `handling()` blocks are active (a job inside the launching process nests)
+
+
+def _handler(signum: int, frame) -> None:
+    name = signal.Signals(signum).name
+    _received.append(name)
+    raise KeyboardInterrupt(name)
+
+
+@contextlib.contextmanager
+def handling() -> Iterator[None]:
+    """SIGINT/SIGTERM -> KeyboardInterrupt(<signal name>) while inside (main thread only; nests)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _depth[0] == 0:
+        _received.clear()  # a pool worker starting its next job starts afresh
+    previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _depth[0] += 1
+    try:
+        yield
+    finally:
+        _depth[0] -= 1
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def received() -> Optional[str]:
+    """The first signal received so far (None if none)."""
+    return _received[0] if _received else None
+
+
+def check() -> None:
+    """Raise the interrupt again if a signal arrived and was swallowed on the way."""
+    if _received:
+        raise KeyboardInterrupt(_received[0])
+
+
+def name_of(err: KeyboardInterrupt) -> str:
+    return err.args[0] if err.args and err.args[0] in ("SIGINT", "SIGTERM") else "SIGINT"
