@@ -195,6 +195,7 @@ def test_a_unique_prefix_picks_the_sweep(store, capsys):
                               "`python -m sweeps.compare --list` shows the sweeps"),
     (["--metric", "val_los"], "error: --metric val_los: no job of sweep "),
     (["--group-by", "regg"], "error: --group-by regg: not a swept key or param of sweep"),
+    (["--out", "/proc/x"], "error: --out /proc/x: cannot write there ("),
 ])
 def test_mistakes_are_one_line_and_exit_2(store, capsys, args, message):
     code, out, err = cli(store, capsys, *args)
@@ -213,6 +214,25 @@ def test_no_sweeps_and_no_store_are_one_line_errors(store, capsys, tmp_path):
     code = compare.main(["--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
     assert code == 2 and capsys.readouterr().err.startswith(f"error: no tracking store at {tmp_path}/none.db")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_out_naming_a_file_is_refused_and_the_file_kept(store, capsys, tmp_path):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    code, _, err = cli(store, capsys, "--out", str(existing))
+    assert code == 2 and err == f"error: --out {existing}: that is a file; give a folder (it is created if missing)\n"
+    assert existing.read_text() == "mine"
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 100 + bytes(range(256)) * 50], ids=["empty", "not-a-database"])
+def test_a_store_file_that_is_empty_or_not_a_database_is_one_line_and_left_untouched(capsys, tmp_path, content):
+    """A read-only command must not write a schema into the file (MLflow would: 954 KB)."""
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(content)
+    code = compare.main(["--tracking-uri", f"sqlite:///{db}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(db) in err, err
+    assert db.read_bytes() == content
 
 
 def test_runs_from_an_earlier_version_still_compare(store, capsys):

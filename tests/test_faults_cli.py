@@ -404,3 +404,37 @@ def test_a_server_that_goes_away_stops_the_sweep_and_ctrl_c_still_wins(tmp_path,
         assert line.startswith(f"error: tracking store http://127.0.0.1:{port} stopped answering (")
         assert "rerun the same command when it is back" in line
     assert len(_rows(db, JOBS)) == 1, "no second job was started against the dead store"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (needs root); unmounted afterwards."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True,
+                             timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], timeout=60)
+
+
+def test_a_full_disk_stops_the_sweep_with_the_real_reason_and_a_rerun_closes_what_was_left(tmp_path, tiny_disk):
+    uri = f"sqlite:///{tiny_disk}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    proc = run_cli(tmp_path, "-m", "seed=0,1", "epochs=300", "data=digits", "model.hidden=[16]", env=env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "autoflush" not in proc.stderr
+    (line,) = _error_lines(proc.stderr)
+    assert line.startswith(f"error: tracking store {uri} stopped answering (no space left on the device holding")
+    assert "database or disk is full" in line
+    left = [r for r in _rows(tiny_disk / "mlflow.db", "select run_uuid, status from runs") if r[1] == "RUNNING"]
+    assert left, "premise: the full disk left runs RUNNING"
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True, timeout=30)
+    again = run_cli(tmp_path, "-m", "seed=0", "epochs=1", "data=digits", "model.hidden=[16]", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    statuses = dict(_rows(tiny_disk / "mlflow.db", "select run_uuid, status from runs"))
+    assert all(statuses[run_id] == "FAILED" for run_id, _ in left), "closed as stale by the next start"

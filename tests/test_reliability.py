@@ -251,6 +251,14 @@ def test_safe_mode_refuses_a_model_that_carries_code(make_cfg):
     ("rate=abc", "rate=abc: Value 'abc' of type 'str' could not be converted to Float"),
     ("rate=1e-4,abc", "rate=abc: Value 'abc'"),
     ("reg.kind=l3", "reg.kind=l3: Invalid value 'l3', expected one of [none, l1, l2, l1_l2]"),
+    ("reg=l3", "reg=l3: no such option; choose one of l1, l1_l2, l2, none"),
+    ("reg=l1,l3", "reg=l3: no such option; choose one of l1, l1_l2, l2, none"),
+    ("data=imagenet", "data=imagenet: no such option; choose one of california_housing, circles, digits,"),
+    ("optimizer=adamw", "optimizer=adamw: no such option; did you mean adam? choose one of adam, rmsprop, sgd"),
+    ("+experiment=doesnotexist", "experiment=doesnotexist: no such option; choose one of california_warmup,"),
+    ("+rat=1e-3", "rat: no such key; + adds keys the schema lacks, and every key of sweeps is in it; did you mean rate?"),
+    ("+foo=1", "foo: no such key; + adds keys the schema lacks"),
+    ("~rate", "~rate: keys of sweeps cannot be removed; set a value instead"),
 ])
 def test_bad_overrides_are_one_line_naming_the_key(override, message):
     with pytest.raises(ConfigError) as err:
@@ -260,6 +268,6 @@ def test_bad_overrides_are_one_line_naming_the_key(override, message):
 
 def test_good_overrides_pass_the_check():
     check_overrides(["data=digits", "reg=l1,l2", "rate=1e-4,1e-3", "model.hidden=[16]",
-                     "epochs=range(1,3)", "hydra.sweep.dir=x", "+extra=1", "data.root=null",
+                     "epochs=range(1,3)", "hydra.sweep.dir=x", "data.root=null",
                      "tracking.uri=${oc.env:X,null}", "+experiment=fashion_architectures",
                      "variant/fashion_architectures=64_32_relu_sgd,128_64_32_tanh_adam"])

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import mlflow
 import numpy as np
@@ -70,11 +71,39 @@ def test_jobs_nest_under_one_parent_with_a_comparison(make_cfg, client, a_sweep)
     ("data=fashion_mnist_csv", DataError, "fashion-mnist_train.csv"),
     ("tracking.uri=http://127.0.0.1:9", TrackingError, "tracking.uri=http://127.0.0.1:9"),
     ("tracking.uri=./mlruns", TrackingError, "sqlite:///"),
+    # values that used to surface as tracebacks during training (issue: trust)
+    ("model.activation=nonsense", ConfigError, "model.activation=nonsense is invalid: use a Keras activation"),
+    ("seed=-1", ConfigError, "seed=-1 is invalid"),
+    ("optimizer.momentum=-1", ConfigError, "optimizer.momentum=-1.0 is invalid"),
+    ("data.val_seed=-1", ConfigError, "data.val_seed=-1 is invalid"),
+    ("data=circles,data.n_samples=1", ConfigError, "data.n_samples=1 is invalid"),
+    ("data=circles,data.noise=-1", ConfigError, "data.noise=-1.0 is invalid"),
+    ("early_stopping.enabled=true,early_stopping.monitor=nonexistent", ConfigError,
+     "early_stopping.monitor=nonexistent is invalid: watch a per-epoch metric"),
+    ("cv.folds=100000", ConfigError, "cv.folds=100000 is more than half the"),
+    ("tracking.artifact_root=/proc/x", TrackingError, "artifacts go to /proc/x, which cannot be created"),
+    ("tracking.experiment=''", ConfigError, "tracking.experiment='' is invalid: give the experiment a name"),
+    ("data.val_split=0.999", ConfigError, "data.val_split=0.999 / data.limit=None leave 1 training example"),
+    ("data=fashion_mnist,data.root=/nonexistent", DataError, "data.root=/nonexistent does not hold the four IDX files"),
+    ("tracking.uri=mysql://u@127.0.0.1:9/x", TrackingError, "needs the Python package 'MySQLdb': install it"),
+    ("tracking.uri=postgresql+psycopg://u@127.0.0.1:9/x", TrackingError, "is unreachable (Connection refused)"),
 ])
 def test_bad_input_fails_before_training_and_leaves_no_run(make_cfg, client, override, error, key, offline):
-    with pytest.raises(error, match=key.replace(".", r"\.").replace("?", r"\?")):
-        train(make_cfg(override), JobContext(tuple([override])))
+    overrides = override.split(",")
+    with pytest.raises(error, match=re.escape(key)):
+        train(make_cfg(*overrides), JobContext(tuple(overrides)))
     assert _runs(client) == []
+
+
+def test_a_store_file_that_is_not_a_database_is_one_line_and_left_untouched(make_cfg, tmp_path):
+    db = tmp_path / "garbage.db"
+    db.write_bytes(np.random.default_rng(0).bytes(20000))
+    before = db.read_bytes()
+    with pytest.raises(TrackingError) as err:
+        train(make_cfg(f"tracking.uri=sqlite:///{db}"), JobContext())
+    assert str(err.value) == (f"{db} is not an SQLite database (it was left untouched); move it away, "
+                              "or point tracking.uri / MLFLOW_TRACKING_URI at another store")
+    assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["garbage.db"]
 
 
 def test_corrupt_dataset_file_fails_before_training(make_cfg, client, idx_folder, offline):

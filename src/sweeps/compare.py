@@ -63,6 +63,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
     sweep = runs.find_sweep(client, experiment, args.experiment, args.sweep)
     check_metric(sweep, args.metric)
+    folder = report_folder(args.out or (None if args.format else Path("reports") / sweep.id))
     extra = check_group_keys(sweep, args.group_by or [])
     runs.load_histories(client, sweep, report.history_keys(args.metric))
     rows = table.job_rows(sweep, args.metric, tuple(extra))
@@ -73,12 +74,27 @@ def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> 
     else:
         print(f"sweep {sweep.id} ({sweep.started}): {sweep.command}\n")
         sys.stdout.write(table.to_text(rows))
-    if args.out or not args.format:
-        folder = args.out or Path("reports") / sweep.id
+    if folder is not None:
         report.write(folder, sweep, rows, args.metric)
         print(f"\nreport written to {folder}/ (report.md, comparison.csv, comparison.json, plots)",
               file=sys.stderr if args.format else sys.stdout)
     return 0
+
+
+def report_folder(folder: Optional[Path]) -> Optional[Path]:
+    """The report folder, created now: a path that cannot be one fails before anything is written."""
+    if folder is None:
+        return None
+    if folder.exists() and not folder.is_dir():
+        raise CompareError(f"--out {folder}: that is a file; give a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".sweeps-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise CompareError(f"--out {folder}: cannot write there ({err.strerror}); give a writable folder") from None
+    return folder
 
 
 def check_metric(sweep: runs.SweepRuns, metric: str) -> None:

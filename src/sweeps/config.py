@@ -188,11 +188,22 @@ def _override_values(override) -> list:
     return [v for v in values if not (isinstance(v, str) and "${" in v)]
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """A typo or a wrong type on the command line as one line naming the key (Hydra's say more).
+def _check_group_choice(root: Path, override) -> None:
+    """`reg=l3`: one line listing the options of the group (Hydra's own message is 12 lines)."""
+    group = override.key_or_group
+    options = sorted(p.stem for p in (root / group).glob("*.yaml"))
+    for value in _override_values(override) if override.is_sweep_override() else [override.value()]:
+        if isinstance(value, str) and value not in options:
+            close = difflib.get_close_matches(value, options, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{group}={value}: no such option; {hint}choose one of {', '.join(options)}")
 
-    Group choices (`data=digits`), `hydra.*`, `+key=` and `~key` are left to Hydra.
-    """
+
+def check_overrides(overrides: list[str]) -> None:
+    """A typo, a wrong type or an unknown group option on the command line as one line naming the
+    key (Hydra's say more); `hydra.*` is left to Hydra. `+key=` may only add a group (`+experiment=`):
+    every key of sweeps is in the schema, so `+rat=1e-3` is a typo, not a new key. `~key` would
+    remove a key the schema needs."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -206,12 +217,19 @@ def check_overrides(overrides: list[str]) -> None:
         return  # a syntax error: Hydra's own message points at the character
     for override in parsed:
         key = override.key_or_group
-        if key.startswith("hydra") or key in groups or override.is_add() or override.is_delete():
+        if key.startswith("hydra"):
+            continue
+        if override.is_delete():
+            raise ConfigError(f"~{key}: keys of sweeps cannot be removed; set a value instead "
+                              f"(every key and its default is in src/sweeps/config.py)")
+        if key in groups:
+            _check_group_choice(root, override)
             continue
         if key not in keys:
             close = difflib.get_close_matches(key, keys, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
-            raise ConfigError(f"{key}: no such key; {hint}(every key is listed in src/sweeps/config.py)")
+            plus = "+ adds keys the schema lacks, and every key of sweeps is in it; " if override.is_add() else ""
+            raise ConfigError(f"{key}: no such key; {plus}{hint}(every key is listed in src/sweeps/config.py)")
         for value in _override_values(override):
             try:
                 OmegaConf.update(schema, key, value, merge=True)
@@ -245,9 +263,24 @@ ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard
                "sparsemax", "squareplus", "swish", "tanh", "tanh_shrink", "threshold")
 
 
+# What `early_stopping.monitor` may name: metrics Keras computes every epoch.
+EPOCH_METRIC = re.compile(r"^(val_)?(loss|accuracy|mae)$")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject values Hydra's types let through. Called before data is read or a run is opened."""
     _check(cfg.rate >= 0, "rate", cfg.rate, "use a value >= 0, e.g. rate=1e-4")
+    _check(cfg.seed >= 0, "seed", cfg.seed, "use an integer >= 0, e.g. seed=0")
+    _check(0 <= cfg.optimizer.momentum < 1, "optimizer.momentum", cfg.optimizer.momentum, "use a value in [0, 1), e.g. 0.9")
+    for key in ("val_seed", "test_seed"):
+        _check(cfg.data[key] >= 0, f"data.{key}", cfg.data[key], "use an integer >= 0")
+    _check(cfg.data.n_samples >= 20, "data.n_samples", cfg.data.n_samples, "use at least 20 points (circles)")
+    _check(cfg.data.noise >= 0, "data.noise", cfg.data.noise, "use a value >= 0, e.g. 0.1")
+    _check(0 < cfg.data.factor < 1, "data.factor", cfg.data.factor, "use a value in (0, 1), e.g. 0.5")
+    _check(bool(cfg.tracking.experiment.strip()), "tracking.experiment", repr(cfg.tracking.experiment),
+           "give the experiment a name, e.g. tracking.experiment=sweeps")
+    _check(bool(EPOCH_METRIC.match(cfg.early_stopping.monitor)), "early_stopping.monitor", cfg.early_stopping.monitor,
+           "watch a per-epoch metric: val_loss, val_accuracy, val_mae, loss, accuracy or mae")
     _check(0 <= cfg.dropout < 1, "dropout", cfg.dropout, "use a value in [0, 1), e.g. dropout=0.2")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "use an integer >= 1, e.g. batch_size=128")
     _check(cfg.epochs >= 1, "epochs", cfg.epochs, "use an integer >= 1, e.g. epochs=10")

@@ -143,9 +143,10 @@ def download(url: str, dest: Path, algorithm: str, expected: str, timeout: float
 
 
 def _candidate_dirs(name: str, root: Optional[str]) -> list[Path]:
-    dirs = []
+    """Where to look: an explicit `data.root` only (no silent fallback), else the usual places."""
     if root:
-        dirs.append(Path(root).expanduser())
+        return [Path(root).expanduser()]
+    dirs = []
     if os.environ.get("SWEEPS_DATA_DIR"):
         dirs.append(Path(os.environ["SWEEPS_DATA_DIR"]).expanduser() / name)
     if name in SYSTEM_DIRS:
@@ -155,6 +156,11 @@ def _candidate_dirs(name: str, root: Optional[str]) -> list[Path]:
         dirs.append(keras_home / "datasets" / KERAS_DIRS[name])
     dirs.append(cache_dir(name))
     return dirs
+
+
+def _root_error(root: str, wanted: str) -> DataError:
+    return DataError(f"data.root={root} does not hold {wanted}; point data.root at the folder that does, "
+                     "or drop it (data.root=null) to use the usual places")
 
 
 def _not_found(name: str, looked: list[Path], wanted: str, reason: str) -> DataError:
@@ -242,6 +248,8 @@ def load_idx_dataset(name: str, root: Optional[str]) -> Raw:
             with np.load(npz) as z:
                 return Raw(z["x_train"].reshape(-1, N_PIXELS), z["y_train"],
                            z["x_test"].reshape(-1, N_PIXELS), z["y_test"], str(npz))
+    if root:
+        raise _root_error(root, "the four IDX files" + (" or mnist.npz" if name == "mnist" else ""))
     return _idx_from_files(_download_idx(name), str(cache_dir(name)))
 
 
@@ -267,12 +275,14 @@ def read_pixel_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_csv_dataset(name: str, root: Optional[str], train_file: str, test_file: str) -> Raw:
-    looked = _candidate_dirs(name, root)[:-1]  # no download: Kaggle needs an account
+    looked = _candidate_dirs(name, root) if root else _candidate_dirs(name, None)[:-1]  # no download: Kaggle needs an account
     for folder in looked:
         if (folder / train_file).is_file() and (folder / test_file).is_file():
             x, y = read_pixel_csv(folder / train_file)
             x_test, y_test = read_pixel_csv(folder / test_file)
             return Raw(x, y, x_test, y_test, str(folder))
+    if root:
+        raise _root_error(root, f"{train_file} and {test_file}")
     err = _not_found(name, looked, f"{train_file} and {test_file}", "no folder has both")
     raise DataError(f"{err}\n  (or write them from the IDX files: python -m sweeps.data csv DIR)")
 
@@ -303,6 +313,8 @@ def load_california_housing(root: Optional[str]) -> Raw:
     name = "california_housing"
     looked = _candidate_dirs(name, root)
     path = next((d / CALIFORNIA["file"] for d in looked if (d / CALIFORNIA["file"]).is_file()), None)
+    if path is None and root:
+        raise _root_error(root, CALIFORNIA["file"])
     if path is None:
         path = cache_dir(name) / CALIFORNIA["file"]
         try:
@@ -366,6 +378,19 @@ def _scale(kind: Scale, x_train, *others):
     return [x_train] + others
 
 
+def _check_sizes(cfg: DataConfig, n_train: int, n_val: int, n_classes: int) -> None:
+    """A split that leaves fewer training or validation examples than classes cannot be trained on."""
+    from sweeps.errors import ConfigError
+
+    need = max(2, n_classes)
+    if n_train < need:
+        raise ConfigError(f"data.val_split={cfg.val_split} / data.limit={cfg.limit} leave {n_train} training "
+                          f"example(s), fewer than {need}; lower data.val_split or raise data.limit")
+    if cfg.validation == Validation.split and cfg.val_split > 0 and n_val < n_classes:
+        raise ConfigError(f"data.val_split={cfg.val_split} leaves {n_val} validation example(s) for {n_classes} "
+                          "classes; raise data.val_split (or data.limit)")
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Train/validation/test arrays for one job, per `data.*` (see conf/data/*.yaml)."""
     env = (os.environ.get("SWEEPS_DATA_DIR"), os.environ.get("SWEEPS_CACHE_DIR"))
@@ -382,8 +407,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         x, x_val, y, y_val = _split(x, y, cfg.val_split, cfg.val_seed)
     else:
         x_val, y_val = x[:0], y[:0]
-    x, x_val, x_test = _scale(cfg.scale, x, x_val, x_test)
     regression = cfg.name == DatasetName.california_housing
+    _check_sizes(cfg, len(x), len(x_val), 1 if regression else len(np.unique(y)))
+    x, x_val, x_test = _scale(cfg.scale, x, x_val, x_test)
     cast = (lambda a: a.astype(np.float32)) if regression else (lambda a: a.astype(np.int64))
     n_classes = None if regression else int(max(y.max(), y_test.max())) + 1
     return Dataset(cfg.name.value, "regression" if regression else "classification", x, cast(y), x_val,

@@ -23,6 +23,7 @@ from sweeps.callbacks import MlflowEpochLogger
 from sweeps.config import config_hash, validate
 from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
+from sweeps.errors import ConfigError
 from sweeps.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
 from sweeps.models import hidden_dense_layers, summary_text
 
@@ -70,6 +71,7 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
     interrupts.check()  # an interrupt swallowed during the previous job stops this one before it starts
     validate(cfg)  # 1. values in range, before anything heavy
     data = load_dataset(cfg.data)  # 2. arrays (files read once per process)
+    check_folds(cfg, data)
     tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
     parent = find_parent(tracker, job)  # 4. the sweep this job belongs to, from the store
     name, run_tags = job_identity(cfg, job, data.source, parent)
@@ -93,6 +95,13 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
         tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
         log_artifacts(tracker, run_id, model, data, logger.history, name, cfg.tracking.log_model)  # 10.
     return {**last_epoch(logger.history), **final}.get(cfg.optimized_metric, math.nan)
+
+
+def check_folds(cfg: DictConfig, data: Dataset) -> None:
+    n = len(data.x_train) + len(data.x_val)
+    if cfg.cv.folds > n // 2:
+        raise ConfigError(f"cv.folds={cfg.cv.folds} is more than half the {n} training examples; "
+                          f"use at most {n // 2} folds")
 
 
 def find_parent(tracker: tracking.Tracker, job: JobContext):

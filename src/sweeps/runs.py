@@ -124,7 +124,7 @@ def open_store(uri: Optional[str]) -> MlflowClient:
     """A client on `uri` (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db) that exists."""
     uri = resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI"))
     db = sqlite_path(uri)
-    if db is not None and not db.is_file():
+    if db is not None and (not db.is_file() or db.stat().st_size == 0):  # reading must not create a store
         raise CompareError(f"no tracking store at {db}: run a sweep here first (python -m sweeps.train -m ...) "
                            "or point MLFLOW_TRACKING_URI / --tracking-uri at your store")
     check_reachable(uri)

@@ -47,6 +47,13 @@ STORE_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_B
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 # Clean-up after a failure or an interrupt: one quick try per call.
 IMPATIENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+# Drivers SQLAlchemy looks for by URI scheme, and how to get them.
+DRIVER_HINTS = {"psycopg2": "pip install psycopg2-binary, or write postgresql+psycopg://... to use psycopg 3 "
+                            "from `pip install 'sweeps[postgres]'`",
+                "psycopg": "pip install 'sweeps[postgres]'", "pymysql": "pip install pymysql",
+                "MySQLdb": "pip install mysqlclient, or pip install pymysql and write mysql+pymysql://..."}
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 MIN_FREE_BYTES = 1 << 20  # a SQLite store's folder with less free space than this counts as full
 
 
@@ -146,6 +153,11 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         if not writable:
             raise TrackingError(f"tracking.uri={uri}: {db.parent} is read-only; make it writable "
                                 "or point tracking.uri / MLFLOW_TRACKING_URI at a writable store")
+        if db.is_file() and db.stat().st_size > 0:
+            with open(db, "rb") as fh:
+                if fh.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                    raise TrackingError(f"{db} is not an SQLite database (it was left untouched); move it away, "
+                                        "or point tracking.uri / MLFLOW_TRACKING_URI at another store")
         return
     shown = redact_uri(uri)
     parsed = urlparse(uri)
@@ -159,11 +171,34 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             reason = getattr(err, "reason", err)
             raise TrackingError(f"tracking.uri={shown} is unreachable ({reason}); start the server "
                                 "(e.g. `make ui`) or set MLFLOW_TRACKING_URI / tracking.uri to a running one") from None
+    _check_database(uri, shown, timeout)
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # any driver error means the same thing to the user
         raise TrackingError(f"tracking.uri={shown} is unreachable ({type(err).__name__}); "
                             "fix the URI or set MLFLOW_TRACKING_URI") from None
+
+
+def _check_database(uri: str, shown: str, timeout: float) -> None:
+    """A database URI: its driver is installed and its server answers (MLflow would retry for minutes)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(uri)
+        url.get_dialect().import_dbapi()
+    except ModuleNotFoundError as err:  # a database without its driver
+        raise TrackingError(f"tracking.uri={shown} needs the Python package {err.name!r}: install it "
+                            f"({DRIVER_HINTS.get(err.name, 'pip install ' + str(err.name))})") from None
+    except (ArgumentError, NoSuchModuleError):
+        return  # not a database URI: MLflow's own error below names it
+    if url.host:
+        port = url.port or DEFAULT_PORTS.get(url.get_backend_name())
+        try:
+            socket.create_connection((url.host, port), timeout=timeout).close()
+        except OSError as err:
+            raise TrackingError(f"tracking.uri={shown} is unreachable ({err.strerror or err}); start the database "
+                                "or fix the URI") from None
 
 
 def check_artifact_root(root: Optional[str]) -> None:
@@ -172,9 +207,13 @@ def check_artifact_root(root: Optional[str]) -> None:
         return
     folder = Path(urllib.request.url2pathname(urlparse(root).path))
     existing = next(p for p in (folder, *folder.parents) if p.exists())
+    fix = "make it writable or set tracking.artifact_root to a writable folder"
     if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise TrackingError(f"artifacts go to {folder}, but {existing} is not a writable folder; make it "
-                            "writable or set tracking.artifact_root to a writable folder")
+        raise TrackingError(f"artifacts go to {folder}, but {existing} is not a writable folder; {fix}")
+    try:  # file modes do not tell everything (root, /proc, read-only mounts): try it
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrackingError(f"artifacts go to {folder}, which cannot be created ({err.strerror}); {fix}") from None
 
 
 @contextlib.contextmanager
