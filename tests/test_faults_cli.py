@@ -315,22 +315,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_server_credentials_never_reach_the_store_or_the_output(tmp_path):
-    """A real `mlflow server` on 127.0.0.1; tracking.uri carries user:password@."""
+@pytest.mark.parametrize("mode", ["single", "multirun"])
+def test_server_credentials_never_reach_the_store_or_the_output(tmp_path, mode):
+    """A real `mlflow server` on 127.0.0.1; tracking.uri carries user:password@. In a multirun Hydra
+    escapes it (`http\\://alice\\:pw@...`) in each job's overrides, launch lines and files."""
     port, secret = _free_port(), "pw-9d8c7b6a5f"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
                                "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
                                "--artifacts-destination", str(tmp_path / "server-artifacts")],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep = ["-m", "reg=l1,l2"] if mode == "multirun" else []
     try:
         _wait_for(lambda: _healthy(port), 120, server, "the server")
         uri = f"http://alice:{secret}@127.0.0.1:{port}"
-        proc = run_cli(tmp_path, f"tracking.uri={uri}", "epochs=1", "data=digits", "model.hidden=[16]")
+        proc = run_cli(tmp_path, *sweep, f"tracking.uri={uri}", "epochs=1", "data=digits", "model.hidden=[16]")
         assert proc.returncode == 0, proc.stderr[-3000:]
         client = MlflowClient(f"http://127.0.0.1:{port}")
-        (run,) = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
-        assert run.data.params["tracking.uri"] == f"http://***@127.0.0.1:{port}"
+        runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+        jobs = [r for r in runs if r.data.tags["sweeps.kind"] == "job"]
+        assert len(jobs) == (2 if sweep else 1)
+        assert all(r.data.params["tracking.uri"] == f"http://***@127.0.0.1:{port}" for r in jobs)
     finally:
         server.terminate()
         try:
@@ -338,10 +343,14 @@ def test_server_credentials_never_reach_the_store_or_the_output(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=30)
-    stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "outputs" not in p.parts)
-    assert run.info.run_id.encode() in stored and list(tmp_path.rglob("model.keras")), "the scan reads the store"
-    assert secret.encode() not in stored
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    stored = b"".join(p.read_bytes() for p in written)
+    assert jobs[0].info.run_id.encode() in stored and list(tmp_path.rglob("model.keras")), "the scan reads the store"
+    assert any(p.name == "overrides.yaml" for p in written), "the scan reads Hydra's job files"
+    assert secret.encode() not in stored, [str(p) for p in written if secret.encode() in p.read_bytes()]
     assert secret not in proc.stdout and secret not in proc.stderr
+    if sweep:
+        assert "#0 : " in proc.stdout + proc.stderr, "the launch lines were checked"
 
 
 def _healthy(port: int) -> bool:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -198,6 +199,58 @@ def test_environment_secrets_appear_nowhere_in_the_store(make_cfg, tmp_path, mon
 def test_store_uris_are_logged_without_credentials(uri, shown):
     assert tracking.redact_uri(uri) == shown
     assert tracking.redact_text(f'["tracking.uri={uri}", "rate=1"]') == f'["tracking.uri={shown}", "rate=1"]'
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("tracking.uri=http\\://alice\\:hunter2@127.0.0.1\\:5000", "tracking.uri=http\\://***@127.0.0.1\\:5000"),
+    (json.dumps(["tracking.uri=http\\://alice\\:hunter2@h\\:1"]), json.dumps(["tracking.uri=http\\://***@h\\:1"])),
+    ("#0 : reg=l1 tracking.uri='sqlite:////x.db?password=hunter2'", "#0 : reg=l1 tracking.uri='sqlite:////x.db?password=***'"),
+], ids=["hydra-escaped", "escaped-in-json", "query"])
+def test_escaped_uris_are_redacted(text, shown):
+    """Hydra escapes `:` in a job's overrides; the redaction must not depend on a literal `://`."""
+    assert tracking.redact_text(text) == shown and "hunter2" not in tracking.redact_text(text)
+
+
+def test_the_logging_filter_redacts_every_record():
+    import logging
+
+    from sweeps.redact import RedactCredentials
+
+    record = logging.LogRecord("hydra", logging.INFO, __file__, 1, "\t#%d : %s", (0, "tracking.uri=http\\://a\\:pw@h"),
+                               None)
+    assert RedactCredentials().filter(record) and record.getMessage() == "\t#0 : tracking.uri=http\\://***@h"
+
+
+def test_a_swallowed_interrupt_is_raised_again_at_the_next_epoch():
+    """A real SIGINT lands in a batch hook that swallows it (as a library can); the epoch still ends it."""
+    import signal
+
+    from sweeps import interrupts
+    from sweeps.callbacks import StopOnInterrupt
+
+    class Swallower(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1 and self.epochs_seen == 0:
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)  # the handler runs here and raises
+                except KeyboardInterrupt:
+                    pass  # ...and is swallowed
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs_seen += 1
+
+    swallower = Swallower()
+    swallower.epochs_seen = 0
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.zeros((64, 4), dtype=np.float32)
+    with interrupts.handling():
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+            model.fit(x, x[:, :1], batch_size=8, epochs=5, verbose=0, callbacks=[swallower, StopOnInterrupt()])
+        assert interrupts.received() == "SIGINT"
+    assert swallower.epochs_seen == 1, "stopped at the end of the epoch the signal arrived in"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handlers restored"
 
 
 def test_credentials_in_overrides_stay_out_of_run_names_and_tags(make_cfg):
