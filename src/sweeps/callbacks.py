@@ -22,6 +22,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from sweeps import interrupts
+from sweeps.config import higher_is_better
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.layers = list(layers)
         self.monitor = monitor
         if mode == "auto":
-            mode = "max" if ("acc" in monitor or monitor.endswith("auc")) else "min"
+            mode = "max" if higher_is_better(monitor) else "min"
         self.mode = mode
         self.sparsity_threshold = sparsity_threshold
         self.client = client or MlflowClient()
@@ -141,3 +142,35 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         interrupts.check()
+
+
+class OptunaPruning(keras.callbacks.Callback):
+    """Report `monitor` to an Optuna trial at every epoch end; stop training when its pruner says so.
+
+    The trial is reached through the study's storage (any process, any machine). `pruned_at` is
+    the last epoch trained when the pruner stopped it (None otherwise). A `monitor` that is not
+    a per-epoch metric (e.g. test_accuracy) is never reported, so such a trial is never pruned.
+    """
+
+    def __init__(self, study: str, storage: str, trial_id: int, pruner: str, monitor: str):
+        super().__init__()
+        self.study, self.storage, self.trial_id, self.pruner, self.monitor = study, storage, trial_id, pruner, monitor
+
+    def on_train_begin(self, logs=None):
+        import optuna
+
+        from sweeps.search import make_pruner
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=self.study, storage=self.storage, pruner=make_pruner(self.pruner))
+        self.trial = optuna.trial.Trial(study, self.trial_id)
+        self.pruned_at: Optional[int] = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            self.model.stop_training = True

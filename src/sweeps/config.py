@@ -124,6 +124,15 @@ class CVConfig:
 
 
 @dataclass
+class SearchConfig:
+    study: Optional[str] = None  # the Optuna study this job is a trial of (set by hydra/sweeper=optuna)
+    storage: Optional[str] = None  # that study's storage URL (how a worker anywhere reaches its trial)
+    trial: Optional[int] = None  # the trial's number in the study
+    trial_id: Optional[int] = None  # the trial's id in the storage (what reports go to)
+    pruner: str = "none"  # the study's pruner (Optuna keeps it in the process, not in the storage)
+
+
+@dataclass
 class TrackingConfig:
     uri: Optional[str] = "${oc.env:MLFLOW_TRACKING_URI,null}"  # null: sqlite:///<cwd>/mlruns/mlflow.db
     experiment: str = "sweeps"  # MLflow experiment name
@@ -150,6 +159,7 @@ class Config:
     resume: bool = True  # multirun: skip jobs whose config already FINISHED in the experiment
     threads: Optional[int] = None  # TensorFlow CPU threads per job; null: cores / jobs running at once
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)  # set by hydra/sweeper=optuna; leave alone
 
 
 def register_configs() -> None:
@@ -263,6 +273,16 @@ ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard
                "sparsemax", "squareplus", "swish", "tanh", "tanh_shrink", "threshold")
 
 
+def higher_is_better(metric: str) -> bool:
+    """Accuracy-like metrics are maximised; losses, errors, gaps and times minimised (decided here only)."""
+    return any(word in metric for word in ("accuracy", "auc", "r2"))
+
+
+def metric_direction(metric: str) -> str:
+    """Optuna's name for the direction of `metric`."""
+    return "maximize" if higher_is_better(metric) else "minimize"
+
+
 # What `early_stopping.monitor` may name: metrics Keras computes every epoch.
 EPOCH_METRIC = re.compile(r"^(val_)?(loss|accuracy|mae)$")
 
@@ -311,7 +331,7 @@ def to_plain(cfg: DictConfig) -> dict:
 
 
 # Keys that do not change what is trained, so they stay out of the config hash.
-_NOT_HASHED = ("tracking", "resume", "threads")
+_NOT_HASHED = ("tracking", "resume", "threads", "search")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -21,9 +21,10 @@ def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
     return compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)
 
 
-def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger) -> float:
-    """model.fit with our logger (and early stopping when enabled); returns seconds spent."""
-    callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt()]
+def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger,
+        extra: tuple[keras.callbacks.Callback, ...] = ()) -> float:
+    """model.fit with our logger (and early stopping when enabled, and `extra`); returns seconds spent."""
+    callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt(), *extra]
     es = cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,

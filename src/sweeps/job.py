@@ -19,7 +19,7 @@ import keras
 from omegaconf import DictConfig
 
 from sweeps import interrupts, plots, recovery, sweep, tags, tracking
-from sweeps.callbacks import MlflowEpochLogger
+from sweeps.callbacks import MlflowEpochLogger, OptunaPruning
 from sweeps.config import config_hash, validate
 from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
@@ -89,7 +89,10 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
         cv = cross_validate(cfg, data, tracker, run_id) if cfg.cv.folds else {}  # k folds, nested under this run
         logger = MlflowEpochLogger(run_id, len(data.x_train), hidden_dense_layers(model),
                                    monitor=cfg.early_stopping.monitor, client=tracker.client)
-        train_time = fit(model, data, cfg, logger)  # 8.
+        pruning = trial_pruning(cfg)
+        train_time = fit(model, data, cfg, logger, (pruning,) if pruning else ())  # 8.
+        if pruning and pruning.pruned_at is not None:  # a search trial the pruner stopped: FINISHED, marked
+            tracker.client.set_tag(run_id, tags.PRUNED_AT, str(pruning.pruned_at))
         final = {**cv, **logger.summary(), **best_values(logger.history), "train_time_s": train_time,
                  **evaluate(model, data)}  # 9.
         tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
@@ -102,6 +105,14 @@ def check_folds(cfg: DictConfig, data: Dataset) -> None:
     if cfg.cv.folds > n // 2:
         raise ConfigError(f"cv.folds={cfg.cv.folds} is more than half the {n} training examples; "
                           f"use at most {n // 2} folds")
+
+
+def trial_pruning(cfg: DictConfig) -> Optional[OptunaPruning]:
+    """For a trial of `hydra/sweeper=optuna`: the callback that reports to it and obeys its pruner."""
+    s = cfg.search
+    if s.trial_id is None:
+        return None
+    return OptunaPruning(s.study, s.storage, s.trial_id, s.pruner, cfg.optimized_metric)
 
 
 def find_parent(tracker: tracking.Tracker, job: JobContext):
@@ -123,6 +134,8 @@ def job_identity(cfg: DictConfig, job: JobContext, source: str, parent) -> tuple
     run_tags = tracking.job_tags(cfg, list(job.overrides), {tags.DATA_SOURCE: source})
     if parent:
         run_tags.update({tags.SWEEP: parent.info.run_id, tags.SWEPT: json.dumps(swept)})
+    if cfg.search.trial is not None:
+        run_tags.update({tags.STUDY: cfg.search.study, tags.TRIAL: str(cfg.search.trial)})
     return name, run_tags
 
 

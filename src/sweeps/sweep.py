@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
@@ -83,7 +83,8 @@ class Outcome:
     parent_run_id: str
     status: str
     launched: int  # jobs the sweeper launched
-    finished: int = 0  # job runs FINISHED (reused ones included)
+    finished: int = 0  # job runs FINISHED (reused and pruned ones included)
+    pruned: int = 0  # of those, search trials stopped early by the pruner
     reused: int = 0  # of those, jobs not retrained: their config already FINISHED earlier
     failures: list[tuple[str, str]] = field(default_factory=list)  # (job, one-line reason)
     killed: int = 0  # job runs ended KILLED (the sweep was interrupted)
@@ -96,6 +97,8 @@ class Outcome:
 
     def summary(self) -> str:
         lines = [f"{self.finished} job(s) finished, {self.failed} failed"]
+        if self.pruned:
+            lines[0] += f" ({self.pruned} stopped early by the pruner)"
         if self.reused:
             lines[0] += f" ({self.reused} finished earlier and not retrained; rerun with resume=false to retrain)"
         if self.status == "KILLED":
@@ -107,7 +110,7 @@ class Outcome:
 
 
 def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional[str] = None,
-           reason: Optional[str] = None) -> Outcome:
+           reason: Optional[str] = None, report_extra: Optional[ReportExtra] = None) -> Outcome:
     """Read the jobs back, log counts, links and the report to the parent, then end it."""
     client = tracker.client
     sweep = runs.sweep_of(client, parent_run_id)
@@ -116,6 +119,7 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
     for job in sweep.jobs:
         if job.status == "FINISHED":
             outcome.finished += 1
+            outcome.pruned += tags.PRUNED_AT in job.run.data.tags
             if tags.RESUMED_FROM in job.run.data.tags:
                 outcome.reused += 1
                 earlier.append(job.run.data.tags.get(tags.RESUMED_SWEEP))
@@ -127,7 +131,8 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
     if status is None:
         outcome.status = "FAILED" if outcome.failed else "FINISHED"
     try:
-        metrics = {"jobs_finished": outcome.finished, "jobs_failed": outcome.failed, "jobs_reused": outcome.reused}
+        metrics = {"jobs_finished": outcome.finished, "jobs_failed": outcome.failed, "jobs_reused": outcome.reused,
+                   "jobs_pruned": outcome.pruned}
         for key, value in metrics.items():
             client.log_metric(parent_run_id, key, value)
         links = sorted({e for e in earlier if e})
@@ -137,6 +142,10 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
             client.set_tag(parent_run_id, tags.ERROR, reason[:4000])
         with tempfile.TemporaryDirectory() as tmp:
             report.write_report(client, parent_run_id, Path(tmp))
+            if report_extra is not None:
+                section = report_extra(parent_run_id, Path(tmp))
+                with open(Path(tmp) / "report.md", "a") as fh:
+                    fh.write("\n" + section)
             client.log_artifacts(parent_run_id, tmp)
     except Exception:  # the report must never hide the jobs' own outcome
         log.exception("could not write the sweep report")
@@ -190,15 +199,24 @@ def wait_for_workers(tracker: Tracker, parent_run_id: str, timeout_s: float = 24
 
 
 Launch = Callable[[Sequence[Sequence[str]], int], object]
+ReportExtra = Callable[[str, Path], str]  # (parent run id, report folder) -> Markdown appended to report.md
 
 
-def run(config: DictConfig, jobs: list[list[str]], swept: list[str], launch: Launch,
-        batch_size: Optional[int] = None) -> Outcome:
+def chunks(jobs: list[list[str]], size: Optional[int]) -> Iterator[list[list[str]]]:
+    step = size or len(jobs) or 1
+    for first in range(0, len(jobs), step):
+        yield jobs[first:first + step]
+
+
+def run(config: DictConfig, batches: Iterable[list[list[str]]], swept: list[str], launch: Launch, planned: int,
+        parent_tags: Optional[dict] = None, report_extra: Optional[ReportExtra] = None) -> Outcome:
     """The whole sweep in the launching process: parent run, launches, read-back, report, status.
 
-    `launch(batch, first_index)` runs a batch of jobs (a Hydra launcher's `launch`). Ctrl-C or
-    SIGTERM stops every worker and ends the sweep KILLED; a launcher that fails (a worker
-    process died) fails the jobs it took down, and the jobs it never started are launched again.
+    `batches` yields the jobs (override lists) batch by batch; a search yields its next batch
+    only after the previous one ran, so it can learn from it. `launch(batch, first_index)` runs
+    a batch (a Hydra launcher's `launch`). Ctrl-C or SIGTERM stops every worker and ends the
+    sweep KILLED; a launcher that fails (a worker process died) fails the jobs it took down, and
+    the jobs it never started are launched again.
     """
     tracker = connect(config.tracking)
     recovery.close_stale_runs(tracker)
@@ -206,39 +224,46 @@ def run(config: DictConfig, jobs: list[list[str]], swept: list[str], launch: Lau
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     (Path(sweep_dir) / "multirun.yaml").write_text(redact_text(OmegaConf.to_yaml(config)))  # Hydra's file, scrubbed
     command = " ".join(config.hydra.overrides.task)
-    parent = open_parent(tracker, command, sweep_dir, swept, len(jobs))
-    step = batch_size or len(jobs)
+    parent = open_parent(tracker, command, sweep_dir, swept, planned)
+    if parent_tags:
+        for key, value in parent_tags.items():
+            tracker.client.set_tag(parent, key, value)
+    launched = index = 0  # distinct jobs; Hydra job numbers used (jobs launched again get new ones)
     try:
-        for first in range(0, len(jobs), step):
-            _launch_batch(tracker, parent, launch, jobs[first:first + step], first)
+        for batch in batches:
+            index += _launch_batch(tracker, parent, launch, batch, index)
+            launched += len(batch)
             interrupts.check()  # a job that swallowed Ctrl-C does not let the sweep finish as if all went well
     except KeyboardInterrupt:
         with impatient():  # Ctrl-C wins: clean-up tries each call once, quickly
             best_effort(stop_workers, tracker, parent)
             best_effort(close_children, tracker, parent, "KILLED", "interrupted")
-            best_effort(_end, tracker, parent, len(jobs), "KILLED")
+            best_effort(getattr(batches, "close", lambda: None))  # a search ends its open trials
+            best_effort(_end, tracker, parent, launched, "KILLED")
         raise
     except (Exception, StoreUnavailable) as err:
         reason = str(err) if isinstance(err, StoreUnavailable) else f"{type(err).__name__}: {err}"
         with impatient():
             best_effort(stop_workers, tracker, parent)
             best_effort(close_children, tracker, parent, "FAILED", reason.splitlines()[0])
-            best_effort(_end, tracker, parent, len(jobs), "FAILED", reason.splitlines()[0])
+            best_effort(getattr(batches, "close", lambda: None))
+            best_effort(_end, tracker, parent, launched, "FAILED", reason.splitlines()[0])
         raise
-    return _end(tracker, parent, len(jobs))
+    return _end(tracker, parent, launched, report_extra=report_extra)
 
 
 def _end(tracker: Tracker, parent: str, launched: int, status: Optional[str] = None,
-         reason: Optional[str] = None) -> Outcome:
-    outcome = finish(tracker, parent, launched, status, reason)
+         reason: Optional[str] = None, report_extra: Optional[ReportExtra] = None) -> Outcome:
+    outcome = finish(tracker, parent, launched, status, reason, report_extra)
     print(outcome.summary(), file=sys.stderr)
     return outcome
 
 
-def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[list[str]], first: int) -> None:
+def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[list[str]], first: int) -> int:
+    """Launch `batch` (numbered from `first`); returns how many job numbers it used."""
     try:
         launch(batch, first)
-        return
+        return len(batch)
     except (KeyboardInterrupt, StoreUnavailable):
         raise
     except Exception as err:
@@ -251,3 +276,4 @@ def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[lis
     if left:
         log.warning("launching again the %d job(s) that never started", len(left))
         launch(left, first + len(batch))
+    return len(batch) + len(left)

@@ -79,7 +79,8 @@ class GridSweeper(Sweeper):
         try:
             jobs, swept = grid(items)
             check_jobs(self.hydra_context, self.config, jobs)
-            outcome = sweep.run(self.config, jobs, swept, self.launcher.launch, self.max_batch_size)
+            outcome = sweep.run(self.config, sweep.chunks(jobs, self.max_batch_size), swept, self.launcher.launch,
+                                len(jobs))
         except SweepsError as err:  # raised before any job started (a job's own errors stay in its run)
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None

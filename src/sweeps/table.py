@@ -17,15 +17,13 @@ import math
 import statistics
 from typing import Optional
 
+from sweeps import tags
+from sweeps.config import higher_is_better
 from sweeps.runs import Job, SweepRuns
 
 VALIDATION = ["val_loss", "val_accuracy", "val_mae"]
 END_METRICS = ["final_train_loss", "test_loss", "test_accuracy", "test_mae", "generalization_gap", "train_time_s"]
 HIDDEN_IN_READING = ("run_name", "run_id")  # left out of the text and Markdown tables
-
-
-def higher_is_better(metric: str) -> bool:
-    return any(word in metric for word in ("accuracy", "auc", "r2"))
 
 
 def is_per_epoch(metric: str) -> bool:
@@ -57,7 +55,8 @@ def job_rows(sweep: SweepRuns, metric: str, extra_keys: tuple[str, ...] = ()) ->
 
 
 def _row(job: Job, keys: list[str], validation: list[str], end: list[str]) -> dict:
-    row: dict = {"status": job.status}
+    pruned = job.run.data.tags.get(tags.PRUNED_AT)
+    row: dict = {"status": f"PRUNED@{pruned}" if pruned is not None else job.status}
     row.update({key: job.value(key) for key in keys})
     for m in validation:
         row[f"final_{m}"] = job.metrics.get(m)
@@ -91,7 +90,7 @@ def group_rows(rows: list[dict], keys: list[str], metric: str) -> list[dict]:
     for values, members in groups.items():
         row = dict(zip(keys, values))
         row["jobs"] = len(members)
-        row["finished"] = sum(m["status"] == "FINISHED" for m in members)
+        row["finished"] = sum(m["status"] == "FINISHED" or m["status"].startswith("PRUNED") for m in members)
         row.update({col: _mean(members, col) for col in _numeric_columns(members)})
         row[f"{column}_std"] = _std(members, column)
         out.append(row)

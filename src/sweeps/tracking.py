@@ -358,6 +358,7 @@ class Tracker:
         plain = to_plain(cfg)
         for key in ("uri", "artifact_root"):
             plain["tracking"][key] = redact_uri(plain["tracking"][key])
+        plain["search"]["storage"] = redact_uri(plain["search"]["storage"])
         params = [Param(k, v) for k, v in {**flatten(plain), **{k: str(v) for k, v in extra_params.items()}}.items()]
         for i in range(0, len(params), 100):  # MLflow's limit of params per batch
             self.client.log_batch(run_id, params=params[i:i + 100], synchronous=True)

@@ -1,17 +1,23 @@
 """Hydra finds plugins only in the `hydra_plugins` namespace package; the code lives in `sweeps`.
 
 Importing this module (Hydra does, when it scans for plugins) registers the options of `sweeps`'
-own Hydra groups: `hydra/sweeper=grid` (the default in conf/config.yaml). It imports no TensorFlow.
+own Hydra groups: `hydra/sweeper=grid` (the default in conf/config.yaml) and `hydra/sweeper=optuna`. It imports no TensorFlow.
 """
 
 from hydra.core.config_store import ConfigStore
 
-from sweeps import sweeper
+from sweeps import search, sweeper
 
 
 class GridSweeper(sweeper.GridSweeper):
     """`hydra/sweeper=grid`: see `sweeps.sweeper`."""
 
 
+class OptunaSweeper(search.OptunaSweeper):
+    """`hydra/sweeper=optuna`: see `sweeps.search`."""
+
+
 ConfigStore.instance().store(group="hydra/sweeper", name="grid", provider="sweeps",
                              node=sweeper.GridSweeperConf(_target_=f"{__name__}.GridSweeper"))
+ConfigStore.instance().store(group="hydra/sweeper", name="optuna", provider="sweeps",
+                             node=search.OptunaSweeperConf(_target_=f"{__name__}.OptunaSweeper"))

@@ -1,0 +1,364 @@
+"""`hydra/sweeper=optuna`: Bayesian search with pruning (Optuna), as one tracked sweep.
+
+    python -m sweeps.train -m hydra/sweeper=optuna hydra.sweeper.n_trials=30 \\
+        'reg=choice(l1,l2)' 'rate=tag(log, interval(1e-6, 1e-2))' 'dropout=interval(0, 0.5)'
+
+One study = one sweep = one parent run; every trial is a job like a grid job, run by whatever
+`hydra/launcher` is chosen, `n_jobs` at a time. The search space is Hydra's override grammar:
+`choice(...)` or `a,b` (categorical), `range(...)` (integers), `interval(lo, hi)` (float, or int
+when both ends are), `tag(log, ...)` (log scale); other overrides are fixed.
+
+The job finds its trial through the study storage (`search.*` keys the sweeper sets), reports
+`optimized_metric` to it every epoch and stops when the pruner says so, so pruning works in
+worker processes and on other machines. After each batch the sweeper reads the trials' runs from
+the tracking store and tells Optuna: COMPLETE with the value, PRUNED, or FAIL. Running the same
+command again continues the same study (its name is derived from the command) until `n_trials`
+trials exist. Optuna is used rather than Hydra's optuna sweeper because every release of that one
+pins optuna<3 and has no pruning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from sweeps import sweep, tags
+from sweeps.config import metric_direction, validate
+from sweeps.errors import ConfigError, StoreUnavailable, SweepsError
+from sweeps.redact import redact_uri
+from sweeps.tracking import resolve_uri, sqlite_path
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "random", "gp", "qmc", "grid")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+STALE = "sweeps_stale_trials"  # study attribute: numbers of trials closed because their process was gone
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.sweeps_plugins.OptunaSweeper"
+    n_trials: int = 20  # trials in the study in all (a rerun of the command continues up to this many)
+    n_jobs: int = 1  # trials in flight at once, run through hydra/launcher
+    sampler: str = "tpe"  # tpe | random | gp (needs PyTorch) | qmc | grid
+    pruner: str = "median"  # median (no pruning in the first 2 trials or epochs) | hyperband | successive_halving | none
+    seed: Optional[int] = None  # the sampler's seed
+    direction: Optional[str] = None  # minimize | maximize; null: from optimized_metric (accuracy: maximize)
+    study_name: Optional[str] = None  # null: derived from the command, so a rerun continues the study
+    storage: Optional[str] = None  # null: sqlite optuna.db beside a SQLite tracking store; a database URL for a team
+    params: Optional[Dict[str, str]] = None  # search space in Hydra's override grammar, e.g. {rate: "tag(log, interval(1e-6, 1e-2))"}
+
+
+# --- the search space ----------------------------------------------------------------------------
+
+def parse_space(items: list[str]) -> tuple[dict, list[str]]:
+    """Hydra overrides -> ({key: Optuna distribution}, fixed overrides)."""
+    import optuna.distributions as d
+
+    space, fixed = {}, []
+    for override in OverridesParser.create().parse_overrides(items):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            fixed.append(f"{key}={override.get_value_element_as_str()}")
+            continue
+        value, log_scale = override.value(), "log" in (override.value().tags or set())
+        if isinstance(value, ChoiceSweep):
+            space[key] = d.CategoricalDistribution(list(override.sweep_string_iterator()))
+        elif isinstance(value, RangeSweep):
+            values = list(override.sweep_iterator())
+            if len(values) < 2:
+                raise ConfigError(f"{override.input_line}: the range holds {len(values)} value(s); give at least two")
+            step = values[1] - values[0]
+            space[key] = (d.IntDistribution(values[0], values[-1], step=step) if isinstance(step, int)
+                          else d.FloatDistribution(values[0], values[-1], step=step))
+        elif isinstance(value, IntervalSweep):
+            space[key] = interval(override.input_line, value.start, value.end, log_scale)
+    if not space:
+        raise ConfigError("no search space: give at least one axis, e.g. 'rate=tag(log, interval(1e-6, 1e-2))'")
+    return space, fixed
+
+
+def interval(line: str, low: float, high: float, log_scale: bool):
+    import optuna.distributions as d
+
+    if not low < high:
+        raise ConfigError(f"{line}: the interval is empty or inverted; write interval(low, high) with low < high")
+    if log_scale and low <= 0:
+        raise ConfigError(f"{line}: a log scale needs low > 0 (it has {low}); start the interval above 0")
+    if isinstance(low, int) and isinstance(high, int):
+        return d.IntDistribution(low, high, log=log_scale)
+    return d.FloatDistribution(float(low), float(high), log=log_scale)
+
+
+def make_sampler(name: str, seed: Optional[int], space: dict):
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    if name == "gp":
+        try:
+            import torch  # noqa: F401 - Optuna's GP sampler needs it
+        except ImportError:
+            raise ConfigError("hydra.sweeper.sampler=gp needs PyTorch: pip install torch (or pick tpe)") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    grid = {}
+    for key, dist in space.items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            grid[key] = list(dist.choices)
+        elif isinstance(dist, optuna.distributions.IntDistribution) and not dist.log:
+            grid[key] = list(range(dist.low, dist.high + 1, dist.step))
+        else:
+            raise ConfigError(f"hydra.sweeper.sampler=grid: {key} is continuous; give it as choice(...) or range(...)")
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+def make_pruner(name: str):
+    """Also called in every job: Optuna keeps the pruner in the process, not in the storage."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def default_storage(tracking_uri: str) -> str:
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        raise ConfigError("hydra.sweeper.storage: with a tracking server, give the study a database every worker "
+                          "reaches, e.g. hydra.sweeper.storage=postgresql+psycopg://user@host/optuna")
+    return f"sqlite:///{db.parent / 'optuna.db'}"
+
+
+def study_name_for(experiment: str, items: list[str]) -> str:
+    """`<experiment>-<hash of the command>`: the same command continues the same study."""
+    digest = hashlib.sha256(json.dumps(sorted(items)).encode()).hexdigest()[:10]
+    return f"{experiment}-{digest}"
+
+
+# --- the sweeper ---------------------------------------------------------------------------------
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, n_trials: int = 20, n_jobs: int = 1, sampler: str = "tpe", pruner: str = "median",
+                 seed: Optional[int] = None, direction: Optional[str] = None, study_name: Optional[str] = None,
+                 storage: Optional[str] = None, params: Optional[Dict[str, str]] = None):
+        self.settings = dict(n_trials=n_trials, n_jobs=n_jobs, sampler=sampler, pruner=pruner, seed=seed,
+                             direction=direction, study_name=study_name, storage=storage)
+        self.params = params or {}
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        items = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        try:
+            search = Search.open(self.config, self.hydra_context, items, **self.settings)
+            outcome = sweep.run(self.config, search.batches(), list(search.space), self.launcher.launch,
+                                search.remaining, {tags.STUDY: search.study.study_name}, search.report)
+        except SweepsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except StoreUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(search.summary(), file=sys.stderr)
+        if outcome.failed:
+            raise SystemExit(1)
+        return outcome
+
+
+class Search:
+    """One study: its space, the trials still to run, and what the store says about each."""
+
+    def __init__(self, config: DictConfig, study, space: dict, fixed: list[str], n_trials: int, n_jobs: int,
+                 pruner: str, storage: str):
+        self.config, self.study, self.space, self.fixed = config, study, space, fixed
+        self.n_trials, self.n_jobs, self.pruner, self.storage = n_trials, n_jobs, pruner, storage
+        self.metric = str(config.optimized_metric)
+        self.client = MlflowClient(resolve_uri(config.tracking.uri))
+        self.open: list = []  # trials asked and not told yet
+        self.remaining = 0  # set by open(), after stale trials are closed
+
+    @classmethod
+    def open(cls, config: DictConfig, hydra_context: HydraContext, items: list[str], n_trials: int, n_jobs: int,
+             sampler: str, pruner: str, seed: Optional[int], direction: Optional[str], study_name: Optional[str],
+             storage: Optional[str]) -> "Search":
+        import optuna
+
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"hydra.sweeper.sampler={sampler}: no such sampler; choose one of {', '.join(SAMPLERS)}")
+        if pruner not in PRUNERS:
+            raise ConfigError(f"hydra.sweeper.pruner={pruner}: no such pruner; choose one of {', '.join(PRUNERS)}")
+        if n_trials < 1:
+            raise ConfigError(f"hydra.sweeper.n_trials={n_trials} is invalid: use an integer >= 1")
+        if n_jobs < 1:
+            raise ConfigError(f"hydra.sweeper.n_jobs={n_jobs} is invalid: use an integer >= 1")
+        if direction not in (None, "minimize", "maximize"):
+            raise ConfigError(f"hydra.sweeper.direction={direction}: use minimize or maximize (or leave it out)")
+        space, fixed = parse_space(items)
+        probe = hydra_context.config_loader.load_sweep_config(config, fixed)  # fixed values checked up front
+        validate(probe)
+        storage = storage or default_storage(resolve_uri(config.tracking.uri))
+        name = study_name or study_name_for(str(config.tracking.experiment), items)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                    sampler=make_sampler(sampler, seed, space), pruner=make_pruner(pruner),
+                                    direction=direction or metric_direction(str(config.optimized_metric)))
+        search = cls(config, study, space, fixed, n_trials, n_jobs, pruner, storage)
+        search.close_stale()
+        search.remaining = max(0, n_trials - search.counted())
+        log.info("study %s in %s: %d trial(s) to run", name, redact_uri(storage), search.remaining)
+        return search
+
+    # trials and their outcomes
+    def counted(self) -> int:
+        import optuna
+
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        stale = set(self.study.user_attrs.get(STALE, []))
+        return sum(1 for t in self.study.get_trials(deepcopy=False, states=done) if t.number not in stale)
+
+    def close_stale(self) -> None:
+        """Trials left RUNNING by a killed process: FAIL, and not counted (one sweep per study at a time)."""
+        import optuna
+
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for trial in running:
+            self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        if running:
+            stale = self.study.user_attrs.get(STALE, []) + [t.number for t in running]
+            self.study.set_user_attr(STALE, stale)
+            log.warning("closed %d trial(s) left RUNNING by a process that is gone", len(running))
+
+    def batches(self) -> Iterator[list[list[str]]]:
+        """Ask `n_jobs` trials, yield their jobs; once they ran, tell Optuna how each ended."""
+        import optuna
+
+        try:
+            left = self.remaining
+            while left > 0:
+                self.open = [self.study.ask(self.space) for _ in range(min(self.n_jobs, left))]
+                yield [self.job(trial) for trial in self.open]
+                for trial in self.open:
+                    self.tell(trial)
+                left -= len(self.open)
+                self.open = []
+        finally:  # interrupted or failed: the open trials end FAIL
+            for trial in self.open:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+    def job(self, trial) -> list[str]:
+        values = [f"{key}={format_value(value)}" for key, value in trial.params.items()]
+        return [*self.fixed, *values, f"search.study={self.study.study_name}", f"search.storage='{self.storage}'",
+                f"search.trial={trial.number}", f"search.trial_id={trial._trial_id}", f"search.pruner={self.pruner}"]
+
+    def tell(self, trial) -> None:
+        import optuna
+
+        runs = self.client.search_runs(
+            [self.client.get_experiment_by_name(str(self.config.tracking.experiment)).experiment_id],
+            f"tags.`{tags.STUDY}` = '{self.study.study_name}' and tags.`{tags.TRIAL}` = '{trial.number}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        run = runs[0] if runs else None
+        if run is not None:
+            trial.set_user_attr("run_id", run.info.run_id)
+        state = optuna.trial.TrialState
+        if run is None or run.info.status != "FINISHED":
+            self.study.tell(trial, state=state.FAIL, skip_if_finished=True)
+        elif tags.PRUNED_AT in run.data.tags:
+            self.study.tell(trial, state=state.PRUNED, skip_if_finished=True)
+        else:
+            value = run.data.metrics.get(self.metric)
+            if value is None or not math.isfinite(value):
+                self.study.tell(trial, state=state.FAIL, skip_if_finished=True)
+            else:
+                self.study.tell(trial, value, skip_if_finished=True)
+
+    # what the parent run gets
+    def report(self, parent_run_id: str, folder: Path) -> str:
+        """Best trial and counts on the parent; Optuna's plots into the report folder."""
+        import optuna
+
+        state = optuna.trial.TrialState
+        trials = self.study.get_trials(deepcopy=False)
+        counts = {name: sum(t.state == s for t in trials) for name, s in
+                  (("complete", state.COMPLETE), ("pruned", state.PRUNED), ("failed", state.FAIL))}
+        for name, n in counts.items():
+            self.client.log_metric(parent_run_id, f"trials_{name}", n)
+        lines = [f"## Search: study `{self.study.study_name}`\n",
+                 f"- {len(trials)} trial(s): {counts['complete']} complete, {counts['pruned']} pruned, "
+                 f"{counts['failed']} failed; {self.study.direction.name.lower()} {self.metric}"]
+        if counts["complete"]:
+            best = self.study.best_trial
+            self.client.log_metric(parent_run_id, f"best_{self.metric}", best.value)
+            for key, value in best.params.items():
+                self.client.set_tag(parent_run_id, f"sweeps.best.{key}", str(value))
+            lines.append(f"- best: trial {best.number}, {self.metric} = {best.value:.4g}, "
+                         + ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items()))
+        for file, title, draw in _plots():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    axes = draw(self.study)
+                figure = getattr(axes, "figure", None) or axes.flat[0].figure
+                figure.savefig(folder / file, dpi=110, bbox_inches="tight")
+                import matplotlib.pyplot as plt
+
+                plt.close(figure)
+                lines.append(f"\n### {title}\n\n![{title}]({file})")
+            except Exception as err:  # noqa: BLE001 - e.g. importances need two complete trials
+                lines.append(f"\n- {title}: not drawn ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        import optuna
+
+        trials = self.study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        line = f"study {self.study.study_name}: {len(trials)} trial(s) in all"
+        if done:
+            best = self.study.best_trial
+            line += (f"; best {self.metric} = {best.value:.4g} (trial {best.number}: "
+                     + ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items()) + ")")
+        return line
+
+
+def format_value(value: Any) -> str:
+    """A trial's value as an override: floats in their shortest exact form."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _plots():
+    from optuna.visualization import matplotlib as vis
+
+    return [("optuna_history.png", "Optimization history", vis.plot_optimization_history),
+            ("optuna_importances.png", "Parameter importances", vis.plot_param_importances),
+            ("optuna_parallel.png", "Parallel coordinates", vis.plot_parallel_coordinate),
+            ("optuna_slice.png", "Slice plot", vis.plot_slice)]

@@ -1,0 +1,127 @@
+"""`hydra/sweeper=optuna` for real (slow): `python -m sweeps.train -m` processes on digits, a real
+SQLite tracking store and a real Optuna storage beside it; pruning from worker processes."""
+
+from __future__ import annotations
+
+import signal
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from test_faults_cli import JOBS, _error_lines, _kill, _rows, _wait_for, run_cli, start_cli
+
+pytestmark = pytest.mark.slow
+
+FAST = ["data=digits", "model.hidden=[16]", "tracking.log_model=false", "batch_size=64"]
+OPTUNA = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.seed=0"]
+
+
+def _study(tmp_path) -> optuna.Study:
+    (name,) = optuna.get_all_study_names(f"sqlite:///{tmp_path}/optuna.db")
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
+
+
+def _runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id], max_results=1000)
+    return (client, sorted((r for r in runs if r.data.tags["sweeps.kind"] == "sweep"), key=lambda r: r.info.start_time),
+            [r for r in runs if r.data.tags["sweeps.kind"] == "job"])
+
+
+def test_a_tpe_study_is_one_sweep_and_a_rerun_continues_it(tmp_path):
+    space = ["reg=choice(l1,l2)", "rate=tag(log, interval(1e-6, 1e-2))", "dropout=interval(0, 0.5)"]
+    proc = run_cli(tmp_path, *OPTUNA, "hydra.sweeper.n_trials=8", "hydra.sweeper.pruner=none", "epochs=2",
+                   *FAST, *space)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = _study(tmp_path)
+    assert len(study.trials) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    client, (parent,), jobs = _runs(tmp_path)
+    assert len(jobs) == 8 and all(j.data.tags["mlflow.parentRunId"] == parent.info.run_id for j in jobs)
+    assert sorted(int(j.data.tags["sweeps.trial"]) for j in jobs) == list(range(8))
+    best = study.best_trial
+    assert parent.data.tags["sweeps.study"] == study.study_name
+    assert parent.data.tags["sweeps.best.reg"] == best.params["reg"]
+    assert parent.data.metrics["best_val_loss"] == pytest.approx(best.value)
+    assert parent.data.metrics["trials_complete"] == 8
+    by_trial = {int(j.data.tags["sweeps.trial"]): j for j in jobs}
+    assert by_trial[best.number].data.metrics["val_loss"] == pytest.approx(best.value), "the value told is the run's"
+    assert float(by_trial[best.number].data.params["rate"]) == pytest.approx(best.params["rate"])
+    files = {f.path for f in client.list_artifacts(parent.info.run_id)}
+    assert {"optuna_history.png", "optuna_importances.png", "optuna_parallel.png", "optuna_slice.png",
+            "report.md", "comparison.csv"} <= files
+    report = open(client.download_artifacts(parent.info.run_id, "report.md")).read()
+    assert f"## Search: study `{study.study_name}`" in report and "![Optimization history](optuna_history.png)" in report
+
+    again = run_cli(tmp_path, *OPTUNA, "hydra.sweeper.n_trials=8", "hydra.sweeper.pruner=none", "epochs=2",
+                    *FAST, *space)
+    assert again.returncode == 0 and "8 trial(s) in all" in again.stderr, again.stderr[-2000:]
+    more = run_cli(tmp_path, *OPTUNA, "hydra.sweeper.n_trials=10", "hydra.sweeper.pruner=none", "epochs=2",
+                   *FAST, *space)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert len(_study(tmp_path).trials) == 10, "the same command continues the same study up to n_trials"
+
+
+def test_median_pruning_stops_bad_trials_early_in_worker_processes(tmp_path):
+    """A learning rate that reaches far too small makes some trials clearly worse; they are pruned
+    by trials running in joblib workers, which reach their trial through the study's storage."""
+    proc = run_cli(tmp_path, *OPTUNA, "hydra.sweeper.n_trials=10", "hydra.sweeper.n_jobs=2", "epochs=6", *FAST,
+                   "optimizer=sgd", "optimizer.lr=tag(log, interval(1e-6, 0.5))",
+                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = _study(tmp_path)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "at least one trial was pruned"
+    _, (parent,), jobs = _runs(tmp_path)
+    stopped = [j for j in jobs if "sweeps.pruned_at_epoch" in j.data.tags]
+    assert len(stopped) == len(pruned) and all(j.info.status == "FINISHED" for j in stopped)
+    assert all(int(j.data.tags["sweeps.pruned_at_epoch"]) < 5 for j in stopped), "pruned before the last epoch"
+    assert all(j.data.tags["sweeps.pid"] != parent.data.tags["sweeps.pid"] for j in jobs), "trials ran in workers"
+    assert parent.data.metrics["trials_pruned"] == len(pruned) == parent.data.metrics["jobs_pruned"]
+    assert f"({len(pruned)} stopped early by the pruner)" in proc.stderr
+
+
+def test_a_diverging_trial_fails_in_optuna_and_mlflow_and_the_search_goes_on(tmp_path):
+    proc = run_cli(tmp_path, *OPTUNA, "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=4", "epochs=2", *FAST,
+                   "optimizer=sgd", "optimizer.lr=choice(0.01,1e12)", "reg=choice(l1,l2)")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    states = sorted(t.state.name for t in _study(tmp_path).trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    _, _, jobs = _runs(tmp_path)
+    assert sorted(j.info.status for j in jobs) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    assert "2 job(s) finished, 2 failed" in proc.stderr
+
+
+def test_ctrl_c_ends_the_open_trial_and_run_and_a_rerun_does_not_count_it(tmp_path):
+    db = tmp_path / "mlflow.db"
+    args = [*OPTUNA, "hydra.sweeper.n_trials=2", "epochs=400", *FAST, "rate=tag(log, interval(1e-6, 1e-2))"]
+    proc = start_cli(tmp_path, *args)
+    try:
+        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 180, proc, "the first trial's run")[0]
+        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
+                  120, proc, "the first epoch")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    (trial,) = _study(tmp_path).trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    _, (parent,), (job,) = _runs(tmp_path)
+    assert job.info.status == "KILLED" and parent.info.status == "KILLED"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hydra.sweeper.sampler=cmaes", "error: hydra.sweeper.sampler=cmaes: no such sampler; choose one of tpe, random, gp, qmc, grid"),
+    ("hydra.sweeper.pruner=early", "error: hydra.sweeper.pruner=early: no such pruner; choose one of median,"),
+    ("hydra.sweeper.n_trials=0", "error: hydra.sweeper.n_trials=0 is invalid: use an integer >= 1"),
+    ("rate=interval(1e-2, 1e-6)", "error: rate=interval(1e-2, 1e-6): the interval is empty or inverted"),
+    ("rate=tag(log, interval(0, 1e-2))", "error: rate=tag(log, interval(0, 1e-2)): a log scale needs low > 0"),
+], ids=["sampler", "pruner", "n_trials", "inverted", "log-zero"])
+def test_bad_search_input_is_one_line_exit_2_and_nothing_written(tmp_path, override, message):
+    space = [] if override.startswith("rate=") else ["rate=tag(log, interval(1e-6, 1e-2))"]
+    proc = run_cli(tmp_path, *OPTUNA, *FAST, *space, override)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = _error_lines(proc.stderr)
+    assert line.startswith(message), line
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
