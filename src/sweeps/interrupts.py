@@ -49,8 +49,8 @@ def received() -> Optional[str]:
 
 
 def check() -> None:
-    """Raise the interrupt again if a signal arrived and was swallowed on the way."""
-    if _received:
+    """Inside `handling()`: raise the interrupt again if a signal arrived and was swallowed on the way."""
+    if _received and _depth[0] > 0:
         raise KeyboardInterrupt(_received[0])
 
 
