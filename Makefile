@@ -62,10 +62,11 @@ ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000 (SWEEPS_HOST=, PO
 server: install ## team store: mlflow server on PostgreSQL in mlruns/server, artifacts proxied (SWEEPS_HOST=, PORT=)
 	$(BIN)/python -m sweeps.server --host $(SWEEPS_HOST) --port $(PORT)
 
-bench: install ## tracking overhead, per-batch NaN check, and one sweep under the basic vs the joblib launcher
+bench: install ## tracking overhead, NaN check, basic vs joblib launcher, grid vs Optuna search (side by side)
 	$(BIN)/python benchmarks/bench_logging.py
 	$(BIN)/python benchmarks/bench_nan_check.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_search.py
 
 clean: ## remove run outputs and caches (keeps mlruns/ and the venv)
 	rm -rf multirun outputs reports .pytest_cache
