@@ -38,15 +38,29 @@ def _jobs(client):
 # ---------------------------------------------------------------- failure isolation
 
 
-def test_divergence_stops_training_in_the_batch_it_happens(make_cfg, client):
+def test_divergence_stops_training_after_the_block_of_steps_it_happens_in(make_cfg, client):
+    """The check runs once per dispatched block (steps_per_execution), not per step: no round trip per step."""
     with pytest.raises(DivergedError, match=r"at epoch 0, batch \d+"):
-        train(make_cfg("optimizer=sgd", "optimizer.lr=1e12", "epochs=5", *FAST), JobContext(tuple([])))
+        train(make_cfg("optimizer=sgd", "optimizer.lr=1e12", "epochs=5", "steps_per_execution=4", *FAST),
+              JobContext(tuple([])))
     (run,) = _runs(client)
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["sweeps.error"]
     batch = int(run.data.tags["sweeps.error"].rsplit("batch ", 1)[1].split(";")[0])
-    assert batch < 20, "stopped within the first epoch's 21 batches, not at its end"
+    assert batch < 20 and (batch + 1) % 4 == 0, "stopped at the end of an early block of 4, not at the epoch's end"
     assert len(_history(client, run, "loss")) <= 1  # epochs 1..4 never ran
     assert "traceback.txt" in {f.path for f in client.list_artifacts(run.info.run_id)}
+
+
+def test_many_steps_per_call_give_the_same_history(make_cfg, client):
+    """steps_per_execution changes how often Python is asked, not the updates (dropout on)."""
+    histories = []
+    for spe in (1, 64):
+        train(make_cfg("dropout=0.2", "reg=l2", "rate=1e-3", "optimizer=sgd", f"steps_per_execution={spe}",
+                       "tracking.log_model=false", "epochs=3"), JobContext(tuple([f"steps_per_execution={spe}"])))
+        run = max(_runs(client), key=lambda r: r.info.start_time)
+        histories.append({k: _history(client, run, k) for k in ("loss", "val_loss", "accuracy", "hidden_0/kernel_l2")})
+    for key in histories[0]:
+        assert [v for _, v in histories[0][key]] == pytest.approx([v for _, v in histories[1][key]], rel=1e-6), key
 
 
 def test_an_exception_mid_run_ends_it_failed_with_the_reason_and_traceback(make_cfg, client, monkeypatch):

@@ -4,9 +4,11 @@ Per epoch it logs Keras' own metrics (`loss`, `val_loss`, `accuracy`, ...), `epo
 `samples_per_s`, the learning rate `lr`, and for every hidden Dense layer the kernel's L1 norm,
 L2 norm and sparsity (share of |w| below a threshold): the numbers that show what L1 does that
 L2 does not. All of an epoch goes out in one `log_batch` call. It also tracks the best epoch of
-`monitor`, stops training at once on a NaN/inf loss (checked after every batch: Keras' TensorFlow
-backend hands batch hooks the loss as a Python float anyway, so the check is one comparison), and
-times its own work so the logging overhead can be reported.
+`monitor`, stops training on a NaN/inf loss soon after it appears, and times its own work so the
+logging overhead can be reported. The NaN check is a batch hook, which Keras calls once per
+dispatched block of `steps_per_execution` steps (64 by default in sweeps), so it costs one round
+trip per block, not per step; training stops at the end of the block where the loss turned
+non-finite (and at the latest at the epoch's end).
 """
 
 from __future__ import annotations

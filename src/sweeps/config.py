@@ -158,6 +158,7 @@ class Config:
     optimized_metric: str = "val_loss"  # metric the run returns (for sweepers); any logged metric
     resume: bool = True  # multirun: skip jobs whose config already FINISHED in the experiment
     threads: Optional[int] = None  # TensorFlow CPU threads per job; null: cores / jobs running at once
+    steps_per_execution: Optional[int] = None  # batches per call into TensorFlow (same updates); null: 64
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)  # set by hydra/sweeper=optuna; leave alone
 
@@ -316,6 +317,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.model.activation in ACTIVATIONS, "model.activation", cfg.model.activation,
            f"use a Keras activation{', e.g. ' + close[0] if close else ''} (relu, tanh, sigmoid, elu, gelu, ...)")
     _check(cfg.early_stopping.patience >= 0, "early_stopping.patience", cfg.early_stopping.patience, "use >= 0")
+    spe = cfg.steps_per_execution
+    _check(spe is None or spe >= 1, "steps_per_execution", spe, "use an integer >= 1 or null (automatic)")
     _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "use an integer >= 1 or null")
     _check(cfg.cv.folds == 0 or cfg.cv.folds >= 2, "cv.folds", cfg.cv.folds, "use 0 (off) or at least 2")
     _check(bool(RESULT_METRIC.match(cfg.optimized_metric)), "optimized_metric", cfg.optimized_metric,
@@ -331,7 +334,7 @@ def to_plain(cfg: DictConfig) -> dict:
 
 
 # Keys that do not change what is trained, so they stay out of the config hash.
-_NOT_HASHED = ("tracking", "resume", "threads", "search")
+_NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution")
 
 
 def config_hash(cfg: DictConfig) -> str:
