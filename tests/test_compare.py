@@ -23,7 +23,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from sweeps import compare, sweep, tracking
+from sweeps import compare
 from sweeps.config import conf_dir
 from sweeps.errors import SweepsError
 from conftest import InProcessSweep

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from sweeps import recovery, sweep, tracking
+from sweeps import recovery, tracking
 from sweeps.config import check_overrides, config_hash
 from sweeps.errors import ConfigError, DivergedError
 from sweeps.job import JobContext, train

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sweeps import compare
+from sweeps.server import stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -61,17 +61,7 @@ def server(tmp_path):
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (it starts workers), SIGKILL if it lingers."""
-    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    stop_process_group(proc, timeout=20)
 
 
 def rest(url: str, endpoint: str, body: dict | None = None, **query: str) -> dict:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import yaml
 
-from sweeps import sweep
 from sweeps.errors import ConfigError, DataError, TrackingError
 from sweeps.job import JobContext, train
 

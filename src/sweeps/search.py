@@ -27,20 +27,19 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-from hydra.core.plugins import Plugins
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
+from hydra.types import HydraContext
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweeps import sweep, tags
+from sweeps import tags
 from sweeps.config import metric_direction, validate
-from sweeps.errors import ConfigError, StoreUnavailable, SweepsError
+from sweeps.errors import ConfigError
 from sweeps.redact import redact_uri
+from sweeps.sweeper import Plan, TrackedSweeper
 from sweeps.tracking import resolve_uri, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -160,38 +159,22 @@ def study_name_for(experiment: str, items: list[str]) -> str:
 
 # --- the sweeper ---------------------------------------------------------------------------------
 
-class OptunaSweeper(Sweeper):
+class OptunaSweeper(TrackedSweeper):
     def __init__(self, n_trials: int = 20, n_jobs: int = 1, sampler: str = "tpe", pruner: str = "median",
                  seed: Optional[int] = None, direction: Optional[str] = None, study_name: Optional[str] = None,
                  storage: Optional[str] = None, params: Optional[Dict[str, str]] = None):
+        super().__init__(params)
         self.settings = dict(n_trials=n_trials, n_jobs=n_jobs, sampler=sampler, pruner=pruner, seed=seed,
                              direction=direction, study_name=study_name, storage=storage)
-        self.params = params or {}
-        self.config: Optional[DictConfig] = None
-        self.hydra_context: Optional[HydraContext] = None
-        self.launcher = None
+        self.search: Optional[Search] = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+    def plan(self, items: list[str]) -> Plan:
+        self.search = search = Search.open(self.config, self.hydra_context, items, **self.settings)
+        return Plan(search.batches(), list(search.space), search.remaining, {tags.STUDY: search.study.study_name},
+                    search.report)
 
-    def sweep(self, arguments: List[str]) -> Any:
-        items = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
-        try:
-            search = Search.open(self.config, self.hydra_context, items, **self.settings)
-            outcome = sweep.run(self.config, search.batches(), list(search.space), self.launcher.launch,
-                                search.remaining, {tags.STUDY: search.study.study_name}, search.report)
-        except SweepsError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except StoreUnavailable as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(1) from None
-        print(search.summary(), file=sys.stderr)
-        if outcome.failed:
-            raise SystemExit(1)
-        return outcome
+    def finished(self) -> None:
+        print(self.search.summary(), file=sys.stderr)
 
 
 class Search:

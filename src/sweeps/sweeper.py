@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
@@ -61,9 +61,25 @@ def check_jobs(hydra_context: HydraContext, config: DictConfig, jobs: list[list[
         validate(cfg)
 
 
-class GridSweeper(Sweeper):
-    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None):
-        self.max_batch_size = max_batch_size
+@dataclass
+class Plan:
+    """What a sweeper hands `sweep.run`: the jobs, batch by batch, and what the parent run records."""
+
+    batches: Iterable[list[list[str]]]  # override lists, one batch at a time
+    swept: list[str]  # keys the sweep varies
+    planned: int  # jobs it means to launch
+    parent_tags: Optional[dict] = None  # extra tags on the parent run
+    report_extra: Optional[sweep.ReportExtra] = None  # extra section of the parent's report.md
+
+
+class TrackedSweeper(Sweeper):
+    """A Hydra sweeper whose sweep is one tracked parent run (`sweep.run`), with any launcher.
+
+    Subclasses say what to launch (`plan`); errors found before any job started are one line and
+    exit 2, a store that stops answering is one line and exit 1, failed jobs make the exit code 1.
+    """
+
+    def __init__(self, params: Optional[Dict[str, str]] = None):
         self.params = params or {}
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -74,19 +90,36 @@ class GridSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
 
+    def plan(self, items: list[str]) -> Plan:
+        raise NotImplementedError
+
+    def finished(self) -> None:
+        """Called after the sweep ended well (a search prints its best trial)."""
+
     def sweep(self, arguments: List[str]) -> Any:
         items = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         try:
-            jobs, swept = grid(items)
-            check_jobs(self.hydra_context, self.config, jobs)
-            outcome = sweep.run(self.config, sweep.chunks(jobs, self.max_batch_size), swept, self.launcher.launch,
-                                len(jobs))
+            plan = self.plan(items)
+            outcome = sweep.run(self.config, plan.batches, plan.swept, self.launcher.launch, plan.planned,
+                                plan.parent_tags, plan.report_extra)
         except SweepsError as err:  # raised before any job started (a job's own errors stay in its run)
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         except StoreUnavailable as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(1) from None
+        self.finished()
         if outcome.failed:
             raise SystemExit(1)
         return outcome
+
+
+class GridSweeper(TrackedSweeper):
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None):
+        super().__init__(params)
+        self.max_batch_size = max_batch_size
+
+    def plan(self, items: list[str]) -> Plan:
+        jobs, swept = grid(items)
+        check_jobs(self.hydra_context, self.config, jobs)
+        return Plan(sweep.chunks(jobs, self.max_batch_size), swept, len(jobs))

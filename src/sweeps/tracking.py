@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Iterator, Optional
 from urllib.parse import urlparse, urlunparse
 
-import mlflow
 from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
