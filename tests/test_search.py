@@ -3,6 +3,7 @@ SQLite tracking store and a real Optuna storage beside it; pruning from worker p
 
 from __future__ import annotations
 
+import json
 import signal
 
 import optuna
@@ -125,3 +126,35 @@ def test_bad_search_input_is_one_line_exit_2_and_nothing_written(tmp_path, overr
     (line,) = _error_lines(proc.stderr)
     assert line.startswith(message), line
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
+
+
+def test_a_trial_left_running_by_a_killed_process_is_closed_and_not_counted(tmp_path):
+    db = tmp_path / "mlflow.db"
+    common = [*OPTUNA, "hydra.sweeper.study_name=killed", *FAST, "rate=tag(log, interval(1e-6, 1e-2))"]
+    proc = start_cli(tmp_path, *common, "hydra.sweeper.n_trials=1", "epochs=400")
+    try:
+        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 180, proc, "the first trial's run")[0]
+        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
+                  120, proc, "the first epoch")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        _kill(proc)
+    assert [t.state.name for t in _study(tmp_path).trials] == ["RUNNING"], "premise: SIGKILL left it RUNNING"
+    again = run_cli(tmp_path, *common, "hydra.sweeper.n_trials=1", "epochs=1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [t.state.name for t in _study(tmp_path).trials] == ["FAIL", "COMPLETE"], "closed, and not counted"
+    _, _, jobs = _runs(tmp_path)
+    killed = next(j for j in jobs if j.info.run_id == run_id)
+    assert killed.info.status == "FAILED" and killed.data.tags["sweeps.stale"] == "true"
+
+
+def test_an_experiment_file_holds_a_search(tmp_path):
+    """conf/experiment/search_regularization.yaml picks the optuna sweeper and its space in the file."""
+    proc = run_cli(tmp_path, "-m", "+experiment=search_regularization", "hydra.sweeper.n_trials=2", "epochs=1", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("search_regularization").experiment_id])
+    jobs = [r for r in runs if r.data.tags["sweeps.kind"] == "job"]
+    assert len(jobs) == 2 and all({"reg", "rate", "dropout"} <= set(json.loads(j.data.tags["sweeps.swept"]))
+                                  for j in jobs)

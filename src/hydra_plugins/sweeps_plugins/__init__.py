@@ -1,7 +1,8 @@
 """Hydra finds plugins only in the `hydra_plugins` namespace package; the code lives in `sweeps`.
 
 Importing this module (Hydra does, when it scans for plugins) registers the options of `sweeps`'
-own Hydra groups: `hydra/sweeper=grid` (the default in conf/config.yaml) and `hydra/sweeper=optuna`. It imports no TensorFlow.
+own Hydra groups: `hydra/sweeper=grid` (also registered as Hydra's default option, `basic`) and
+`hydra/sweeper=optuna`. It imports no TensorFlow.
 """
 
 from hydra.core.config_store import ConfigStore
@@ -17,7 +18,10 @@ class OptunaSweeper(search.OptunaSweeper):
     """`hydra/sweeper=optuna`: see `sweeps.search`."""
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="grid", provider="sweeps",
-                             node=sweeper.GridSweeperConf(_target_=f"{__name__}.GridSweeper"))
+# `basic` too: Hydra's default sweeper option becomes ours, so a multirun is a tracked sweep without
+# an `override hydra/sweeper` in conf/config.yaml (which would win over an experiment file's choice).
+for name in ("grid", "basic"):
+    ConfigStore.instance().store(group="hydra/sweeper", name=name, provider="sweeps",
+                                 node=sweeper.GridSweeperConf(_target_=f"{__name__}.GridSweeper"))
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", provider="sweeps",
                              node=search.OptunaSweeperConf(_target_=f"{__name__}.OptunaSweeper"))
