@@ -219,7 +219,9 @@ def test_store_uris_are_logged_without_credentials(uri, shown):
     ("tracking.uri=http\\://alice\\:hunter2@127.0.0.1\\:5000", "tracking.uri=http\\://***@127.0.0.1\\:5000"),
     (json.dumps(["tracking.uri=http\\://alice\\:hunter2@h\\:1"]), json.dumps(["tracking.uri=http\\://***@h\\:1"])),
     ("#0 : reg=l1 tracking.uri='sqlite:////x.db?password=hunter2'", "#0 : reg=l1 tracking.uri='sqlite:////x.db?password=***'"),
-], ids=["hydra-escaped", "escaped-in-json", "query"])
+    ("tracking.uri=http://alice:p,w'x]@h:1/", "tracking.uri=http://***@h:1/"),
+    ("tracking.uri=http\\://alice\\:p\\,w@h", "tracking.uri=http\\://***@h"),
+], ids=["hydra-escaped", "escaped-in-json", "query", "separators-in-password", "escaped-comma"])
 def test_escaped_uris_are_redacted(text, shown):
     """Hydra escapes `:` in a job's overrides; the redaction must not depend on a literal `://`."""
     assert tracking.redact_text(text) == shown and "hunter2" not in tracking.redact_text(text)
@@ -233,6 +235,30 @@ def test_the_logging_filter_redacts_every_record():
     record = logging.LogRecord("hydra", logging.INFO, __file__, 1, "\t#%d : %s", (0, "tracking.uri=http\\://a\\:pw@h"),
                                None)
     assert RedactCredentials().filter(record) and record.getMessage() == "\t#0 : tracking.uri=http\\://***@h"
+
+
+def test_the_logging_filter_redacts_tracebacks_too():
+    import logging
+
+    from sweeps.redact import RedactCredentials
+
+    try:
+        raise RuntimeError("API request to http://alice:hunter2@h:5000/api failed")
+    except RuntimeError:
+        record = logging.LogRecord("sweeps", logging.ERROR, __file__, 1, "job failed", (), sys.exc_info())
+    RedactCredentials().filter(record)
+    text = logging.Formatter().format(record)
+    assert "hunter2" not in text and "http://***@h:5000/api" in text
+
+
+def test_a_run_stopped_by_the_pruner_is_never_reused_as_a_finished_result(make_cfg, client):
+    tracker = tracking.connect(make_cfg().tracking)
+    ids = {}
+    for pruned in (False, True):  # the newest one is the pruned trial
+        extra = {"sweeps.config_hash": "h1", **({"sweeps.pruned_at_epoch": "2"} if pruned else {})}
+        with tracker.job_run("trial", extra_tags=extra) as run:
+            ids[pruned] = run.info.run_id
+    assert recovery.find_finished(tracker, "h1").info.run_id == ids[False]
 
 
 def test_a_swallowed_interrupt_is_raised_again_at_the_next_epoch():

@@ -108,6 +108,7 @@ def test_ctrl_c_ends_the_open_trial_and_run_and_a_rerun_does_not_count_it(tmp_pa
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     (trial,) = _study(tmp_path).trials
     assert trial.state == optuna.trial.TrialState.FAIL
+    assert _study(tmp_path).user_attrs["sweeps_stale_trials"] == [0], "a rerun does not count it"
     _, (parent,), (job,) = _runs(tmp_path)
     assert job.info.status == "KILLED" and parent.info.status == "KILLED"
 

@@ -165,9 +165,8 @@ def record_failure(cfg: DictConfig, job: JobContext, err: BaseException) -> None
         if parent is None:
             return
         name, run_tags = job_identity(cfg, job, "", parent)
-        mine = tracker.client.search_runs(
-            [tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent.info.run_id}' and "
-            f"tags.`{tags.OVERRIDES}` = '{run_tags[tags.OVERRIDES]}'", max_results=1)
+        children = sweep.children(tracker, parent.info.run_id)
+        mine = [r for r in children if r.data.tags.get(tags.OVERRIDES) == run_tags[tags.OVERRIDES]]
         if not mine:  # the run itself records errors raised after it was opened
             sweep.record_failed_job(tracker, parent.info.run_id, name, run_tags, err)
     except Exception as nested:  # noqa: BLE001 - the store may be the very thing that failed
@@ -180,5 +179,6 @@ def store_lost(cfg: DictConfig, err: BaseException) -> Optional[str]:
     problem = tracking.store_problem(uri)
     if problem is None:
         return None
-    return (f"tracking store {tracking.redact_uri(uri)} stopped answering ({problem}; {tracking.root_reason(err)}); "
+    reason = tracking.redact_text(f"{problem}; {tracking.root_reason(err)}")
+    return (f"tracking store {tracking.redact_uri(uri)} stopped answering ({reason}); "
             "stopped: rerun the same command when it is back (finished jobs are not retrained)")

@@ -20,9 +20,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 # Query keys of a store URI that are settings, not secrets; every other value is redacted.
-SAFE_QUERY_KEYS = {"timeout", "mode", "cache", "uri", "check_same_thread", "sslmode", "charset"}
+SAFE_QUERY_KEYS = {"timeout", "mode", "cache", "uri", "check_same_thread", "sslmode", "charset", "host", "port"}
 # scheme, the backslashes Hydra's escaping may put before `:`, the rest up to a separator
 _URL_IN_TEXT = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)(\\*)://([^\s,'\"\]]+)")
+# `user:password@` right after `://`, whatever characters the password holds (`,` `'` `]` too)
+_USERINFO = re.compile(r"(\\*://)[^\s/@]*@")
 
 
 def redact_uri(uri: Optional[str]) -> Optional[str]:
@@ -47,7 +49,7 @@ def redact_text(text: str) -> str:
         scheme, escape, rest = match.groups()
         return scheme + escape + redact_uri(f"{scheme}://{rest}")[len(scheme):]
 
-    return _URL_IN_TEXT.sub(one, text)
+    return _URL_IN_TEXT.sub(one, _USERINFO.sub(r"\1***@", text))
 
 
 class RedactCredentials(logging.Filter):
@@ -58,6 +60,8 @@ class RedactCredentials(logging.Filter):
         shown = redact_text(message)
         if shown != message:
             record.msg, record.args = shown, None
+        if record.exc_info and not record.exc_text:  # a traceback can quote a URI (MLflow's errors do)
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
         return True
 
 

@@ -104,6 +104,24 @@ def interval(line: str, low: float, high: float, log_scale: bool):
     return d.FloatDistribution(float(low), float(high), log=log_scale)
 
 
+def check_space(hydra_context: HydraContext, config: DictConfig, space: dict, fixed: list[str]) -> None:
+    """Compose and validate the fixed values with every choice and both ends of every range, before
+    any trial runs (a value a trial could draw but no job accepts is one line now, not N failures)."""
+    import optuna.distributions as d
+    from hydra.errors import HydraException
+
+    probes = [[]]
+    for key, dist in space.items():
+        values = dist.choices if isinstance(dist, d.CategoricalDistribution) else (dist.low, dist.high)
+        probes += [[f"{key}={format_value(v)}"] for v in values]
+    for probe in probes:
+        try:
+            cfg = hydra_context.config_loader.load_sweep_config(master_config=config, sweep_overrides=fixed + probe)
+        except HydraException as err:
+            raise ConfigError(f"{' '.join(probe) or ' '.join(fixed)}: {str(err).splitlines()[0]}") from None
+        validate(cfg)
+
+
 def make_sampler(name: str, seed: Optional[int], space: dict):
     import optuna
 
@@ -206,8 +224,7 @@ class Search:
         if direction not in (None, "minimize", "maximize"):
             raise ConfigError(f"hydra.sweeper.direction={direction}: use minimize or maximize (or leave it out)")
         space, fixed = parse_space(items)
-        probe = hydra_context.config_loader.load_sweep_config(config, fixed)  # fixed values checked up front
-        validate(probe)
+        check_space(hydra_context, config, space, fixed)
         storage = storage or default_storage(resolve_uri(config.tracking.uri))
         name = study_name or study_name_for(str(config.tracking.experiment), items)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -253,9 +270,12 @@ class Search:
                     self.tell(trial)
                 left -= len(self.open)
                 self.open = []
-        finally:  # interrupted or failed: the open trials end FAIL
+        finally:  # interrupted or failed: the open trials end FAIL, and a rerun does not count them
             for trial in self.open:
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            if self.open:
+                stale = self.study.user_attrs.get(STALE, []) + [t.number for t in self.open]
+                self.study.set_user_attr(STALE, stale)
 
     def job(self, trial) -> list[str]:
         values = [f"{key}={format_value(value)}" for key, value in trial.params.items()]

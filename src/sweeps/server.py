@@ -50,14 +50,15 @@ def _as_postgres() -> list[str]:
 
 @dataclass
 class Postgres:
-    """A PostgreSQL cluster in `folder`, listening on 127.0.0.1:`port` (socket in the folder too)."""
+    """A PostgreSQL cluster in `folder`, reachable only through a Unix socket in that folder (mode 0700):
+    no TCP port, so no other user of the machine can connect to it (authentication is `trust`)."""
 
     folder: Path
     port: int
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://{DB_USER}@127.0.0.1:{self.port}/{DB_NAME}"
+        return f"postgresql+psycopg://{DB_USER}@/{DB_NAME}?host={self.folder}&port={self.port}"
 
     def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([*_as_postgres(), *command], capture_output=True, text=True, timeout=120)
@@ -82,13 +83,13 @@ class Postgres:
         self._run(pg_bin("initdb"), "-D", str(self.folder), "-U", DB_USER, "--auth=trust", "-E", "UTF8")
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses='' -c unix_socket_permissions=0700"
         self._run(pg_bin("pg_ctl"), "-D", str(self.folder), "-o", options, "-l", str(self.folder / "postgres.log"),
                   "-w", "-t", "60", "start")
-        exists = self._run(pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, "-d", "postgres",
+        exists = self._run(pg_bin("psql"), "-h", str(self.folder), "-p", str(self.port), "-U", DB_USER, "-d", "postgres",
                            "-tAc", f"select 1 from pg_database where datname = '{DB_NAME}'")
         if exists.stdout.strip() != "1":
-            self._run(pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, DB_NAME)
+            self._run(pg_bin("createdb"), "-h", str(self.folder), "-p", str(self.port), "-U", DB_USER, DB_NAME)
 
     def stop(self) -> None:
         self._run(pg_bin("pg_ctl"), "-D", str(self.folder), "-m", "fast", "-w", "stop", check=False)
@@ -126,35 +127,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default="mlruns/server", help="where the database and the artifacts live")
     parser.add_argument("--host", default="127.0.0.1", help="address the server listens on (default: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="the server's port")
-    parser.add_argument("--db-port", type=int, default=5433, help="PostgreSQL's port (on 127.0.0.1)")
+    parser.add_argument("--db-port", type=int, default=5433, help="PostgreSQL's port number (names its socket file)")
     parser.add_argument("--allowed-hosts", default="",
                         help="host names other machines use to reach the server (MLflow's --allowed-hosts), "
                              "e.g. 'gpu-box.lab,gpu-box.lab:5000'")
     args = parser.parse_args(argv)
     folder = Path(args.dir).resolve()
     db = Postgres(folder / "postgres", args.db_port)
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
+                **{s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}}
+    server = None
     try:
         db.init()
         db.start()
-    except SweepsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    server = mlflow_server(db.url, folder / "artifacts", args.host, args.port, args.allowed_hosts)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"mlflow server on PostgreSQL ({folder}); use it with:\n\n"
-          f"    export MLFLOW_TRACKING_URI=http://{shown}:{args.port}\n\nCtrl-C stops it.", file=sys.stderr)
-    try:
+        server = mlflow_server(db.url, folder / "artifacts", args.host, args.port, args.allowed_hosts)
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        print(f"mlflow server on PostgreSQL ({folder}); use it with:\n\n"
+              f"    export MLFLOW_TRACKING_URI=http://{shown}:{args.port}\n\nCtrl-C stops it.", file=sys.stderr)
         while server.poll() is None:
             time.sleep(0.5)
         print(f"error: mlflow server ended (exit {server.returncode})", file=sys.stderr)
         return 1
+    except SweepsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
-    finally:
-        stop_process_group(server)
+    finally:  # a second Ctrl-C must not leave the database running: ignore signals while stopping
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        if server is not None:
+            stop_process_group(server)
         db.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _interrupt(signum: int, frame) -> None:

@@ -188,12 +188,19 @@ def stop_workers(tracker: Tracker, parent_run_id: str, grace_s: float = STOP_GRA
         best_effort(worker.kill)
 
 
-def wait_for_workers(tracker: Tracker, parent_run_id: str, timeout_s: float = 24 * 3600) -> None:
-    """After a launcher gave up early: wait for jobs still running in live processes on this host."""
+def children(tracker: Tracker, parent_run_id: str) -> list[Run]:
+    return tracker.client.search_runs([tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent_run_id}'",
+                                      max_results=10_000)
+
+
+def wait_for_workers(tracker: Tracker, parent_run_id: str, timeout_s: float = 3600) -> None:
+    """After a launcher gave up early: wait for jobs still running in live processes on this host
+    (runs of other hosts cannot be judged from here: they are left to their own processes)."""
+    host = socket.gethostname()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         recovery.close_stale_runs(tracker, reason="died while the sweep ran (killed or crashed)")
-        if not open_children(tracker, parent_run_id):
+        if not [r for r in open_children(tracker, parent_run_id) if r.data.tags.get(tags.HOST) == host]:
             return
         time.sleep(2)
 
@@ -228,11 +235,12 @@ def run(config: DictConfig, batches: Iterable[list[list[str]]], swept: list[str]
     if parent_tags:
         for key, value in parent_tags.items():
             tracker.client.set_tag(parent, key, value)
-    launched = index = 0  # distinct jobs; Hydra job numbers used (jobs launched again get new ones)
+    launched = index = 0  # distinct jobs handed to the launcher; Hydra job numbers used (relaunches get new ones)
+    relaunch = local_launcher(config)
     try:
         for batch in batches:
-            index += _launch_batch(tracker, parent, launch, batch, index)
             launched += len(batch)
+            index += _launch_batch(tracker, parent, launch, batch, index, relaunch)
             interrupts.check()  # a job that swallowed Ctrl-C does not let the sweep finish as if all went well
     except KeyboardInterrupt:
         with impatient():  # Ctrl-C wins: clean-up tries each call once, quickly
@@ -242,7 +250,7 @@ def run(config: DictConfig, batches: Iterable[list[list[str]]], swept: list[str]
             best_effort(_end, tracker, parent, launched, "KILLED")
         raise
     except (Exception, StoreUnavailable) as err:
-        reason = str(err) if isinstance(err, StoreUnavailable) else f"{type(err).__name__}: {err}"
+        reason = redact_text(str(err) if isinstance(err, StoreUnavailable) else f"{type(err).__name__}: {err}")
         with impatient():
             best_effort(stop_workers, tracker, parent)
             best_effort(close_children, tracker, parent, "FAILED", reason.splitlines()[0])
@@ -259,7 +267,15 @@ def _end(tracker: Tracker, parent: str, launched: int, status: Optional[str] = N
     return outcome
 
 
-def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[list[str]], first: int) -> int:
+def local_launcher(config: DictConfig) -> bool:
+    """Whether the launcher runs jobs on this machine (basic, joblib, submitit_local): only then can
+    the jobs a failed launcher never started be told from jobs still queued on a cluster."""
+    target = str(config.hydra.launcher.get("_target_", ""))
+    return any(name in target for name in ("BasicLauncher", "JoblibLauncher", "LocalLauncher"))
+
+
+def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[list[str]], first: int,
+                  relaunch: bool = True) -> int:
     """Launch `batch` (numbered from `first`); returns how many job numbers it used."""
     try:
         launch(batch, first)
@@ -267,11 +283,12 @@ def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[lis
     except (KeyboardInterrupt, StoreUnavailable):
         raise
     except Exception as err:
-        log.error("the launcher stopped: %s", f"{type(err).__name__}: {err}".splitlines()[0])
+        log.error("the launcher stopped: %s", redact_text(f"{type(err).__name__}: {err}".splitlines()[0]))
+        failure = err
     wait_for_workers(tracker, parent)
-    started = {r.data.tags.get(tags.OVERRIDES)
-               for r in tracker.client.search_runs([tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent}'",
-                                                   max_results=10_000)}
+    if not relaunch:  # a cluster: queued jobs have no run yet either; launching them again would run them twice
+        raise failure
+    started = {r.data.tags.get(tags.OVERRIDES) for r in children(tracker, parent)}
     left = [job for job in batch if redact_text(json.dumps(list(job))) not in started]
     if left:
         log.warning("launching again the %d job(s) that never started", len(left))

@@ -341,9 +341,9 @@ class Tracker:
 
     def record_error(self, run_id: str, err: BaseException) -> None:
         reason = root_reason(err) if isinstance(err, MlflowException) else f"{type(err).__name__}: {err}"
-        self.client.set_tag(run_id, tags.ERROR, reason[:4000])
+        self.client.set_tag(run_id, tags.ERROR, redact_text(reason)[:4000])
         text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        self.client.log_text(run_id, text, "traceback.txt")
+        self.client.log_text(run_id, redact_text(text), "traceback.txt")
 
     def log_config(self, run_id: str, cfg: DictConfig, extra_params: dict) -> None:
         """Every resolved key that applies as a dotted param, plus `extra_params`; the YAML as an artifact.
@@ -403,7 +403,7 @@ def connect(tcfg: DictConfig) -> Tracker:
         with store_lock(uri):
             return Tracker(uri, tcfg.experiment, artifact_root)
     except MlflowException as err:
-        raise TrackingError(f"tracking.uri={redact_uri(uri)}: {err.message.splitlines()[0]}") from None
+        raise TrackingError(f"tracking.uri={redact_uri(uri)}: {redact_text(err.message.splitlines()[0])}") from None
 
 
 def _version(dist: str) -> str:
