@@ -31,7 +31,17 @@ def data_dir(tmp_path_factory):
     return root
 
 
+SEARCH_TRIALS = 3  # trials run for an experiment that searches (hydra/sweeper=optuna)
+
+
+def is_search(name: str) -> bool:
+    defaults = yaml.safe_load((conf_dir() / "experiment" / f"{name}.yaml").read_text()).get("defaults", [])
+    return {"override /hydra/sweeper": "optuna"} in defaults
+
+
 def expected_jobs(name: str) -> int:
+    if is_search(name):
+        return SEARCH_TRIALS
     params = yaml.safe_load((conf_dir() / "experiment" / f"{name}.yaml").read_text())
     params = (params.get("hydra") or {}).get("sweeper", {}).get("params", {})
     count = 1
@@ -47,8 +57,9 @@ def test_every_study_is_an_experiment_and_fashion_batch_size_is_one():
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_as_a_multirun(name, tmp_path, data_dir):
     env = {**os.environ, "SWEEPS_DATA_DIR": str(data_dir), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}
+    search = [f"hydra.sweeper.n_trials={SEARCH_TRIALS}"] if is_search(name) else []
     proc = subprocess.run([sys.executable, "-m", "sweeps.train", "-m", f"+experiment={name}", "epochs=1",
-                           "data.limit=256", "tracking.log_model=false"],
+                           "data.limit=256", "tracking.log_model=false", *search],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
