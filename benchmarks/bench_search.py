@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
-from bench_sweep import dataset
+from bench_sweep import dataset, run_sweep
 
 COMMON = ["model=mlp_64_32", "optimizer=sgd", "batch_size=32", "tracking.log_model=false"]
 RATES = "1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,1e-2"
@@ -30,16 +25,7 @@ RATES = "1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,1e-2"
 
 def run(args: list[str], folder: Path) -> tuple[float, int, float]:
     """(wall seconds, epochs trained in all, best final val_loss) of one sweep into a store in `folder`."""
-    uri = f"sqlite:///{folder}/mlflow.db"
-    tic = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sweeps.train", "-m", *args, f"hydra.sweep.dir={folder}/multirun"],
-                          cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True)
-    wall = time.perf_counter() - tic
-    if proc.returncode != 0:
-        raise SystemExit(f"sweep failed:\n{proc.stderr[-3000:]}")
-    client = MlflowClient(uri)
-    jobs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id],
-                              "tags.`sweeps.kind` = 'job'", max_results=100)
+    wall, client, jobs = run_sweep(args, folder)
     epochs = sum(len(client.get_metric_history(j.info.run_id, "loss")) for j in jobs)
     return wall, epochs, min(j.data.metrics["val_loss"] for j in jobs)
 

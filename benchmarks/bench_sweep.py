@@ -41,21 +41,25 @@ def dataset() -> str:
         return "digits"
 
 
-def sweep(launcher: list[str], epochs: int, data: str, folder: Path) -> tuple[float, float, int]:
-    """(wall seconds, sum of train_time_s, jobs FINISHED) of one sweep into a store in `folder`."""
+def run_sweep(args: list[str], folder: Path) -> tuple[float, MlflowClient, list]:
+    """`python -m sweeps.train -m ARGS` into a throwaway store in `folder`: (wall seconds, client, job runs)."""
     uri = f"sqlite:///{folder}/mlflow.db"
-    command = [sys.executable, "-m", "sweeps.train", "-m", *GRID, f"data={data}", f"epochs={epochs}",
-               f"hydra.sweep.dir={folder}/multirun", *launcher]
     tic = time.perf_counter()
-    proc = subprocess.run(command, cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "sweeps.train", "-m", *args, f"hydra.sweep.dir={folder}/multirun"],
+                          cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True)
     wall = time.perf_counter() - tic
     if proc.returncode != 0:
-        raise SystemExit(f"sweep failed ({' '.join(launcher) or 'basic'}):\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"sweep failed ({' '.join(args)}):\n{proc.stderr[-3000:]}")
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id],
+    jobs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id],
                               "tags.`sweeps.kind` = 'job'", max_results=100)
-    return wall, sum(r.data.metrics["train_time_s"] for r in runs), len(runs)
+    return wall, client, jobs
+
+
+def sweep(launcher: list[str], epochs: int, data: str, folder: Path) -> tuple[float, float, int]:
+    """(wall seconds, sum of train_time_s, jobs FINISHED) of the 8-job sweep under `launcher`."""
+    wall, _, jobs = run_sweep([*GRID, f"data={data}", f"epochs={epochs}", *launcher], folder)
+    return wall, sum(r.data.metrics["train_time_s"] for r in jobs), len(jobs)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ pins optuna<3 and has no pruning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -237,6 +238,11 @@ class Search:
         log.info("study %s in %s: %d trial(s) to run", name, redact_uri(storage), search.remaining)
         return search
 
+    @functools.cached_property
+    def experiment_id(self) -> str:
+        """Looked up once, at the first trial's end (the sweep creates the experiment after `open`)."""
+        return self.client.get_experiment_by_name(str(self.config.tracking.experiment)).experiment_id
+
     # trials and their outcomes
     def counted(self) -> int:
         import optuna
@@ -286,7 +292,7 @@ class Search:
         import optuna
 
         runs = self.client.search_runs(
-            [self.client.get_experiment_by_name(str(self.config.tracking.experiment)).experiment_id],
+            [self.experiment_id],
             f"tags.`{tags.STUDY}` = '{self.study.study_name}' and tags.`{tags.TRIAL}` = '{trial.number}'",
             order_by=["attributes.start_time DESC"], max_results=1)
         run = runs[0] if runs else None

@@ -43,12 +43,13 @@ def absolute_dir(sweep_dir: str, cwd: Optional[str] = None) -> str:
     return str((Path(cwd or os.getcwd()) / sweep_dir).resolve())
 
 
-def open_parent(tracker: Tracker, command: str, sweep_dir: str, swept: list[str], n_jobs: int) -> str:
-    """Create the sweep's parent run (RUNNING until `finish`); returns its id."""
+def open_parent(tracker: Tracker, command: str, sweep_dir: str, swept: list[str], n_jobs: int,
+                extra_tags: Optional[dict] = None) -> str:
+    """Create the sweep's parent run (RUNNING until `finish`), with `extra_tags`; returns its id."""
     run = tracker.client.create_run(
         tracker.experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={tags.KIND: "sweep", tags.COMMAND: redact_text(command), tags.SWEEP_DIR: sweep_dir,
-              tags.SWEPT: json.dumps(swept), tags.JOBS: str(n_jobs), **process_tags()})
+              tags.SWEPT: json.dumps(swept), tags.JOBS: str(n_jobs), **process_tags(), **(extra_tags or {})})
     run_id = run.info.run_id
     tracker.client.set_tag(run_id, tags.SWEEP, run_id)
     log.info("sweep parent run %s in experiment %s", run_id, tracker.experiment)
@@ -231,10 +232,7 @@ def run(config: DictConfig, batches: Iterable[list[list[str]]], swept: list[str]
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     (Path(sweep_dir) / "multirun.yaml").write_text(redact_text(OmegaConf.to_yaml(config)))  # Hydra's file, scrubbed
     command = " ".join(config.hydra.overrides.task)
-    parent = open_parent(tracker, command, sweep_dir, swept, planned)
-    if parent_tags:
-        for key, value in parent_tags.items():
-            tracker.client.set_tag(parent, key, value)
+    parent = open_parent(tracker, command, sweep_dir, swept, planned, parent_tags)
     launched = index = 0  # distinct jobs handed to the launcher; Hydra job numbers used (relaunches get new ones)
     relaunch = local_launcher(config)
     try:
