@@ -375,14 +375,17 @@ def _start_server(tmp_path: Path, port: int) -> subprocess.Popen:
 @pytest.mark.parametrize("then", ["nothing", "ctrl-c"])
 def test_a_server_that_goes_away_stops_the_sweep_and_ctrl_c_still_wins(tmp_path, then):
     """The server is killed while the first job trains: the sweep stops within a minute with one
-    line naming the store (no 4-minute retries per call, no next job); Ctrl-C then exits at once."""
+    line naming the store (no 4-minute retries per call, no next job). Or the server hangs (SIGSTOP:
+    every call waits for MLflow's 2-minute timeout, so the job cannot end on its own first) and
+    Ctrl-C then exits at once: clean-up tries the store once and gives up."""
     port = _free_port()
     server = _start_server(tmp_path, port)
     db = tmp_path / "server.db"
     try:
         _wait_for(lambda: _healthy(port), 120, server, "the server")
         # With Ctrl-C, MLflow's own defaults (about 4 minutes of retries per call), as in the report.
-        patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
+        patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "120"}
         proc = start_cli(tmp_path, "-m", "seed=0,1", "epochs=400", *FAST,
                          env={**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
                               **(patience if then == "ctrl-c" else {})})
@@ -390,19 +393,24 @@ def test_a_server_that_goes_away_stops_the_sweep_and_ctrl_c_still_wins(tmp_path,
             run_id, _ = _wait_for(lambda: _rows(db, JOBS), 180, proc, "the first job's run")[0]
             _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
                       120, proc, "the first epoch")
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-            gone = time.monotonic()
             if then == "ctrl-c":
-                time.sleep(2)  # the job is now inside MLflow's retries
+                os.killpg(server.pid, signal.SIGSTOP)
+                gone = time.monotonic()
+                time.sleep(2)  # the job now waits on the silent server
+                assert proc.poll() is None, "the job cannot end on its own while the server hangs"
                 proc.send_signal(signal.SIGINT)
+            else:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
+                gone = time.monotonic()
             _, stderr = proc.communicate(timeout=180)
             took = time.monotonic() - gone
         finally:
             _kill(proc)
     finally:
         if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
+            os.killpg(server.pid, signal.SIGKILL)  # stopped or not
+            server.wait(timeout=30)
     assert "Traceback" not in stderr, stderr[-3000:]
     if then == "ctrl-c":
         assert proc.returncode == 130 and took < 30, (took, stderr[-3000:])

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps import interrupts, recovery, report, runs, tags
 from sweeps.errors import StoreUnavailable
-from sweeps.tracking import Tracker, best_effort, connect, impatient, process_tags, redact_text
+from sweeps.tracking import CleanUp, Tracker, best_effort, connect, process_tags, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -241,19 +241,19 @@ def run(config: DictConfig, batches: Iterable[list[list[str]]], swept: list[str]
             index += _launch_batch(tracker, parent, launch, batch, index, relaunch)
             interrupts.check()  # a job that swallowed Ctrl-C does not let the sweep finish as if all went well
     except KeyboardInterrupt:
-        with impatient():  # Ctrl-C wins: clean-up tries each call once, quickly
-            best_effort(stop_workers, tracker, parent)
-            best_effort(close_children, tracker, parent, "KILLED", "interrupted")
-            best_effort(getattr(batches, "close", lambda: None))  # a search ends its open trials
-            best_effort(_end, tracker, parent, launched, "KILLED")
+        clean_up = CleanUp()  # Ctrl-C wins: each call tried once, quickly; none after the store is gone
+        clean_up(stop_workers, tracker, parent)
+        clean_up(close_children, tracker, parent, "KILLED", "interrupted")
+        best_effort(getattr(batches, "close", lambda: None))  # a search ends its open trials (its own storage)
+        clean_up(_end, tracker, parent, launched, "KILLED")
         raise
     except (Exception, StoreUnavailable) as err:
         reason = redact_text(str(err) if isinstance(err, StoreUnavailable) else f"{type(err).__name__}: {err}")
-        with impatient():
-            best_effort(stop_workers, tracker, parent)
-            best_effort(close_children, tracker, parent, "FAILED", reason.splitlines()[0])
-            best_effort(getattr(batches, "close", lambda: None))
-            best_effort(_end, tracker, parent, launched, "FAILED", reason.splitlines()[0])
+        clean_up = CleanUp()
+        clean_up(stop_workers, tracker, parent)
+        clean_up(close_children, tracker, parent, "FAILED", reason.splitlines()[0])
+        best_effort(getattr(batches, "close", lambda: None))
+        clean_up(_end, tracker, parent, launched, "FAILED", reason.splitlines()[0])
         raise
     return _end(tracker, parent, launched, report_extra=report_extra)
 

@@ -328,14 +328,14 @@ class Tracker:
         try:
             yield run
         except KeyboardInterrupt:
-            with impatient():
-                best_effort(self.client.set_tag, run_id, tags.ERROR, "interrupted")
-                best_effort(self.client.set_terminated, run_id, "KILLED")
+            clean_up = CleanUp()
+            clean_up(self.client.set_tag, run_id, tags.ERROR, "interrupted")
+            clean_up(self.client.set_terminated, run_id, "KILLED")
             raise
         except BaseException as err:
-            with impatient():
-                best_effort(self.record_error, run_id, err)
-                best_effort(self.client.set_terminated, run_id, "FAILED")
+            clean_up = CleanUp()
+            clean_up(self.record_error, run_id, err)
+            clean_up(self.client.set_terminated, run_id, "FAILED")
             raise
         self.client.set_terminated(run_id, "FINISHED")
 
@@ -383,12 +383,45 @@ class Tracker:
                                     run_id=run_id, model_id=logged.model_id)
 
 
-def best_effort(call, *args) -> None:
-    """Clean-up that must not hide what is being cleaned up after (a dead store, a full disk)."""
+def best_effort(call, *args) -> Optional[Exception]:
+    """Clean-up that must not hide what is being cleaned up after (a dead store, a full disk);
+    returns the error it reported (None when the call went through)."""
     try:
         call(*args)
     except Exception as err:  # noqa: BLE001 - reported, then the original error goes on
         log.warning("could not record it in the store: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return err
+    return None
+
+
+def unanswered(err: BaseException) -> bool:
+    """Whether an error says the store did not answer at all (refused, reset, timed out), as
+    opposed to refusing one write (a full disk for artifacts, a bad value)."""
+    import requests
+
+    seen, current = set(), err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (ConnectionError, TimeoutError, requests.exceptions.RequestException)):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class CleanUp:
+    """Best-effort clean-up calls after a failure or an interrupt, each tried once and quickly
+    (`impatient`); once one finds the store not answering, the rest are skipped, so Ctrl-C on a
+    dead server exits in seconds (the stale-run check closes what is left on the next run)."""
+
+    def __init__(self) -> None:
+        self.store_gone = False
+
+    def __call__(self, call, *args) -> None:
+        if self.store_gone:
+            return
+        with impatient():
+            err = best_effort(call, *args)
+        self.store_gone = err is not None and unanswered(err)
 
 
 def connect(tcfg: DictConfig) -> Tracker:
