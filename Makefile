@@ -55,8 +55,10 @@ sweep: install ## the main job: L1 vs L2 at two strengths on Fashion-MNIST, trac
 report: install ## compare the latest sweep: table here, report in reports/<id>/ (SWEEP=<id> for another)
 	$(BIN)/python -m sweeps.compare --tracking-uri $(STORE) $(if $(SWEEP),--sweep $(SWEEP))
 
-ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000 (SWEEPS_HOST=, PORT= to change)
+ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000, printing the link to the runs table (SWEEPS_HOST=, PORT=, STORE=)
 	mkdir -p mlruns
+	@$(BIN)/python -c 'import sys; from sweeps.tracking import ui_hint; print(ui_hint(*sys.argv[1:]))' \
+	  '$(STORE)' '$(SWEEPS_HOST)' '$(PORT)'
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(SWEEPS_HOST) --port $(PORT)
 
 server: install ## team store: mlflow server on PostgreSQL in mlruns/server, artifacts proxied (SWEEPS_HOST=, PORT=)

@@ -1,6 +1,7 @@
 """The command line as a user runs it: `python -m sweeps.train [-m] ...` in a fresh process (slow)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -30,21 +31,45 @@ def test_smoke_sweep_one_parent_four_finished_children(tmp_path):
     assert len(parents) == 1 and len(children) == 4
     parent_id = parents[0].info.run_id
     assert parents[0].info.status == "FINISHED" and parents[0].data.tags["sweeps.command"].startswith("reg=l1,l2")
-    assert sorted(r.info.run_name for r in children) == [
-        "reg=l1,rate=0.0001", "reg=l1,rate=0.001", "reg=l2,rate=0.0001", "reg=l2,rate=0.001"]
+    assert sorted(r.info.run_name for r in children) == ["l1 rate=1e-3", "l1 rate=1e-4", "l2 rate=1e-3", "l2 rate=1e-4"]
     for child in children:
         assert child.info.status == "FINISHED" and child.data.tags["mlflow.parentRunId"] == parent_id
-        for key in ("loss", "val_loss", "val_accuracy", "hidden_0/sparsity"):
+        params = child.data.params  # only the keys that apply: digits, rmsprop, no dropout, no early stopping
+        assert {"reg.kind", "reg.target", "rate", "optimizer.lr", "data.test_seed",
+                "early_stopping.enabled"} <= set(params)
+        assert not {"data.noise", "data.root", "optimizer.momentum", "dropout_type", "dropout_layers",
+                    "early_stopping.patience", "search.pruner"} & set(params)
+        for key in ("loss", "val_loss", "data_loss", "val_data_loss", "penalty", "val_accuracy",
+                    "hidden_0/sparsity", "hidden_0/rel_sparsity"):
             assert len(client.get_metric_history(child.info.run_id, key)) == 2, key
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     model = mlflow.pyfunc.load_model(f"runs:/{children[0].info.run_id}/model")
     assert np.asarray(model.predict(np.zeros((2, 64), dtype=np.float32))).shape == (2, 10)
     files = {f.path for f in client.list_artifacts(parent_id)}
-    assert {"comparison.csv", "comparison.md", "report.md", "val_loss.png"} <= files
+    assert {"comparison.csv", "comparison.md", "report.md", "val_data_loss.png"} <= files
     assert len(open(client.download_artifacts(parent_id, "comparison.md")).read().splitlines()) == 6
     table = open(client.download_artifacts(parent_id, "comparison.csv")).read().splitlines()
     assert len(table) == 5 and ",reg,rate," in table[0]
     assert "4 job(s) finished, 0 failed" in proc.stderr
+    experiment_id = parents[0].info.experiment_id  # where the results are: parent, store, compare, the runs table
+    assert f"results: sweep {parent_id} in experiment sweeps, store sqlite:///{tmp_path}/mlflow.db\n" in proc.stderr
+    assert f"  compare: python -m sweeps.compare --sweep {parent_id}\n" in proc.stderr
+    assert re.search(rf"  MLflow UI: http://[^/ ]+/#/experiments/{experiment_id}/runs \(after `make ui", proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(("job ", "  epoch "))]
+    assert len(lines) == 12, lines  # stderr is a pipe: per job its start, its first epoch, its result
+    assert lines[0] == "job 1/4 (l1 rate=1e-4)" and lines[1].startswith("  epoch 1/2: ") and "val_accuracy" in lines[1]
+    assert re.fullmatch(r"job 1/4 \(l1 rate=1e-4\) done in \d+ s: \S+ [\d.e-]+, test_accuracy [\d.]+", lines[2])
+    assert re.fullmatch(r"job 4/4 \(l2 rate=1e-3\), about \d+ (min \d+ )?s left in the sweep", lines[9]), lines[9]
+    for noise in ("absl::InitializeLog", "oneDNN", "cuInit", "Creating initial", "alembic", "tf.function retracing"):
+        assert noise not in proc.stderr + proc.stdout, noise  # quiet by default (-v shows them)
+
+
+def test_help_answers_without_importing_tensorflow(tmp_path):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sweeps.train", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "== Configuration groups ==" in proc.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert "mlflow" in imported and not {"tensorflow", "keras"} & set(imported)
 
 
 def test_bad_value_is_one_line_exit_2_and_no_run(tmp_path):
@@ -78,7 +103,7 @@ def test_a_failing_job_does_not_take_the_sweep_down(tmp_path):
                    "tracking.log_model=false")
     assert proc.returncode == 1
     assert "1 job(s) finished, 1 failed" in proc.stderr
-    assert "FAILED optimizer.lr=1000000000000.0: DivergedError" in proc.stderr
+    assert "FAILED optimizer.lr=1e12: DivergedError" in proc.stderr
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
     statuses = sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs)

@@ -1,13 +1,15 @@
 """`sweeps.compare` on real small sweeps on digits: rows and order, formats, report folder, --list, errors.
 
-Two sweeps are trained once for the module, in this process, the way `python -m sweeps.train -m`
+Three sweeps are trained once for the module, in this process, the way `python -m sweeps.train -m`
 runs them (a parent run, jobs nested under it, the report logged to the parent when it ends):
   A: reg=l1,l2 rate=1e-4,1e-2                        4 jobs, all finish
+  C: reg=l2 rate=1e-4,1e-2 seed=0,1                  4 jobs, shown as 2 rows (one per rate, over 2 seeds)
   B: optimizer=sgd optimizer.lr=0.01,1e12            2 jobs, the second diverges (FAILED); the latest sweep
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -24,6 +26,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from sweeps import compare
+from sweeps import table as sweeps_table
 from sweeps.config import conf_dir
 from sweeps.errors import SweepsError
 from conftest import InProcessSweep
@@ -57,9 +60,11 @@ def store(tmp_path_factory) -> dict:
     uri = f"sqlite:///{folder}/mlflow.db"
     grid = [[f"reg={r}", f"rate={x}"] for r in ("l1", "l2") for x in ("1e-4", "1e-2")]
     a = run_sweep(uri, ["reg=l1,l2", "rate=1e-4,1e-2"], grid, COMMON, folder)
+    seeds = [[f"rate={x}", f"seed={s}"] for x in ("1e-4", "1e-2") for s in (0, 1)]
+    c = run_sweep(uri, ["rate=1e-4,1e-2", "seed=0,1"], seeds, ["reg=l2", *COMMON], folder)
     b = run_sweep(uri, ["optimizer.lr=0.01,1e12"], [["optimizer.lr=0.01"], ["optimizer.lr=1e12"]],
                   ["optimizer=sgd", *COMMON], folder)
-    return {"uri": uri, "folder": folder, "a": a, "b": b, "client": MlflowClient(uri)}
+    return {"uri": uri, "folder": folder, "a": a, "b": b, "c": c, "client": MlflowClient(uri)}
 
 
 def cli(store: dict, capsys, *args: str) -> tuple[int, str, str]:
@@ -75,16 +80,20 @@ def table(store, capsys, *args: str) -> list[dict]:
     return json.loads(out)
 
 
-def test_rows_are_the_jobs_best_val_loss_first_with_the_numbers_from_mlflow(store, capsys):
+def test_rows_are_the_jobs_best_val_data_loss_first_with_the_numbers_from_mlflow(store, capsys):
     rows = table(store, capsys, "--sweep", store["a"])
     client = store["client"]
     assert sorted((r["reg"], r["rate"]) for r in rows) == [("l1", "1e-2"), ("l1", "1e-4"), ("l2", "1e-2"), ("l2", "1e-4")]
-    assert [r["final_val_loss"] for r in rows] == sorted(r["final_val_loss"] for r in rows)
+    assert [r["final_val_data_loss"] for r in rows] == sorted(r["final_val_data_loss"] for r in rows)
     for row in rows:
         run = client.get_run(row["run_id"])
         assert run.data.tags["mlflow.parentRunId"] == store["a"] and row["status"] == "FINISHED"
         metrics = run.data.metrics
+        assert row["final_val_data_loss"] == metrics["val_data_loss"]
+        assert row["best_val_data_loss"] == metrics["best_val_data_loss"] == min(
+            m.value for m in client.get_metric_history(row["run_id"], "val_data_loss"))
         assert row["final_val_loss"] == metrics["val_loss"] and row["best_val_loss"] == metrics["best_val_loss"]
+        assert row["test_data_loss"] == metrics["test_data_loss"] < metrics["test_loss"]
         assert row["final_val_accuracy"] == metrics["val_accuracy"]
         assert row["test_loss"] == metrics["test_loss"] and row["test_accuracy"] == metrics["test_accuracy"]
         assert row["generalization_gap"] == metrics["generalization_gap"]
@@ -96,10 +105,10 @@ def test_csv_parses_back_to_the_same_numbers_as_json(store, capsys):
     code, out, _ = cli(store, capsys, "--sweep", store["a"], "--format", "csv")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert out.splitlines()[0].startswith("status,reg,rate,final_val_loss,best_val_loss,final_val_accuracy,")
+    assert out.splitlines()[0].startswith("status,reg,rate,final_val_data_loss,best_val_data_loss,final_val_loss,")
     for parsed, row in zip(rows, table(store, capsys, "--sweep", store["a"])):
         assert parsed["run_id"] == row["run_id"]
-        for key in ("final_val_loss", "best_val_accuracy", "test_accuracy", "generalization_gap", "train_time_s"):
+        for key in ("final_val_data_loss", "best_val_accuracy", "test_accuracy", "generalization_gap", "train_time_s"):
             assert float(parsed[key]) == row[key], key
         assert int(parsed["n_params"]) == row["n_params"]
 
@@ -107,7 +116,7 @@ def test_csv_parses_back_to_the_same_numbers_as_json(store, capsys):
 def test_markdown_format_is_a_table_without_run_ids(store, capsys):
     code, out, _ = cli(store, capsys, "--sweep", store["a"], "--format", "md")
     lines = out.splitlines()
-    assert code == 0 and len(lines) == 2 + 4 and lines[0].startswith("| status | reg | rate | final_val_loss |")
+    assert code == 0 and len(lines) == 2 + 4 and lines[0].startswith("| status | reg | rate | final_val_data_loss |")
     assert store["a"] not in out
 
 
@@ -121,26 +130,110 @@ def test_accuracy_metric_ranks_highest_first(store, capsys):
 def test_group_by_averages_the_other_swept_keys(store, capsys):
     jobs = table(store, capsys, "--sweep", store["a"])
     groups = table(store, capsys, "--sweep", store["a"], "--group-by", "reg")
-    assert sorted(g["reg"] for g in groups) == ["l1", "l2"] and all(g["jobs"] == 2 for g in groups)
+    assert sorted(g["reg"] for g in groups) == ["l1", "l2"] and all(g["n"] == 2 for g in groups)
     for group in groups:
-        members = [j["final_val_loss"] for j in jobs if j["reg"] == group["reg"]]
-        assert group["final_val_loss"] == pytest.approx(sum(members) / 2)
-        assert group["final_val_loss_std"] > 0
-    assert groups[0]["final_val_loss"] <= groups[1]["final_val_loss"]
+        members = [j["final_val_data_loss"] for j in jobs if j["reg"] == group["reg"]]
+        assert group["final_val_data_loss_mean"] == pytest.approx(sum(members) / 2)
+        assert group["final_val_data_loss_ci95"] > 0 and "rate" not in group  # averaged over rate
+    assert groups[0]["final_val_data_loss_mean"] <= groups[1]["final_val_data_loss_mean"]
+
+
+def test_seeds_are_grouped_one_row_per_configuration(store, capsys):
+    """seed=0,1 swept: one row per rate with n, mean and 95% CI of every column, tied_with_best (Welch)."""
+    jobs = table(store, capsys, "--sweep", store["c"], "--metric", "val_loss", "--no-group")
+    rows = table(store, capsys, "--sweep", store["c"], "--metric", "val_loss")
+    assert len(jobs) == 4 and sorted(j["seed"] for j in jobs) == ["0", "0", "1", "1"]
+    assert sorted(r["rate"] for r in rows) == ["1e-2", "1e-4"] and all("seed" not in r for r in rows)
+    assert [r["final_val_loss_mean"] for r in rows] == sorted(r["final_val_loss_mean"] for r in rows)
+    measured = [c for c, v in jobs[0].items() if isinstance(v, float)]
+    assert {"final_val_loss", "best_val_loss", "test_accuracy", "generalization_gap"} <= set(measured)
+    for row in rows:
+        members = [j for j in jobs if j["rate"] == row["rate"]]
+        assert row["status"] == "2 FINISHED" and row["n"] == 2 and row["n_params"] == members[0]["n_params"]
+        assert set(row["run_ids"].split(",")) == {j["run_id"] for j in members}
+        for column in measured:
+            a, b = (m[column] for m in members)
+            assert row[f"{column}_mean"] == pytest.approx((a + b) / 2), column
+            assert row[f"{column}_ci95"] == pytest.approx(12.706 * abs(a - b) / 2, rel=1e-3), column  # t(0.975, 1) s/sqrt(2)
+    best, other = ([j["final_val_loss"] for j in jobs if j["rate"] == r["rate"]] for r in rows)
+    assert rows[0]["tied_with_best"] is True and rows[1]["tied_with_best"] is sweeps_table.tied(best, other)
+
+
+def test_the_grouped_text_table_fits_120_columns_and_wide_shows_every_column(store, capsys):
+    out_c = ("--out", str(store["folder"] / "report-c"))
+    code, out, _ = cli(store, capsys, "--sweep", store["c"], *out_c)
+    lines = table_lines(out)
+    assert code == 0 and all(len(line) <= 120 for line in lines), max(lines, key=len)
+    assert " ± " in out and "  tied" in out and "One row per rate over seed: n jobs, mean ± 95% confidence" in out
+    assert "Welch's t-test" in out and "--no-group: one row per job" in out
+    _, wide, _ = cli(store, capsys, "--sweep", store["c"], "--wide", "--format", "md")
+    header = wide.splitlines()[0]
+    assert all(f" {c} |" in header for c in ("tied_with_best", "best_val_loss", "train_time_s", "n_params"))
+    _, text, _ = cli(store, capsys, "--sweep", store["c"], "--wide", *out_c)
+    assert max(len(line) for line in table_lines(text)) > 120 and "best_val_loss" in text
+    n_params = table(store, capsys, "--sweep", store["c"])[0]["n_params"]
+    assert isinstance(n_params, int) and re.search(rf"  {n_params}\n", text)  # an integer, also when grouped
+    code, out, _ = cli(store, capsys, "--sweep", store["a"], "--out", str(store["folder"] / "report-a"))
+    assert code == 0 and all(len(line) <= 120 for line in table_lines(out)) and "left out to fit: " in out
+
+
+def table_lines(out: str) -> list[str]:
+    """The terminal output below the sweep's id and command, without the report folder's path."""
+    return [line for line in out.splitlines()[2:] if not line.startswith("report written to")]
+
+
+def test_the_report_of_a_seed_sweep_says_how_rows_were_grouped(store):
+    client = store["client"]
+    files = {f.path for f in client.list_artifacts(store["c"])}
+    assert any(f.endswith("_vs_rate.png") for f in files)  # means with 95% error bars
+    report = Path(client.download_artifacts(store["c"], "report.md")).read_text()
+    assert "## Configurations, best mean " in report and "One row per rate over seed: n jobs" in report
+    assert "Welch's t-test (two-sided, 5%)" in report and f"--sweep {store['c']} --no-group" in report
+    assert re.search(r"- best \w+: [\d.]+ ± [\d.e-]+ \(rate=1e-[24], n=2\)", report)
+    assert "## Every job" in report and report.count("| FINISHED | 1e-") == 4 and report.count("| 2 FINISHED | 1e-") == 2
+    rows = json.loads(Path(client.download_artifacts(store["c"], "comparison.json")).read_text())
+    assert [r["n"] for r in rows] == [2, 2] and rows[0]["tied_with_best"] is True
+
+
+def test_a_report_folder_is_cleared_of_our_earlier_files_only(store, capsys, tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "photo.png").write_bytes(b"mine")  # no report was written here: nothing is ours
+    assert cli(store, capsys, "--sweep", store["a"], "--out", str(folder))[0] == 0
+    assert (folder / "photo.png").read_bytes() == b"mine"
+    for name in ("old_vs_rate.png", "report.html", "notes.txt", "data.csv"):
+        (folder / name).write_text("x")
+    assert cli(store, capsys, "--sweep", store["b"], "--out", str(folder))[0] == 0
+    left = {p.name for p in folder.iterdir()}
+    assert {"notes.txt", "data.csv", "report.md", "comparison.csv"} <= left
+    assert not {"old_vs_rate.png", "photo.png", "sparsity_vs_rate.png"} & left  # B has no rate plot
+    assert (folder / "notes.txt").read_text() == "x" and (folder / "report.html").read_text() != "x"
+
+
+def test_no_group_and_group_by_together_are_refused(store, capsys):
+    with pytest.raises(SystemExit) as exit_:  # argparse's own check: usage, then the error line
+        compare.main(["--tracking-uri", store["uri"], "--no-group", "--group-by", "reg"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and out == "" and "error: argument --group-by: not allowed with argument --no-group" in err
 
 
 def test_report_folder_has_the_report_the_table_and_every_plot(store, capsys, tmp_path):
     code, out, _ = cli(store, capsys, "--sweep", store["a"], "--out", str(tmp_path / "r"))
     folder = tmp_path / "r"
     assert code == 0 and f"report written to {folder}/" in out
-    assert "reg  rate" in out and "final_val_loss" in out  # the table, for reading
-    plots = ["val_loss.png", "val_accuracy.png", "train_vs_val.png", "val_loss_vs_rate.png", "sparsity_vs_rate.png"]
+    assert "reg  rate" in out and "  val_data_loss" in out  # the table, for reading (short headers)
+    plots = ["val_data_loss.png", "penalty.png", "val_accuracy.png", "train_vs_val.png", "val_data_loss_vs_rate.png",
+             "sparsity_vs_rate.png"]
     for name in plots:
         assert png_size(folder / name) > (300, 200), name
     report = (folder / "report.md").read_text()
     assert all(f"]({name})" in report for name in plots) and "Not drawn" not in report
+    page = (folder / "report.html").read_text()  # self-contained: every plot embedded, nothing fetched
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == len(plots) and all(base64.b64decode(i)[:8] == PNG_SIGNATURE for i in images)
+    assert 'src="http' not in page and "<table>" in page and page.count("<tr><td>FINISHED</td>") == 4
     assert f"`python -m sweeps.compare --sweep {store['a']}`" in report and "- jobs: 4 (4 FINISHED)" in report
-    assert report.count("| FINISHED | l") == 4
+    assert report.count("| FINISHED | l") == 4 and "- ranked by `val_data_loss`, lower is better (the data term" in report
     _, csv_out, _ = cli(store, capsys, "--sweep", store["a"], "--format", "csv")
     assert (folder / "comparison.csv").read_text() == csv_out
     assert len(json.loads((folder / "comparison.json").read_text())) == 4
@@ -149,9 +242,9 @@ def test_report_folder_has_the_report_the_table_and_every_plot(store, capsys, tm
 def test_the_sweep_logged_the_same_report_to_its_parent_run(store):
     client = store["client"]
     files = {f.path for f in client.list_artifacts(store["a"])}
-    assert {"report.md", "comparison.csv", "comparison.json", "val_loss.png", "train_vs_val.png",
-            "val_loss_vs_rate.png", "sparsity_vs_rate.png"} <= files
-    assert png_size(Path(client.download_artifacts(store["a"], "val_loss_vs_rate.png")))[0] > 300
+    assert {"report.md", "report.html", "comparison.csv", "comparison.json", "val_data_loss.png", "train_vs_val.png",
+            "val_data_loss_vs_rate.png", "sparsity_vs_rate.png"} <= files
+    assert png_size(Path(client.download_artifacts(store["a"], "val_data_loss_vs_rate.png")))[0] > 300
     rows = list(csv.DictReader(open(client.download_artifacts(store["a"], "comparison.csv"))))
     assert len(rows) == 4 and rows[0]["reg"] in ("l1", "l2")
 
@@ -161,12 +254,12 @@ def test_a_sweep_with_a_failed_job_still_reports(store, capsys, tmp_path):
     rows = json.loads(out)
     assert code == 0 and [r["status"] for r in rows] == ["FINISHED", "FAILED"]
     assert rows[0]["optimizer.lr"] == "0.01" and rows[1]["optimizer.lr"] == "1e12"
-    assert math.isfinite(rows[0]["final_val_loss"]) and rows[1]["test_loss"] is None
+    assert math.isfinite(rows[0]["final_val_data_loss"]) and rows[1]["test_loss"] is None
     assert f"report written to {tmp_path}/" in err  # stdout is only the table with --format
     report = (tmp_path / "report.md").read_text()
     assert "## Jobs that did not finish" in report and "`optimizer.lr=1e12`: FAILED: DivergedError" in report
-    assert "Final validation loss against rate: the sweep does not vary `rate`" in report
-    assert png_size(tmp_path / "val_loss.png")[0] > 300 and not (tmp_path / "val_loss_vs_rate.png").exists()
+    assert "Final validation data loss against rate: the sweep does not vary `rate`" in report
+    assert png_size(tmp_path / "val_data_loss.png")[0] > 300 and not (tmp_path / "val_data_loss_vs_rate.png").exists()
     parent = store["client"].get_run(store["b"])
     assert parent.info.status == "FAILED" and "report.md" in {f.path for f in store["client"].list_artifacts(store["b"])}
 
@@ -175,13 +268,14 @@ def test_list_shows_each_sweep_newest_first(store, capsys):
     code, out, _ = cli(store, capsys, "--list")
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == ["sweep", "started", "status", "jobs", "statuses", "command"]
-    assert lines[1].startswith(store["b"]) and lines[2].startswith(store["a"]) and len(lines) == 3
-    b, a = (re.split(r"\s{2,}", line) for line in lines[1:])  # columns are two or more spaces apart
+    assert lines[1].startswith(store["b"]) and lines[2].startswith(store["c"]) and lines[3].startswith(store["a"])
+    assert len(lines) == 4
+    b, _, a = (re.split(r"\s{2,}", line) for line in lines[1:])  # columns are two or more spaces apart
     assert b[2:5] == ["FAILED", "2", "1 FAILED, 1 FINISHED"] and b[5].startswith("optimizer.lr=0.01,1e12 optimizer=sgd")
     assert a[2:5] == ["FINISHED", "4", "4 FINISHED"] and a[5].startswith("reg=l1,l2 rate=1e-4,1e-2 data=digits")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", a[1])
     listed = table(store, capsys, "--list")
-    assert [(s["sweep"], s["jobs"]) for s in listed] == [(store["b"], 2), (store["a"], 4)]
+    assert [(s["sweep"], s["jobs"]) for s in listed] == [(store["b"], 2), (store["c"], 4), (store["a"], 4)]
 
 
 def test_a_unique_prefix_picks_the_sweep(store, capsys):

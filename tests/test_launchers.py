@@ -75,7 +75,7 @@ def test_submitit_local_jobs_in_fresh_processes_and_a_failing_job_fails_alone(tm
                    "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "3 job(s) finished, 1 failed" in proc.stderr
-    assert "FAILED optimizer.lr=1000000000000.0: DivergedError: training diverged" in proc.stderr
+    assert "FAILED optimizer.lr=1e12: DivergedError: training diverged" in proc.stderr
     client, (parent,), jobs = _sweep_runs(tmp_path)
     assert parent.info.status == "FAILED" and parent.data.metrics["jobs_failed"] == 1
     assert sorted(j.info.status for j in jobs) == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]

@@ -43,10 +43,10 @@ def test_a_tpe_study_is_one_sweep_and_a_rerun_continues_it(tmp_path):
     best = study.best_trial
     assert parent.data.tags["sweeps.study"] == study.study_name
     assert parent.data.tags["sweeps.best.reg"] == best.params["reg"]
-    assert parent.data.metrics["best_val_loss"] == pytest.approx(best.value)
+    assert parent.data.metrics["best_val_data_loss"] == pytest.approx(best.value)
     assert parent.data.metrics["trials_complete"] == 8
     by_trial = {int(j.data.tags["sweeps.trial"]): j for j in jobs}
-    assert by_trial[best.number].data.metrics["val_loss"] == pytest.approx(best.value), "the value told is the run's"
+    assert by_trial[best.number].data.metrics["val_data_loss"] == pytest.approx(best.value), "the value told is the run's"
     assert float(by_trial[best.number].data.params["rate"]) == pytest.approx(best.params["rate"])
     files = {f.path for f in client.list_artifacts(parent.info.run_id)}
     assert {"optuna_history.png", "optuna_importances.png", "optuna_parallel.png", "optuna_slice.png",

@@ -95,7 +95,7 @@ def test_a_sweep_against_a_tracking_server_reads_back_through_its_rest_api(serve
     parent_id = parent["info"]["run_id"]
     assert len(runs) == 3 and parent["info"]["status"] == "FINISHED"
     assert parent["tags"]["sweeps.command"].startswith("reg=l1,l2 data=digits")
-    assert [j["info"]["run_name"] for j in jobs] == ["reg=l1", "reg=l2"]
+    assert [j["info"]["run_name"] for j in jobs] == ["l1", "l2"]
     for job, reg in zip(jobs, ("l1", "l2")):
         assert job["info"]["status"] == "FINISHED" and job["tags"]["mlflow.parentRunId"] == parent_id
         assert job["tags"]["sweeps.sweep_id"] == parent_id and json.loads(job["tags"]["sweeps.swept"]) == ["reg"]
@@ -105,7 +105,7 @@ def test_a_sweep_against_a_tracking_server_reads_back_through_its_rest_api(serve
         assert {"val_loss", "test_accuracy", "hidden_0/sparsity"} <= set(job["metrics"])
 
     artifacts = {f["path"] for f in rest(server, "artifacts/list", run_id=parent_id)["files"]}
-    assert {"report.md", "comparison.csv", "val_loss.png", "train_vs_val.png"} <= artifacts
+    assert {"report.md", "comparison.csv", "val_data_loss.png", "train_vs_val.png"} <= artifacts
 
     assert compare.main(["--tracking-uri", server, "--format", "json"]) == 0  # compare reads the server too
     rows = json.loads(capsys.readouterr().out)

@@ -91,7 +91,7 @@ def test_a_parallel_sweep_through_mlflow_server_on_postgresql(tmp_path, postgres
             query = urllib.parse.urlencode({"run_id": run["info"]["run_id"], "metric_key": "val_loss"})
             assert len(_api(url, f"metrics/get-history?{query}")["metrics"]) == 2
         files = {f["path"] for f in _api(url, f"artifacts/list?run_id={parent_id}")["files"]}
-        assert {"report.md", "comparison.csv", "val_loss.png"} <= files
+        assert {"report.md", "comparison.csv", "val_data_loss.png"} <= files
         assert list((tmp_path / "artifacts").rglob("comparison.csv")), "artifacts went through the server"
 
         load = ("import mlflow, numpy as np, sys; mlflow.set_tracking_uri(sys.argv[1]);"

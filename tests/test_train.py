@@ -21,11 +21,14 @@ def _runs(client, experiment="sweeps"):
 def test_one_run_records_params_metrics_artifacts_and_a_loadable_model(make_cfg, client, store):
     value = train(make_cfg("reg=l2", "rate=1e-4"), JobContext(tuple(["reg=l2", "rate=1e-4"])))
     (run,) = _runs(client)
-    assert run.info.status == "FINISHED" and run.info.run_name == "reg=l2,rate=1e-4"
-    assert value == pytest.approx(run.data.metrics["val_loss"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "l2 rate=1e-4"
+    assert value == pytest.approx(run.data.metrics["val_data_loss"])
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
     assert params["reg.kind"] == "l2" and params["rate"] == "0.0001" and params["data.name"] == "digits"
     assert params["model.hidden"] == "[32, 16]" and int(params["n_params"]) == 64 * 32 + 32 + 32 * 16 + 16 + 170
+    assert params["reg.target"] == "kernel" and params["early_stopping.enabled"] == "False"
+    assert not {"data.noise", "optimizer.momentum", "dropout_type", "early_stopping.patience",
+                "search.study"} & set(params)
     assert json.loads(tags["sweeps.overrides"]) == ["reg=l2", "rate=1e-4"] and len(tags["sweeps.config_hash"]) == 16
     for key in ("test_loss", "test_accuracy", "train_time_s", "best_epoch", "generalization_gap", "final_train_loss"):
         assert math.isfinite(metrics[key]), key
@@ -34,7 +37,7 @@ def test_one_run_records_params_metrics_artifacts_and_a_loadable_model(make_cfg,
     files = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "model_summary.txt", "curves.png"} <= files
     saved = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "config.yaml")))
-    assert saved["rate"] == 1e-4 and saved["reg"]["kind"] == "l2"
+    assert saved["rate"] == 1e-4 and saved["reg"]["kind"] == "l2" and saved["data"]["noise"] == 0.1  # every key
     mlflow.set_tracking_uri(store)
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     predictions = np.asarray(model.predict(np.zeros((3, 64), dtype=np.float32)))
@@ -56,12 +59,12 @@ def test_jobs_nest_under_one_parent_with_a_comparison(make_cfg, client, a_sweep)
     runs = {r.info.run_id: r for r in _runs(client)}
     parent = runs.pop(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 2
-    assert sorted(r.info.run_name for r in runs.values()) == ["reg=l1", "reg=l2"]
+    assert sorted(r.info.run_name for r in runs.values()) == ["l1", "l2"]
     assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in runs.values())
     files = {f.path for f in client.list_artifacts(parent_id)}
-    assert {"report.md", "comparison.csv", "comparison.json", "val_loss.png", "train_vs_val.png"} <= files
+    assert {"report.md", "comparison.csv", "comparison.json", "val_data_loss.png", "train_vs_val.png"} <= files
     table = open(client.download_artifacts(parent_id, "comparison.csv")).read().splitlines()
-    assert len(table) == 3 and table[0].startswith("status,reg,final_val_loss,")
+    assert len(table) == 3 and table[0].startswith("status,reg,final_val_data_loss,")
 
 
 @pytest.mark.parametrize("override, error, key", [
@@ -137,3 +140,74 @@ def test_cross_validation_logs_one_child_per_fold_and_mean_and_spread(make_cfg, 
     assert job.data.metrics["cv_val_accuracy_mean"] == pytest.approx(np.mean(accs))
     assert job.data.metrics["cv_val_accuracy_std"] == pytest.approx(np.std(accs))
     assert value == pytest.approx(np.mean(accs)) and "test_accuracy" in job.data.metrics
+
+
+# ---------------------------------------------------------------- reading a sweep: names, params, progress, quiet
+
+
+def test_run_names_are_short_values_groups_bare_numbers_shortest():
+    from sweeps.tracking import run_name
+
+    overrides = ["reg=l1", "rate=0.0001", "batch_size=128", "dropout=0.5", "optimizer.lr=1000000000000.0",
+                 "model.hidden=[16,8]", "variant/fashion_batch_size=b32", "+experiment=fashion_batch_size"]
+    assert run_name(overrides) == "l1 rate=1e-4 batch_size=128 dropout=0.5 optimizer.lr=1e12 model.hidden=[16,8] b32 " \
+                                  "fashion_batch_size"
+    assert run_name(overrides, ["reg", "rate"]) == "l1 rate=1e-4" and run_name([]) == "default"
+
+
+@pytest.mark.parametrize("overrides, present, absent", [
+    ([], {"data.root", "data.val_split", "reg.kind", "rate", "dropout", "early_stopping.enabled", "tracking.uri"},
+     {"data.noise", "data.train_file", "reg.target", "reg.layers", "optimizer.momentum", "dropout_type",
+      "dropout_layers", "early_stopping.monitor", "data.test_seed", "search.trial"}),
+    (["data=circles", "optimizer=sgd", "reg=l1", "dropout=0.2", "early_stopping.enabled=true"],
+     {"data.noise", "data.n_samples", "data.test_seed", "optimizer.momentum", "reg.target", "dropout_type",
+      "dropout_layers", "early_stopping.patience"}, {"data.root", "data.train_file"}),
+    (["data=fashion_mnist_csv", "data.validation=test"], {"data.root", "data.train_file"},
+     {"data.val_split", "data.val_seed"}),
+])
+def test_only_the_keys_that_apply_are_params(make_cfg, overrides, present, absent):
+    from sweeps.config import applicable
+    from sweeps.tracking import flatten
+
+    keys = set(flatten(applicable(make_cfg(*overrides, fast=False))))
+    assert present <= keys and not absent & keys, (present - keys, absent & keys)
+
+
+def test_verbose_flag_leaves_hydra_and_quiet_keeps_retracing_off_unless_verbose(monkeypatch):
+    import logging
+
+    from sweeps.train import QuietRetracing, take_verbose_flag
+
+    monkeypatch.setenv("SWEEPS_VERBOSE", "0")  # and back as it was after the test (`-v` below sets it to 1)
+    assert take_verbose_flag(["-m", "reg=l1"]) == ["-m", "reg=l1"]
+    retracing = logging.LogRecord("tensorflow", logging.WARNING, "", 0, "5 out of 13 calls triggered tf.function "
+                                  "retracing. Tracing is expensive", None, None)
+    assert not QuietRetracing().filter(retracing)
+    assert take_verbose_flag(["-m", "-v", "reg=l1"]) == ["-m", "reg=l1",
+                                                          "hydra.verbose=[mlflow.store.db.utils,alembic]"]
+    assert QuietRetracing().filter(retracing), "SWEEPS_VERBOSE=1 (workers inherit it) shows everything"
+
+
+def test_epoch_progress_is_one_line_per_epoch_at_most_every_few_seconds_off_a_terminal(monkeypatch):
+    import io
+
+    from sweeps import progress
+
+    clock = iter([0.0, 1.0, 2.0, 40.0, 41.0, 41.5])  # train begins, then the end of epochs 1 to 5
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    bar = progress.EpochProgress(5, ["val_loss", "val_accuracy"], every_s=30, stream=out)
+    bar.on_train_begin()
+    for epoch in range(5):
+        bar.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 0.5 / (epoch + 1), "val_accuracy": np.float32(0.8)})
+    bar.on_train_end()
+    assert out.getvalue().splitlines() == ["  epoch 1/5: val_loss 0.5, val_accuracy 0.8 (1 s)",
+                                           "  epoch 3/5: val_loss 0.1667, val_accuracy 0.8 (40 s)"]
+    live = io.StringIO()
+    clock = iter([0.0, 1.0, 2.0])
+    bar = progress.EpochProgress(2, ["loss"], stream=live, live=True)
+    bar.on_train_begin()
+    bar.on_epoch_end(0, {"loss": 2.0})
+    bar.on_epoch_end(1, {"loss": 1.0})
+    bar.on_train_end()
+    assert live.getvalue() == "\r\033[K  epoch 1/2: loss 2 (1 s)\r\033[K  epoch 2/2: loss 1 (2 s)\n"

@@ -1,10 +1,15 @@
 """`MlflowEpochLogger`: a Keras callback that writes each epoch to one MLflow run.
 
-Per epoch it logs Keras' own metrics (`loss`, `val_loss`, `accuracy`, ...), `epoch_time_s`,
-`samples_per_s`, the learning rate `lr`, and for every hidden Dense layer the kernel's L1 norm,
-L2 norm and sparsity (share of |w| below a threshold): the numbers that show what L1 does that
-L2 does not. All of an epoch goes out in one `log_batch` call. It also tracks the best epoch of
-`monitor`, stops training on a NaN/inf loss soon after it appears, and times its own work so the
+Per epoch it logs Keras' own metrics (`loss`, `val_loss`, `accuracy`, ...; `loss` includes the
+regularization penalty), the data term alone (`data_loss`, `val_data_loss`: a compiled metric, see
+`models.compile_model`) and the penalty (`penalty` = `loss - data_loss`, the epoch's mean penalty
+as training paid it), `epoch_time_s`, `samples_per_s`, the learning rate `lr`, and for every hidden
+Dense layer the kernel's L1 norm, L2 norm, `sparsity` (share of |w| below a fixed 1e-3) and
+`rel_sparsity` (share of |w| below 1 % of the layer's largest |w|): the scale-free one tells L1's
+zeros from L2's uniform shrinking, which the fixed threshold counts as zeros too. All of an epoch
+goes out in one `log_batch` call, at step = the epoch's number counted from 1, as Keras prints it
+and as every plot of `sweeps` draws it (`best_epoch` and messages count the same way). It also
+tracks the best epoch of `monitor`, stops training on a NaN/inf loss soon after it appears, and times its own work so the
 logging overhead can be reported. The NaN check is a batch hook, which Keras calls once per
 dispatched block of `steps_per_execution` steps (64 by default in sweeps), so it costs one round
 trip per block, not per step; training stops at the end of the block where the loss turned
@@ -24,20 +29,31 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from sweeps import interrupts
-from sweeps.config import higher_is_better
+from sweeps.config import RANK_METRIC, higher_is_better
 
 log = logging.getLogger(__name__)
 
 
+RELATIVE_ZERO = 0.01  # |w| below this share of the layer's largest |w| counts as zero in `rel_sparsity`
+
+
 def weight_stats(layers, threshold: float = 1e-3) -> dict[str, float]:
-    """L1 norm, L2 norm and sparsity of each layer's kernel, keyed `<layer>/kernel_l1` etc."""
+    """L1 norm, L2 norm, sparsity and rel_sparsity of each layer's kernel, keyed `<layer>/kernel_l1` etc."""
     stats = {}
     for layer in layers:
         w = np.abs(keras.ops.convert_to_numpy(layer.kernel))
         stats[f"{layer.name}/kernel_l1"] = float(w.sum())
         stats[f"{layer.name}/kernel_l2"] = float(np.sqrt((w * w).sum()))
         stats[f"{layer.name}/sparsity"] = float((w < threshold).mean())
+        stats[f"{layer.name}/rel_sparsity"] = float((w < RELATIVE_ZERO * w.max()).mean())
     return stats
+
+
+def penalty(logs: dict) -> dict[str, float]:
+    """`penalty` = Keras' `loss` minus the data term `data_loss` (never below 0: rounding)."""
+    if "loss" not in logs or "data_loss" not in logs:
+        return {}
+    return {"penalty": max(float(logs["loss"]) - float(logs["data_loss"]), 0.0)}  # NaN stays NaN
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -53,7 +69,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         client: an `MlflowClient`; default one for the current tracking URI.
     """
 
-    def __init__(self, run_id: str, n_samples: int, layers=(), monitor: str = "val_loss",
+    def __init__(self, run_id: str, n_samples: int, layers=(), monitor: str = RANK_METRIC,
                  mode: str = "auto", sparsity_threshold: float = 1e-3,
                  client: Optional[MlflowClient] = None):
         super().__init__()
@@ -79,7 +95,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+        self._epoch = epoch + 1
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -88,9 +104,11 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             self._diverge(f"loss became {loss} at epoch {self._epoch}, batch {batch}")
 
     def on_epoch_end(self, epoch, logs=None):
+        epoch += 1  # counted from 1 (Keras' hooks count from 0)
         elapsed = time.perf_counter() - self._epoch_start
         tic = time.perf_counter()
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0}
+        metrics.update(penalty(metrics))
         metrics["epoch_time_s"] = elapsed
         metrics["samples_per_s"] = self.n_samples / elapsed if elapsed > 0 else 0.0
         metrics["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -172,7 +190,7 @@ class OptunaPruning(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(float(value)):
             return
-        self.trial.report(float(value), epoch)
+        self.trial.report(float(value), epoch + 1)  # epochs counted from 1, as logged
         if self.trial.should_prune():
-            self.pruned_at = epoch
+            self.pruned_at = epoch + 1
             self.model.stop_training = True

@@ -4,7 +4,11 @@
     python -m sweeps.compare --list                     # every sweep: time, command, jobs, statuses
     python -m sweeps.compare --sweep 3f2a --metric val_accuracy
     python -m sweeps.compare --group-by reg,rate        # mean over the other swept keys (e.g. seeds)
+    python -m sweeps.compare --no-group                 # one row per job even when seeds were swept
     python -m sweeps.compare --format csv > jobs.csv    # for scripts: only the table, on stdout
+
+A sweep that ran several seeds (`seed=0,1,2`) is shown one row per configuration (every other swept
+key): n, mean ± 95 % CI, and whether Welch's t-test tells it from the best (see `table`).
 
 Reading the store is `runs`, the table `table`, the report folder `report`; this module is the
 command line around them. Errors a user can fix print one line and exit 2.
@@ -14,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+import textwrap
 from pathlib import Path
 from typing import Optional
 
 from mlflow.tracking import MlflowClient
 
-from sweeps import report, runs, table, tags
+from sweeps import report, runs, table
 from sweeps.errors import CompareError, SweepsError
 
 
@@ -33,10 +37,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--experiment", default="sweeps", metavar="NAME", help="MLflow experiment (default: sweeps)")
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
-    parser.add_argument("--metric", default="val_loss",
-                        help="metric that ranks the jobs, e.g. val_accuracy (default: val_loss)")
-    parser.add_argument("--group-by", metavar="KEYS", type=_keys,
-                        help="comma-separated keys, e.g. reg,rate: one row per combination, means of the rest")
+    parser.add_argument("--metric", help="metric that ranks the jobs, e.g. val_accuracy (default: the jobs' "
+                                         "optimized_metric, normally val_data_loss: validation loss without the penalty)")
+    grouping = parser.add_mutually_exclusive_group()
+    grouping.add_argument("--group-by", metavar="KEYS", type=_keys,
+                          help="comma-separated keys, e.g. reg,rate: one row per combination, mean and 95%% CI "
+                               "over the rest (default when seeds were swept: every swept key but seed)")
+    grouping.add_argument("--no-group", action="store_true",
+                          help="one row per job, even when the sweep ran several seeds")
+    parser.add_argument("--wide", action="store_true",
+                        help="every column in the terminal table (default: fit 120 characters)")
     parser.add_argument("--format", choices=["csv", "md", "json"],
                         help="print only the table in this format (no report folder unless --out is given)")
     parser.add_argument("--out", metavar="DIR", type=Path, help="report folder (default: reports/<sweep id>/)")
@@ -44,7 +54,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def _keys(text: str) -> list[str]:
-    return [k.strip() for k in text.split(",") if k.strip()]
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError("give one or more comma-separated keys, e.g. --group-by reg,rate")
+    return keys
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -62,21 +75,24 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
     sweep = runs.find_sweep(client, experiment, args.experiment, args.sweep)
-    check_metric(sweep, args.metric)
+    args.metric = args.metric or table.default_metric(sweep)
+    runs.check_metric(sweep, args.metric)
+    check_group_keys(sweep, args.group_by or [])
     folder = report_folder(args.out or (None if args.format else Path("reports") / sweep.id))
-    extra = check_group_keys(sweep, args.group_by or [])
     runs.load_histories(client, sweep, report.history_keys(args.metric))
-    rows = table.job_rows(sweep, args.metric, tuple(extra))
-    if args.group_by:
-        rows = table.group_rows(rows, args.group_by, args.metric)
+    keys = table.grouping(sweep, args.group_by, group=not args.no_group)
+    rows = table.sweep_rows(sweep, args.metric, keys)
     if args.format:
         sys.stdout.write(table.FORMATS[args.format](rows))
     else:
         print(f"sweep {sweep.id} ({sweep.started}): {sweep.command}\n")
-        sys.stdout.write(table.to_text(rows))
+        sys.stdout.write(table.to_text(rows, None if args.wide else table.TEXT_WIDTH, (table.sort_column(args.metric),)))
+        if keys is not None:
+            note = table.grouping_note(sweep, keys, args.metric) + ("" if args.group_by else " --no-group: one row per job.")
+            print("\n" + textwrap.fill(note, table.TEXT_WIDTH, break_on_hyphens=False))
     if folder is not None:
-        report.write(folder, sweep, rows, args.metric)
-        print(f"\nreport written to {folder}/ (report.md, comparison.csv, comparison.json, plots)",
+        report.write(folder, sweep, rows, args.metric, keys)
+        print(f"\nreport written to {folder}/ (report.md, report.html, comparison.csv, comparison.json, plots)",
               file=sys.stderr if args.format else sys.stdout)
     return 0
 
@@ -97,22 +113,12 @@ def report_folder(folder: Optional[Path]) -> Optional[Path]:
     return folder
 
 
-def check_metric(sweep: runs.SweepRuns, metric: str) -> None:
-    available = sweep.metric_names()
-    if metric not in available:
-        shown = [m for m in available if "/" not in m]  # per-layer weight statistics would drown the list
-        raise CompareError(f"--metric {metric}: no job of sweep {sweep.id} logged it; "
-                           f"available: {', '.join(shown) or 'none (no job logged a metric)'}")
-
-
-def check_group_keys(sweep: runs.SweepRuns, keys: list[str]) -> list[str]:
-    """The group-by keys that are not swept (they become extra columns); unknown keys fail."""
-    extra = [k for k in keys if k not in sweep.swept]
-    unknown = [k for k in extra if all(job.value(k) is None for job in sweep.jobs)]
+def check_group_keys(sweep: runs.SweepRuns, keys: list[str]) -> None:
+    """Group-by keys must be swept keys or params of the jobs (those become extra columns)."""
+    unknown = [k for k in keys if k not in sweep.swept and all(job.value(k) is None for job in sweep.jobs)]
     if unknown:
         raise CompareError(f"--group-by {','.join(unknown)}: not a swept key or param of sweep {sweep.id}; "
                            f"swept keys: {', '.join(sweep.swept) or 'none'} (any param such as dropout works too)")
-    return extra
 
 
 def list_sweeps(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
@@ -120,17 +126,9 @@ def list_sweeps(client: MlflowClient, experiment: str, args: argparse.Namespace)
     if not sweeps:
         raise CompareError(f"no sweeps in experiment {args.experiment!r}: run one with "
                            "python -m sweeps.train -m reg=l1,l2 rate=1e-4,1e-3 (or pick --experiment)")
-    rows = [sweep_row(parent, jobs) for parent, jobs in sweeps]
+    rows = [runs.sweep_summary(parent, jobs) for parent, jobs in sweeps]
     sys.stdout.write(table.FORMATS[args.format or "text"](rows))
     return 0
-
-
-def sweep_row(parent, jobs) -> dict:
-    counts = Counter(job.info.status for job in jobs)
-    return {"sweep": parent.info.run_id, "started": runs.format_time(parent.info.start_time),
-            "status": parent.info.status, "jobs": len(jobs),
-            "statuses": ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
-            "command": parent.data.tags.get(tags.COMMAND) or parent.info.run_name or ""}
 
 
 if __name__ == "__main__":

@@ -69,6 +69,12 @@ class Validation(Enum):
     test = "test"
 
 
+# The metric that ranks a sweep's jobs unless told otherwise (`optimized_metric`, compare's --metric):
+# the validation loss without the regularization penalty. Keras' `val_loss` includes the penalty,
+# so ranking on it favours weak regularization by construction.
+RANK_METRIC = "val_data_loss"
+
+
 @dataclass
 class DataConfig:
     name: DatasetName = MISSING  # which loader: set by the data= group option
@@ -112,7 +118,7 @@ class OptimizerConfig:
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = False  # stop when `monitor` stops improving
-    monitor: str = "val_loss"  # metric watched
+    monitor: str = RANK_METRIC  # per-epoch metric watched
     patience: int = 3  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change that counts as improvement
     restore_best_weights: bool = True  # keep the best epoch's weights, not the last
@@ -155,7 +161,7 @@ class Config:
     seed: int = 0  # seeds Python, NumPy and TensorFlow
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     cv: CVConfig = field(default_factory=CVConfig)  # k-fold cross-validation
-    optimized_metric: str = "val_loss"  # metric the run returns (for sweepers); any logged metric
+    optimized_metric: str = RANK_METRIC  # metric the run returns, a search optimises and reports rank by
     resume: bool = True  # multirun: skip jobs whose config already FINISHED in the experiment
     threads: Optional[int] = None  # TensorFlow CPU threads per job; null: cores / jobs running at once
     steps_per_execution: Optional[int] = None  # batches per call into TensorFlow (same updates); null: 64
@@ -262,8 +268,9 @@ def _check_layers(key: str, layers: Optional[List[int]], n_hidden: int) -> None:
 
 
 # What `optimized_metric` may name: per-epoch values (last epoch) and end-of-run results.
-RESULT_METRIC = re.compile(r"^((val_|test_|final_train_|best_val_)?(loss|accuracy|mae)|generalization_gap"
-                           r"|train_time_s|best_epoch|cv_val_(loss|accuracy|mae)_(mean|std))$")
+RESULT_METRIC = re.compile(r"^((val_|test_|final_train_|best_val_)?(loss|data_loss|accuracy|mae)|penalty"
+                           r"|generalization_gap|train_time_s|best_epoch"
+                           r"|cv_val_(loss|data_loss|accuracy|mae)_(mean|std))$")
 
 
 # Keras 3's activation names (`keras.activations`), so a typo fails before TensorFlow is imported;
@@ -285,7 +292,7 @@ def metric_direction(metric: str) -> str:
 
 
 # What `early_stopping.monitor` may name: metrics Keras computes every epoch.
-EPOCH_METRIC = re.compile(r"^(val_)?(loss|accuracy|mae)$")
+EPOCH_METRIC = re.compile(r"^(val_)?(loss|data_loss|accuracy|mae)$")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -301,7 +308,7 @@ def validate(cfg: DictConfig) -> None:
     _check(bool(cfg.tracking.experiment.strip()), "tracking.experiment", repr(cfg.tracking.experiment),
            "give the experiment a name, e.g. tracking.experiment=sweeps")
     _check(bool(EPOCH_METRIC.match(cfg.early_stopping.monitor)), "early_stopping.monitor", cfg.early_stopping.monitor,
-           "watch a per-epoch metric: val_loss, val_accuracy, val_mae, loss, accuracy or mae")
+           "watch a per-epoch metric: val_data_loss, val_loss, val_accuracy, val_mae, data_loss, loss, accuracy or mae")
     _check(0 <= cfg.dropout < 1, "dropout", cfg.dropout, "use a value in [0, 1), e.g. dropout=0.2")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "use an integer >= 1, e.g. batch_size=128")
     _check(cfg.epochs >= 1, "epochs", cfg.epochs, "use an integer >= 1, e.g. epochs=10")
@@ -322,7 +329,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "use an integer >= 1 or null")
     _check(cfg.cv.folds == 0 or cfg.cv.folds >= 2, "cv.folds", cfg.cv.folds, "use 0 (off) or at least 2")
     _check(bool(RESULT_METRIC.match(cfg.optimized_metric)), "optimized_metric", cfg.optimized_metric,
-           "use a logged result such as val_loss, val_accuracy, test_accuracy, test_mae or generalization_gap")
+           "use a logged result such as val_data_loss, val_accuracy, test_accuracy, test_mae or generalization_gap")
     n_hidden = len(cfg.model.hidden)
     _check_layers("reg.layers", cfg.reg.layers, n_hidden)
     _check_layers("dropout_layers", cfg.dropout_layers, n_hidden)
@@ -333,8 +340,50 @@ def to_plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
+_READ_FROM_FILES = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fashion_mnist_csv,
+                    DatasetName.california_housing)  # `data.root` is where their files are
+_OWN_TEST_SET = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fashion_mnist_csv)
+
+# The keys that apply to some jobs only (every other key always applies), and when they do.
+# `rate` always applies: 0 is how a job says it has no penalty (the report's plots read it).
+_APPLIES_WHEN = {
+    "data.root": lambda c: c.data.name in _READ_FROM_FILES,
+    "data.train_file": lambda c: c.data.name == DatasetName.fashion_mnist_csv,
+    "data.test_file": lambda c: c.data.name == DatasetName.fashion_mnist_csv,
+    "data.n_samples": lambda c: c.data.name == DatasetName.circles,
+    "data.noise": lambda c: c.data.name == DatasetName.circles,
+    "data.factor": lambda c: c.data.name == DatasetName.circles,
+    "data.val_split": lambda c: c.data.validation == Validation.split,
+    "data.val_seed": lambda c: c.data.validation == Validation.split and c.data.val_split > 0,
+    "data.test_seed": lambda c: c.data.test_split is not None or c.data.name not in _OWN_TEST_SET,
+    "reg.target": lambda c: c.reg.kind != RegKind.none,
+    "reg.layers": lambda c: c.reg.kind != RegKind.none,
+    "optimizer.momentum": lambda c: c.optimizer.name == OptimizerName.sgd,
+    "dropout_type": lambda c: c.dropout > 0,
+    "dropout_layers": lambda c: c.dropout > 0,
+    "early_stopping.monitor": lambda c: c.early_stopping.enabled,
+    "early_stopping.patience": lambda c: c.early_stopping.enabled,
+    "early_stopping.min_delta": lambda c: c.early_stopping.enabled,
+    "early_stopping.restore_best_weights": lambda c: c.early_stopping.enabled,
+    "search": lambda c: c.search.trial is not None,
+}
+
+
+def applicable(cfg: DictConfig) -> dict:
+    """The resolved config (as `to_plain`) without the keys that do not apply to this job."""
+    plain = to_plain(cfg)
+    for key, applies in _APPLIES_WHEN.items():
+        if not applies(cfg):
+            *path, last = key.split(".")
+            node = plain
+            for part in path:
+                node = node[part]
+            del node[last]
+    return plain
+
+
 # Keys that do not change what is trained, so they stay out of the config hash.
-_NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution")
+_NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution", "optimized_metric")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -5,16 +5,17 @@ Used by `job.train` and by cross-validation (`cv`), with nothing about tracking 
 
 from __future__ import annotations
 
-import sys
 import time
 
 import keras
 from omegaconf import DictConfig
 
 from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
+from sweeps.config import higher_is_better
 from sweeps.data import Dataset
 from sweeps.errors import DivergedError
 from sweeps.models import build_model, compile_model
+from sweeps.progress import EPOCH_KEYS, EpochProgress
 
 
 def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
@@ -23,8 +24,10 @@ def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
 
 def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger,
         extra: tuple[keras.callbacks.Callback, ...] = ()) -> float:
-    """model.fit with our logger (and early stopping when enabled, and `extra`); returns seconds spent."""
-    callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt(), *extra]
+    """model.fit with our logger, the epoch progress on stderr (and early stopping when enabled, and
+    `extra`); returns seconds spent."""
+    shown = (cfg.optimized_metric, *EPOCH_KEYS)
+    callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt(), EpochProgress(cfg.epochs, shown), *extra]
     es = cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,
@@ -33,7 +36,7 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
     validation = (data.x_val, data.y_val) if len(data.x_val) else None
     tic = time.perf_counter()
     model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-              validation_data=validation, callbacks=callbacks, verbose=2 if sys.stdout.isatty() else 0)
+              validation_data=validation, callbacks=callbacks, verbose=0)
     if logger.diverged:
         raise DivergedError(f"training diverged: {logger.diverged}; lower optimizer.lr or rate")
     return time.perf_counter() - tic
@@ -54,13 +57,9 @@ def last_epoch(history: dict[str, list[float]]) -> dict[str, float]:
 
 
 def best_values(history: dict[str, list[float]]) -> dict[str, float]:
-    """Best validation loss and accuracy over the epochs (min and max)."""
-    out = {}
-    if history.get("val_loss"):
-        out["best_val_loss"] = min(history["val_loss"])
-    if history.get("val_accuracy"):
-        out["best_val_accuracy"] = max(history["val_accuracy"])
-    return out
+    """`best_<m>` of every validation metric over the epochs (max for accuracy, min otherwise)."""
+    return {f"best_{key}": (max if higher_is_better(key) else min)(values)
+            for key, values in history.items() if key.startswith("val_") and values}
 
 
 def use_threads(n: int) -> None:

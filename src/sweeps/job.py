@@ -12,13 +12,14 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Optional
 
 import keras
 from omegaconf import DictConfig
 
-from sweeps import interrupts, plots, recovery, sweep, tags, tracking
+from sweeps import interrupts, plots, progress, recovery, sweep, tags, tracking
 from sweeps.callbacks import MlflowEpochLogger, OptunaPruning
 from sweeps.config import config_hash, validate
 from sweeps.cv import cross_validate
@@ -37,6 +38,7 @@ class JobContext:
     overrides: tuple[str, ...] = ()  # the job's own command-line overrides
     sweep_dir: Optional[str] = None  # absolute `hydra.sweep.dir` in a multirun; None for a single run
     parallel: int = 1  # jobs the launcher runs at once on this machine (for the thread share)
+    number: Optional[int] = None  # `hydra.job.num` in a multirun (from 0): which job of the sweep this is
 
     @classmethod
     def from_hydra(cls) -> "JobContext":
@@ -49,7 +51,7 @@ class JobContext:
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
         return cls(tuple(hc.overrides.task), sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd) if multirun else None,
-                   parallel_jobs(hc.launcher) if multirun else 1)
+                   parallel_jobs(hc.launcher) if multirun else 1, hc.job.num if multirun else None)
 
 
 def parallel_jobs(launcher: DictConfig) -> int:
@@ -68,6 +70,7 @@ def thread_share(cfg: DictConfig, job: JobContext) -> Optional[int]:
 def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
     """Run one job; returns `cfg.optimized_metric` (what a Hydra sweeper minimises)."""
     job = job or JobContext.from_hydra()
+    started = time.monotonic()
     interrupts.check()  # an interrupt swallowed during the previous job stops this one before it starts
     validate(cfg)  # 1. values in range, before anything heavy
     data = load_dataset(cfg.data)  # 2. arrays (files read once per process)
@@ -75,9 +78,10 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
     tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
     parent = find_parent(tracker, job)  # 4. the sweep this job belongs to, from the store
     name, run_tags = job_identity(cfg, job, data.source, parent)
+    title = announce(name, job, parent)
     done = recovery.find_finished(tracker, config_hash(cfg)) if parent and cfg.resume else None
     if done is not None:  # 5. already FINISHED in this experiment: not retrained
-        return reuse(cfg, tracker, parent, done, name, run_tags)
+        return reuse(cfg, tracker, parent, done, name, run_tags, title)
     threads = thread_share(cfg, job)
     if threads:
         use_threads(threads)
@@ -97,7 +101,10 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
                  **evaluate(model, data)}  # 9.
         tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
         log_artifacts(tracker, run_id, model, data, logger.history, name, cfg.tracking.log_model)  # 10.
-    return {**last_epoch(logger.history), **final}.get(cfg.optimized_metric, math.nan)
+    result = {**last_epoch(logger.history), **final}
+    progress.say(progress.result_line(title, result, (cfg.optimized_metric, *progress.RESULT_KEYS),
+                                      time.monotonic() - started))
+    return result.get(cfg.optimized_metric, math.nan)
 
 
 def check_folds(cfg: DictConfig, data: Dataset) -> None:
@@ -139,11 +146,21 @@ def job_identity(cfg: DictConfig, job: JobContext, source: str, parent) -> tuple
     return name, run_tags
 
 
-def reuse(cfg: DictConfig, tracker: tracking.Tracker, parent, done, name: str, run_tags: dict) -> float:
+def announce(name: str, job: JobContext, parent) -> str:
+    """Say on stderr which job of the sweep starts, and the time the sweep still needs; returns its title."""
+    planned = int(parent.data.tags.get(tags.JOBS, 0)) if parent else None
+    sweep_seconds = time.time() - parent.info.start_time / 1000 if parent and parent.info.start_time else None
+    title = progress.job_title(name, job.number, planned)
+    progress.say(progress.start_line(title, job.number, planned, sweep_seconds))
+    return title
+
+
+def reuse(cfg: DictConfig, tracker: tracking.Tracker, parent, done, name: str, run_tags: dict, title: str) -> float:
     """Stand in for a job that already FINISHED: a linked run under this sweep, the earlier result."""
     recovery.record_reuse(tracker, done, name, parent.info.run_id, run_tags)
-    log.info("job %s already FINISHED in run %s: not retrained (resume=false retrains it)",
-             name, recovery.original_of(done))
+    shown = progress.values(done.data.metrics, (cfg.optimized_metric, *progress.RESULT_KEYS))
+    progress.say(f"{title} not retrained: it FINISHED in run {recovery.original_of(done)} "
+                 f"(resume=false retrains it){': ' + shown if shown else ''}")
     return done.data.metrics.get(cfg.optimized_metric, math.nan)
 
 

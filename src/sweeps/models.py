@@ -46,8 +46,16 @@ AUTO_STEPS_PER_EXECUTION = 64
 
 
 def compile_model(model: keras.Model, cfg: DictConfig, task: str) -> keras.Model:
-    """Sparse categorical cross-entropy + accuracy, or MSE + MAE for regression."""
-    loss, metrics = ("mse", ["mae"]) if task == "regression" else ("sparse_categorical_crossentropy", ["accuracy"])
+    """Sparse categorical cross-entropy + accuracy, or MSE + MAE for regression.
+
+    Keras' `loss` adds the regularization penalty to the data term; the `data_loss` metric is the
+    data term alone (the same function of the same outputs, so `loss - data_loss` is the penalty).
+    """
+    if task == "regression":
+        loss, metrics = "mse", ["mae", keras.metrics.MeanSquaredError(name="data_loss")]
+    else:
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy",
+                                                            keras.metrics.SparseCategoricalCrossentropy(name="data_loss")]
     model.compile(optimizer=make_optimizer(cfg), loss=loss, metrics=metrics,
                   steps_per_execution=cfg.steps_per_execution or AUTO_STEPS_PER_EXECUTION)
     return model

@@ -38,6 +38,42 @@ def colors(n: int) -> list:
     return [cmap(i) if n <= 20 else cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
+@dataclass(frozen=True)
+class Style:
+    """How one job is drawn, the same in every figure of its sweep."""
+
+    color: object
+    baseline: bool = False  # an unpenalized job among penalized ones: black, dashed
+
+
+FAMILIES = {"l1": "Blues", "l2": "Oranges", "l1_l2": "Greens"}  # regularizer -> colour family (others: Purples)
+
+
+def family_color(kind: Optional[str], shade: float = 0.75):
+    """The colour of regularizer `kind` (l1 blue, l2 orange, l1_l2 green), light (0) to dark (1)."""
+    if kind in (None, "none"):
+        return "black"
+    return plt.get_cmap(FAMILIES.get(kind, "Purples"))(0.35 + 0.6 * shade)
+
+
+def job_styles(jobs: list[tuple[str, Optional[str], Optional[float]]]) -> dict[str, Style]:
+    """label -> Style from each job's (label, regularizer, rate).
+
+    When the sweep varies the penalty, a job's colour says its regularizer (L1 blue, L2 orange,
+    L1_L2 green) and its shade the strength (darker = higher rate); unpenalized jobs are black
+    dashed baselines. Otherwise every job gets its own colour.
+    """
+    penalized = [(label, kind, rate) for label, kind, rate in jobs if kind not in (None, "none") and (rate or 0) > 0]
+    if not penalized or (len(penalized) == len(jobs) and len({(k, r) for _, k, r in jobs}) == 1):
+        return {label: Style(color) for (label, _, _), color in zip(jobs, colors(len(jobs)))}
+    styles = {label: Style("black", baseline=True) for label, _, _ in jobs}
+    for kind in dict.fromkeys(k for _, k, _ in penalized):
+        members = sorted((rate, label) for label, k, rate in penalized if k == kind)
+        for i, (_, label) in enumerate(members):
+            styles[label] = Style(family_color(kind, i / max(len(members) - 1, 1)))
+    return styles
+
+
 def _legend(ax, n: int, title: Optional[str] = None) -> None:
     """Inside the axes for a few lines, outside on the right for many."""
     if n == 0:
@@ -49,11 +85,15 @@ def _legend(ax, n: int, title: Optional[str] = None) -> None:
                   bbox_to_anchor=(1.02, 1), borderaxespad=0)
 
 
-def overlay_figure(curves: dict[str, list[float]], metric: str, title: str, legend_title: Optional[str] = None):
+def overlay_figure(curves: dict[str, list[float]], metric: str, title: str, legend_title: Optional[str] = None,
+                   styles: Optional[dict[str, Style]] = None):
     """One line per job: the same metric over epochs; legend labels name the job's swept values."""
     fig, ax = plt.subplots(figsize=(8.5 if len(curves) > 6 else 7.5, 4.5))
-    for (label, values), color in zip(curves.items(), colors(len(curves))):
-        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label, color=color)
+    default = dict(zip(curves, colors(len(curves))))
+    for label, values in curves.items():
+        style = (styles or {}).get(label, Style(default[label]))
+        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label, color=style.color,
+                linestyle="--" if style.baseline else "-", linewidth=2 if style.baseline else 1.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title)
@@ -64,7 +104,8 @@ def overlay_figure(curves: dict[str, list[float]], metric: str, title: str, lege
     return fig
 
 
-def small_multiples(panels: dict[str, dict[str, list[float]]], pair: tuple[str, str], title: str):
+def small_multiples(panels: dict[str, dict[str, list[float]]], pair: tuple[str, str], title: str,
+                    styles: Optional[dict[str, Style]] = None):
     """One small panel per job: train vs validation (e.g. loss vs val_loss), same y scale for all."""
     n = len(panels)
     ncols = min(4, n)
@@ -75,7 +116,7 @@ def small_multiples(panels: dict[str, dict[str, list[float]]], pair: tuple[str, 
         for key, name, color in ((pair[0], "train", "tab:blue"), (pair[1], "validation", "tab:orange")):
             values = history.get(key, [])
             ax.plot(range(1, len(values) + 1), values, marker="o", markersize=2, color=color, label=name)
-        ax.set_title(label, fontsize="small")
+        ax.set_title(label, fontsize="small", color=(styles or {}).get(label, Style("black")).color)
         ax.grid(alpha=0.3)
         _integer_epochs(ax)
     for ax in axes.flat[n:]:
@@ -92,24 +133,39 @@ def small_multiples(panels: dict[str, dict[str, list[float]]], pair: tuple[str, 
 
 @dataclass
 class RatePanel:
-    """One panel of a figure against `rate`: a line per series, a dashed level per unpenalized job."""
+    """One panel of a figure against `rate`: a line per series, a dashed level per unpenalized job.
+
+    Values are means with the half-width of their 95 % interval (None for a single job)."""
 
     ylabel: str
-    series: dict[str, list[tuple[float, float]]]  # label -> (rate, value) points, rate > 0
-    baselines: dict[str, float] = field(default_factory=dict)  # label -> value without a penalty
+    series: dict[str, list[tuple[float, float, Optional[float]]]]  # label -> (rate, mean, CI) points, rate > 0
+    baselines: dict[str, tuple[float, Optional[float]]] = field(default_factory=dict)  # label -> (mean, CI), no penalty
 
 
-def rate_figure(panels: list[RatePanel], title: str, legend_title: Optional[str] = None):
-    """Panels side by side, `rate` on a log x-axis; the same label has the same color everywhere."""
+def rate_figure(panels: list[RatePanel], title: str, legend_title: Optional[str] = None,
+                styles: Optional[dict[str, Style]] = None):
+    """Panels side by side, `rate` on a log x-axis; the same label has the same color everywhere
+    (`styles`, else one colour per label). A mean over several jobs gets its 95 % interval: error
+    bars, or a band around a dashed level."""
     labels = list(dict.fromkeys(k for p in panels for k in (*p.series, *p.baselines)))
     color = dict(zip(labels, colors(len(labels))))
+    color.update({label: style.color for label, style in (styles or {}).items() if label in color})
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1.5, 4.2), squeeze=False)
+    intervals = False
     for ax, panel in zip(axes[0], panels):
         for label, points in panel.series.items():
-            xs, ys = zip(*sorted(points))
-            ax.plot(xs, ys, marker="o", label=label, color=color[label])
-        for label, value in panel.baselines.items():
+            xs, ys, cis = zip(*sorted(points, key=lambda point: point[0]))
+            if any(ci is not None for ci in cis):
+                intervals = True
+                ax.errorbar(xs, ys, yerr=[ci or 0.0 for ci in cis], marker="o", capsize=3, label=label,
+                            color=color[label])
+            else:
+                ax.plot(xs, ys, marker="o", label=label, color=color[label])
+        for label, (value, ci) in panel.baselines.items():
             ax.axhline(value, linestyle="--", linewidth=1, label=f"{label} (no penalty)", color=color[label])
+            if ci is not None:
+                intervals = True
+                ax.axhspan(value - ci, value + ci, color=color[label], alpha=0.12, linewidth=0)
         ax.set_xscale("log")
         ax.set_xlabel("rate (regularization strength)")
         ax.set_ylabel(panel.ylabel)
@@ -119,7 +175,8 @@ def rate_figure(panels: list[RatePanel], title: str, legend_title: Optional[str]
         handles.update(zip(*reversed(ax.get_legend_handles_labels())))
     fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5),
                fontsize="small", title=legend_title)
-    fig.suptitle(title)
+    fig.suptitle(title + ("\n(mean and 95% confidence interval over the jobs of each point, e.g. seeds)"
+                          if intervals else ""))
     fig.tight_layout()
     return fig
 

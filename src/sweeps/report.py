@@ -8,7 +8,6 @@ support (say `rate` was not varied) is not drawn, and report.md says why.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,14 @@ from typing import Callable, Optional
 
 from mlflow.tracking import MlflowClient
 
-from sweeps import plots, runs, table
+from sweeps import plots, report_html, runs, table
+from sweeps.config import higher_is_better
 from sweeps.runs import Job, SweepRuns
 
-CURVES = ["loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae"]  # per-epoch keys the plots use
+CURVES = ["data_loss", "val_data_loss", "penalty", "loss", "val_loss", "accuracy", "val_accuracy", "mae",
+          "val_mae"]  # per-epoch keys the plots use
 NOT_A_SERIES = {"rate", "reg", "reg.kind", "seed"}  # swept keys that do not get their own line against rate
+OWN_FILES = ("report.md", "report.html", "comparison.csv", "comparison.md", "comparison.json")  # and *.png
 
 
 class SkipPlot(Exception):
@@ -34,26 +36,48 @@ class Plot:
     build: Callable[[SweepRuns, str], object]  # (sweep, metric) -> matplotlib figure, or raises SkipPlot
 
 
-def write_report(client: MlflowClient, parent_run_id: str, folder: Path, metric: str = "val_loss") -> list[Path]:
+def write_report(client: MlflowClient, parent_run_id: str, folder: Path, metric: Optional[str] = None) -> list[Path]:
     """The report of the sweep whose parent run is `parent_run_id`; returns the files written."""
     sweep = runs.sweep_of(client, parent_run_id)
+    metric = metric or table.default_metric(sweep)
     runs.load_histories(client, sweep, history_keys(metric))
-    return write(folder, sweep, table.job_rows(sweep, metric), metric)
+    keys = table.grouping(sweep)
+    return write(folder, sweep, table.sweep_rows(sweep, metric, keys), metric, keys)
+
+
+def loss_pair(sweep: SweepRuns) -> tuple[str, str]:
+    """The training and validation loss the plots draw: the data term when logged (no penalty)."""
+    logged = set(sweep.metric_names())
+    return ("data_loss", "val_data_loss") if "val_data_loss" in logged else ("loss", "val_loss")
 
 
 def history_keys(metric: str) -> list[str]:
     return list(dict.fromkeys([*CURVES, metric]))
 
 
-def write(folder: Path, sweep: SweepRuns, rows: list[dict], metric: str) -> list[Path]:
-    """report.md, comparison.csv/.md/.json and every plot the sweep supports, into `folder`."""
+def write(folder: Path, sweep: SweepRuns, rows: list[dict], metric: str,
+          keys: Optional[list[str]] = None) -> list[Path]:
+    """report.md, comparison.csv/.md/.json and every plot the sweep supports, into `folder`;
+    `keys`: what `rows` were grouped by (None: one row per job)."""
     folder.mkdir(parents=True, exist_ok=True)
+    clear(folder)
     files = [_write(folder / "comparison.csv", table.to_csv(rows)),
              _write(folder / "comparison.md", table.to_markdown(rows)),
              _write(folder / "comparison.json", table.to_json(rows))]
     drawn, skipped = draw(folder, sweep, metric)
-    report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped))
-    return [report, *files, *(folder / p.file for p in drawn)]
+    report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped, keys))
+    page = report_html.write(folder)  # the same report, plots embedded, for MLflow's artifact viewer
+    return [report, page, *files, *(folder / p.file for p in drawn)]
+
+
+def clear(folder: Path) -> None:
+    """Remove what an earlier report left in `folder` (a plot it no longer draws would linger): our
+    own files and the plots, only where a report was written before; nothing else is touched."""
+    if not any((folder / name).is_file() for name in OWN_FILES):
+        return
+    for path in [*(folder / name for name in OWN_FILES), *folder.glob("*.png")]:
+        if path.is_file():
+            path.unlink()
 
 
 def _write(path: Path, text: str) -> Path:
@@ -65,8 +89,10 @@ def _write(path: Path, text: str) -> Path:
 
 def plots_for(sweep: SweepRuns, metric: str) -> list[Plot]:
     second = "val_mae" if any("val_mae" in j.metrics for j in sweep.jobs) else "val_accuracy"
+    val_loss = loss_pair(sweep)[1]
     return [
-        Plot("val_loss.png", "Validation loss of every job", overlay("val_loss")),
+        Plot(f"{val_loss}.png", f"{nice(val_loss).capitalize()} of every job", overlay(val_loss)),
+        Plot("penalty.png", "Regularization penalty of every job (loss - data loss, per epoch)", overlay("penalty")),
         Plot(f"{second}.png", f"{nice(second).capitalize()} of every job", overlay(second)),
         Plot("train_vs_val.png", "Training vs validation loss, one panel per job", train_vs_val),
         Plot(f"{metric}_vs_rate.png", f"Final {nice(metric)} against rate", metric_vs_rate),
@@ -105,13 +131,19 @@ def labels(sweep: SweepRuns) -> dict[str, str]:
     return out
 
 
+def styles(sweep: SweepRuns) -> dict[str, plots.Style]:
+    """Job label -> how it is drawn: the same colour for a job in every figure of the sweep."""
+    names = labels(sweep)
+    return plots.job_styles([(names[j.id], j.value("reg"), j.number("rate")) for j in sweep.jobs])
+
+
 def overlay(key: str) -> Callable[[SweepRuns, str], object]:
     def build(sweep: SweepRuns, metric: str):
         names = labels(sweep)
         curves = {names[j.id]: j.history[key] for j in sweep.jobs if j.history.get(key)}
-        if not curves:
-            raise SkipPlot(f"no job logged {key} per epoch")
-        return plots.overlay_figure(curves, nice(key), f"{nice(key).capitalize()} of every job")
+        if not any(v for values in curves.values() for v in values):  # e.g. no penalty anywhere
+            raise SkipPlot(f"no job logged a nonzero {key} per epoch")
+        return plots.overlay_figure(curves, nice(key), f"{nice(key).capitalize()} of every job", styles=styles(sweep))
 
     return build
 
@@ -121,7 +153,8 @@ def train_vs_val(sweep: SweepRuns, metric: str):
     panels = {names[j.id]: j.history for j in sweep.jobs if j.history.get("loss")}
     if not panels:
         raise SkipPlot("no job logged its loss per epoch")
-    return plots.small_multiples(panels, ("loss", "val_loss"), "Training vs validation loss per job")
+    pair = loss_pair(sweep)
+    return plots.small_multiples(panels, pair, f"Training vs validation {nice(pair[0])} per job", styles(sweep))
 
 
 def metric_vs_rate(sweep: SweepRuns, metric: str):
@@ -129,24 +162,29 @@ def metric_vs_rate(sweep: SweepRuns, metric: str):
     if metric != "generalization_gap" and any("generalization_gap" in j.metrics for j in sweep.jobs):
         gap = by_rate(sweep, lambda j: j.metrics.get("generalization_gap"))
         panels.append(plots.RatePanel("generalization gap (test loss - train loss)", *gap))
-    return plots.rate_figure(panels, f"Final {nice(metric)} against regularization strength")
+    return plots.rate_figure(panels, f"Final {nice(metric)} against regularization strength",
+                             styles=series_styles(sweep))
 
 
 def sparsity_vs_rate(sweep: SweepRuns, metric: str):
-    layers = sorted({k.split("/")[0] for j in sweep.jobs for k in j.metrics if k.endswith("/sparsity")},
+    # The scale-free share (|w| < 1 % of the layer's largest) when logged: L2 shrinks every weight,
+    # which a fixed threshold would count as zeros; older sweeps have only the fixed one.
+    stat, what = (("rel_sparsity", "share of |w| < 1% of max |w|")
+                  if any(k.endswith("/rel_sparsity") for k in sweep.metric_names()) else ("sparsity", "share of |w| < 1e-3"))
+    layers = sorted({k.split("/")[0] for j in sweep.jobs for k in j.metrics if k.endswith(f"/{stat}")},
                     key=lambda name: (len(name), name))  # hidden_2 before hidden_10
     if not layers:
-        raise SkipPlot("no job logged kernel sparsity (hidden_<i>/sparsity)")
-    panels = [plots.RatePanel(f"{layer}: share of |w| < 1e-3",
-                              *by_rate(sweep, lambda j, layer=layer: j.metrics.get(f"{layer}/sparsity")))
+        raise SkipPlot("no job logged kernel sparsity (hidden_<i>/rel_sparsity)")
+    panels = [plots.RatePanel(f"{layer}: {what}",
+                              *by_rate(sweep, lambda j, layer=layer: j.metrics.get(f"{layer}/{stat}")))
               for layer in layers]
-    return plots.rate_figure(panels, "Kernel sparsity after training against regularization strength")
+    return plots.rate_figure(panels, "Kernel sparsity after training against regularization strength",
+                             styles=series_styles(sweep))
 
 
 def by_rate(sweep: SweepRuns, value_of: Callable[[Job], Optional[float]]) -> tuple[dict, dict]:
-    """Series label -> [(rate, mean value)] for penalized jobs, and label -> mean value for the others.
-
-    Jobs that differ only in `seed` (or keys not swept) are averaged.
+    """Series label -> [(rate, mean, 95% CI half-width)] for penalized jobs, and label -> (mean, CI) for
+    the others. Jobs that differ only in `seed` (or keys not swept) are one point (CI None for one job).
     """
     points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     unpenalized: dict[str, list[float]] = defaultdict(list)
@@ -161,8 +199,19 @@ def by_rate(sweep: SweepRuns, value_of: Callable[[Job], Optional[float]]) -> tup
             points[label][rate].append(value)
     if len({rate for by_rate_ in points.values() for rate in by_rate_}) < 2:
         raise SkipPlot("the sweep does not vary `rate` (it needs two or more rates > 0 with reg=l1/l2)")
-    series = {label: [(r, statistics.fmean(v)) for r, v in rates.items()] for label, rates in points.items()}
-    return series, {label: statistics.fmean(v) for label, v in unpenalized.items()}
+    series = {label: [(r, *table.mean_ci(v)) for r, v in rates.items()] for label, rates in points.items()}
+    return series, {label: table.mean_ci(v) for label, v in unpenalized.items()}
+
+
+def series_styles(sweep: SweepRuns) -> dict[str, plots.Style]:
+    """Series label -> style in the rate plots: the regularizer's colour family, as in the jobs' figures."""
+    kinds = {series_label(j, sweep): j.value("reg") for j in sweep.jobs}
+    seen: dict = defaultdict(int)
+    entries = []
+    for label, kind in sorted(kinds.items()):
+        seen[kind] += 1
+        entries.append((label, kind, float(seen[kind])))  # several series of one regularizer: shades
+    return plots.job_styles(entries)
 
 
 def series_label(job: Job, sweep: SweepRuns) -> str:
@@ -174,8 +223,15 @@ def series_label(job: Job, sweep: SweepRuns) -> str:
 # --- report.md --------------------------------------------------------------------------------
 
 def markdown(sweep: SweepRuns, rows: list[dict], metric: str, drawn: list[Plot],
-             skipped: list[tuple[Plot, str]]) -> str:
-    parts = [header(sweep, rows, metric), f"## Jobs, best {metric} first\n\n{table.to_markdown(rows)}"]
+             skipped: list[tuple[Plot, str]], keys: Optional[list[str]] = None) -> str:
+    parts = [header(sweep, rows, metric)]
+    if keys is None:
+        parts.append(f"## Jobs, best {metric} first\n\n{table.to_markdown(rows)}")
+    else:
+        parts += [f"## Configurations, best mean {metric} first\n\n{table.grouping_note(sweep, keys, metric)} "
+                  f"Every job: the next table, or `python -m sweeps.compare --sweep {sweep.id} --no-group`.\n\n"
+                  f"{table.to_markdown(rows)}",
+                  f"## Every job, best {metric} first\n\n{table.to_markdown(table.job_rows(sweep, metric))}"]
     failed = [j for j in sweep.jobs if j.status != "FINISHED"]
     if failed:
         parts.append("## Jobs that did not finish\n\n" + "".join(
@@ -186,16 +242,26 @@ def markdown(sweep: SweepRuns, rows: list[dict], metric: str, drawn: list[Plot],
     return "\n".join(parts)
 
 
+def ranking_note(metric: str) -> str:
+    """Why the ranking metric is what it is, when that matters for reading the table."""
+    if "data_loss" in metric:
+        return " (the data term alone: Keras' `loss` adds the penalty, which would favour weak regularization)"
+    if metric.endswith("loss") and "data" not in metric:
+        return " (includes the regularization penalty: `--metric val_data_loss` ranks on the data term)"
+    return ""
+
+
 def header(sweep: SweepRuns, rows: list[dict], metric: str) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(sweep.status_counts().items()))
     lines = [f"# Sweep `{sweep.command}`\n",
              f"- sweep `{sweep.id}` in experiment `{sweep.experiment}`, started {sweep.started}",
              f"- command: `python -m sweeps.train -m {sweep.command}`",
-             f"- jobs: {len(sweep.jobs)} ({counts or 'none'})"]
-    column = table.sort_column(metric)
-    if rows and rows[0].get(column) is not None:
+             f"- jobs: {len(sweep.jobs)} ({counts or 'none'})",
+             f"- ranked by `{metric}`, {'higher' if higher_is_better(metric) else 'lower'} is better{ranking_note(metric)}"]
+    if rows and rows[0].get(table.rank_column(rows, metric)) is not None:
         best = rows[0]
-        values = ", ".join(f"{k}={best[k]}" for k in sweep.swept if k in best)
-        lines.append(f"- best {metric}: {table.fmt(best[column])} ({values or best.get('run_name', '')})")
+        values = [f"{k}={best[k]}" for k in sweep.swept if k in best] + ([f"n={best['n']}"] if "n" in best else [])
+        shown = table.reading([best])[0][table.sort_column(metric)]  # mean ± CI for grouped rows
+        lines.append(f"- best {metric}: {table.fmt(shown)} ({', '.join(values) or best.get('run_name', '')})")
     lines.append(f"- again: `python -m sweeps.compare --sweep {sweep.id}`")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Optional
 
-from mlflow.entities import Run
+from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -31,6 +31,22 @@ DERIVED_PARAMS = re.compile(r"^(n_params|n_train|n_val|n_test|tracking\..*|searc
 _NAME_SPLIT = re.compile(r",(?=[+~]?[\w.]+=)")
 # A config group on the command line (`reg=l1`) is logged as its choice param (`reg.kind`).
 _GROUP_PARAM = ("kind", "name")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """How error messages name what the user gave: command-line flags, or Python arguments (`sweeps.api`)."""
+
+    sweep: str = "--sweep {}"
+    experiment: str = "--experiment NAME"
+    store: str = "MLFLOW_TRACKING_URI / --tracking-uri"
+    listing: str = "`python -m sweeps.compare --list`"
+    metric: str = "--metric {}"
+
+
+FLAGS = Ask()
+ARGUMENTS = Ask(sweep="sweep_id={!r}", experiment="experiment=NAME", store="MLFLOW_TRACKING_URI / tracking_uri=",
+                listing="sweeps.list_sweeps()", metric="metric {!r}")
 
 
 @dataclass
@@ -120,23 +136,23 @@ def format_time(millis: Optional[int]) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(millis / 1000)) if millis else ""
 
 
-def open_store(uri: Optional[str]) -> MlflowClient:
+def open_store(uri: Optional[str], ask: Ask = FLAGS) -> MlflowClient:
     """A client on `uri` (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db) that exists."""
     uri = resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI"))
     db = sqlite_path(uri)
     if db is not None and (not db.is_file() or db.stat().st_size == 0):  # reading must not create a store
         raise CompareError(f"no tracking store at {db}: run a sweep here first (python -m sweeps.train -m ...) "
-                           "or point MLFLOW_TRACKING_URI / --tracking-uri at your store")
+                           f"or point {ask.store} at your store")
     check_reachable(uri)
     return MlflowClient(uri)
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
+def experiment_id(client: MlflowClient, name: str, ask: Ask = FLAGS) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         names = ", ".join(e.name for e in client.search_experiments()) or "none"
         raise CompareError(f"no experiment named {name!r} in the store (experiments: {names}); "
-                           "pick one with --experiment NAME")
+                           f"pick one with {ask.experiment}")
     return exp.experiment_id
 
 
@@ -163,19 +179,38 @@ def list_sweeps(client: MlflowClient, experiment: str) -> list[tuple[Run, list[R
     return [(p, sorted(children[p.info.run_id], key=lambda r: r.info.start_time or 0)) for p in parents]
 
 
-def find_sweep(client: MlflowClient, experiment: str, name: str, sweep_id: Optional[str]) -> SweepRuns:
+def find_sweep(client: MlflowClient, experiment: str, name: str, sweep_id: Optional[str],
+               ask: Ask = FLAGS) -> SweepRuns:
     """The sweep `sweep_id` (a full run id or a unique prefix), or the latest one."""
     sweeps = list_sweeps(client, experiment)
     if not sweeps:
         raise CompareError(f"no sweeps in experiment {name!r}: run one with "
-                           "python -m sweeps.train -m reg=l1,l2 rate=1e-4,1e-3 (or pick --experiment)")
+                           f"python -m sweeps.train -m reg=l1,l2 rate=1e-4,1e-3 (or pick {ask.experiment.split()[0]})")
     if sweep_id is None:
         return load_sweep(*sweeps[0], name)
     matches = [s for s in sweeps if s[0].info.run_id.startswith(sweep_id)]
     if len(matches) != 1:
         how = "matches several sweeps; give more of it" if matches else f"is not a sweep in experiment {name!r}"
-        raise CompareError(f"--sweep {sweep_id} {how}; `python -m sweeps.compare --list` shows the sweeps")
+        raise CompareError(f"{ask.sweep.format(sweep_id)} {how}; {ask.listing} shows the sweeps")
     return load_sweep(*matches[0], name)
+
+
+def check_metric(sweep: SweepRuns, metric: str, ask: Ask = FLAGS) -> None:
+    """A metric some job of the sweep logged; else one line listing those it did."""
+    available = sweep.metric_names()
+    if metric not in available:
+        shown = [m for m in available if "/" not in m]  # per-layer weight statistics would drown the list
+        raise CompareError(f"{ask.metric.format(metric)}: no job of sweep {sweep.id} logged it; "
+                           f"available: {', '.join(shown) or 'none (no job logged a metric)'}")
+
+
+def sweep_summary(parent: Run, job_runs: list[Run]) -> dict:
+    """One line of `--list`: id, start, status, job count and statuses, command."""
+    counts = Counter(job.info.status for job in job_runs)
+    return {"sweep": parent.info.run_id, "started": format_time(parent.info.start_time),
+            "status": parent.info.status, "jobs": len(job_runs),
+            "statuses": ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
+            "command": parent.data.tags.get(tags.COMMAND) or parent.info.run_name or ""}
 
 
 def load_sweep(parent: Run, job_runs: list[Run], experiment: str) -> SweepRuns:
@@ -231,5 +266,9 @@ def load_histories(client: MlflowClient, sweep: SweepRuns, keys: list[str]) -> N
     for job in sweep.jobs:
         for key in keys:
             if key in job.metrics:
-                points = sorted(client.get_metric_history(job.id, key), key=lambda m: m.step)
-                job.history[key] = [m.value for m in points if math.isfinite(m.value)]
+                job.history[key] = [m.value for m in metric_points(client, job.id, key) if math.isfinite(m.value)]
+
+
+def metric_points(client: MlflowClient, run_id: str, key: str) -> list[Metric]:
+    """Every value of `key` the run logged, by step (the epoch)."""
+    return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)

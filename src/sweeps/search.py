@@ -154,7 +154,7 @@ def make_pruner(name: str):
     import optuna
 
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3)  # epochs 1-2 never pruned
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     if name == "successive_halving":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 import tempfile
@@ -29,9 +30,11 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import interrupts, recovery, report, runs, tags
-from sweeps.errors import StoreUnavailable
-from sweeps.tracking import CleanUp, Tracker, best_effort, connect, process_tags, redact_text
+from sweeps import interrupts, recovery, report, report_html, runs, tags
+from sweeps.config import TrackingConfig
+from sweeps.errors import StoreUnavailable, TrackingError
+from sweeps.tracking import (CleanUp, Tracker, best_effort, connect, process_tags, redact_text, redact_uri, resolve_uri,
+                             runs_table_link, ui_address)
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +150,7 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
                 section = report_extra(parent_run_id, Path(tmp))
                 with open(Path(tmp) / "report.md", "a") as fh:
                     fh.write("\n" + section)
+                report_html.write(Path(tmp))  # again, with the extra section
             client.log_artifacts(parent_run_id, tmp)
     except Exception:  # the report must never hide the jobs' own outcome
         log.exception("could not write the sweep report")
@@ -262,7 +266,32 @@ def _end(tracker: Tracker, parent: str, launched: int, status: Optional[str] = N
          reason: Optional[str] = None, report_extra: Optional[ReportExtra] = None) -> Outcome:
     outcome = finish(tracker, parent, launched, status, reason, report_extra)
     print(outcome.summary(), file=sys.stderr)
+    print(where_to_look(tracker, parent), file=sys.stderr)
     return outcome
+
+
+def where_to_look(tracker: Tracker, parent: str) -> str:
+    """Where a sweep's results are: its parent run and store, the command comparing its jobs, the UI link."""
+    store = redact_uri(tracker.uri)
+    compare = f"python -m sweeps.compare --sweep {parent}"
+    if tracker.experiment != TrackingConfig.experiment:
+        compare += f" --experiment {shlex.quote(tracker.experiment)}"
+    if tracker.uri != compare_default_store():
+        compare += f" --tracking-uri {shlex.quote(store)}"
+    link = runs_table_link(ui_address(tracker.uri), tracker.experiment_id)
+    if not tracker.uri.startswith(("http://", "https://")):  # a store file or database: the UI is `make ui`
+        make_ui = "make ui" if tracker.uri == resolve_uri(None) else f"make ui STORE={shlex.quote(store)}"
+        link += f" (after `{make_ui}`)"
+    return "\n".join([f"results: sweep {parent} in experiment {tracker.experiment}, store {store}",
+                      f"  compare: {compare}", f"  MLflow UI: {link}"])
+
+
+def compare_default_store() -> Optional[str]:
+    """The store `python -m sweeps.compare` reads without --tracking-uri (None: MLFLOW_TRACKING_URI is unusable)."""
+    try:
+        return resolve_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    except TrackingError:
+        return None
 
 
 def local_launcher(config: DictConfig) -> bool:

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterator, Optional
 from urllib.parse import urlparse, urlunparse
@@ -31,7 +33,7 @@ from omegaconf import DictConfig
 
 from sweeps import tags
 from sweeps.redact import redact_text, redact_uri  # noqa: F401 - part of this module's interface
-from sweeps.config import config_hash, to_plain
+from sweeps.config import applicable, config_hash, dotted_keys, to_plain
 from sweeps.errors import TrackingError
 
 log = logging.getLogger(__name__)
@@ -272,17 +274,49 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 
 
 def run_name(overrides: list[str], swept: Optional[list[str]] = None) -> str:
-    """`reg=l1,rate=0.0001`: the job's values of the swept keys (all overrides if none are swept)."""
+    """`l1 rate=1e-4`: the job's values of the swept keys (all overrides if none are swept), short
+    enough for the MLflow UI's run-name column."""
     pairs = [o.lstrip("+~") for o in overrides]
     if swept:
         pairs = [p for p in pairs if p.split("=", 1)[0] in swept] or pairs
-    return redact_text(",".join(_short(p) for p in pairs)) or "default"
+    return redact_text(" ".join(_label(p) for p in pairs)) or "default"
 
 
-def _short(override: str) -> str:
-    """`variant/fashion_batch_size=b32` -> `variant=b32`: a group path says nothing new in a sweep."""
+def _label(override: str) -> str:
+    """`reg=l1` -> `l1` (a config group's choice, `variant/<study>=b32` too), `rate=0.0001` -> `rate=1e-4`."""
     key, _, value = override.partition("=")
-    return f"{key.split('/')[0]}={value}"
+    value = short_number(value)
+    return f"{key}={value}" if key in _schema_leaves() else value
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_leaves() -> frozenset[str]:
+    """The schema's keys that hold a value; every other key on a command line is a config group."""
+    keys = dotted_keys()
+    return frozenset(k for k in keys if not any(other.startswith(k + ".") for other in keys))
+
+
+_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)")
+
+
+def short_number(text: str) -> str:
+    """A float in its shortest exact form (`0.0001` -> `1e-4`, `1000000000000.0` -> `1e12`, `0.5`
+    stays); anything else (`128`, `[16,32]`, `l1`) as it is."""
+    if not _FLOAT.fullmatch(text):
+        return text
+    number = Decimal(repr(float(text))).normalize()
+    sign, digits, exponent = number.as_tuple()
+    mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
+    scientific = f"{'-' if sign else ''}{mantissa}e{exponent + len(digits) - 1}"
+    return min(format(number, "f"), scientific, key=len)  # positional on a tie: 0.01, 0.5
+
+
+def scrubbed(plain: dict) -> dict:
+    """A plain config (or part of one) with the credentials out of its store locations."""
+    for node, key in (("tracking", "uri"), ("tracking", "artifact_root"), ("search", "storage")):
+        if key in plain.get(node, {}):
+            plain[node][key] = redact_uri(plain[node][key])
+    return plain
 
 
 def job_tags(cfg: DictConfig, overrides: list[str], extra: Optional[dict] = None) -> dict:
@@ -293,6 +327,38 @@ def job_tags(cfg: DictConfig, overrides: list[str], extra: Optional[dict] = None
     if commit:
         run_tags[tags.GIT_COMMIT] = commit
     return run_tags
+
+
+def ui_address(uri: str) -> str:
+    """Where the MLflow UI over this store answers: a tracking server itself (without credentials),
+    else `make ui` (http://127.0.0.1:5000 unless SWEEPS_HOST / PORT say otherwise, as for make)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        return urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1], params="", query="",
+                                          fragment="")).rstrip("/")
+    return browser_address(os.environ.get("SWEEPS_HOST", "127.0.0.1"), os.environ.get("PORT", "5000"))
+
+
+def browser_address(host: str, port: str) -> str:
+    """`http://host:port` of a UI bound there; a wildcard bind (0.0.0.0, ::) is opened at 127.0.0.1."""
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def runs_table_link(address: str, experiment_id: str) -> str:
+    """The experiment's table of training runs in the MLflow UI at `address` (MLflow 3 opens
+    `#/experiments/<id>` on its GenAI overview; `/runs` is the "Model training" view)."""
+    return f"{address}/#/experiments/{experiment_id}/runs"
+
+
+def ui_hint(store: str, host: str, port: str, experiment: str = "sweeps") -> str:
+    """What `make ui` prints before starting: the link to `experiment`'s runs in `store`, once it has them."""
+    address = browser_address(host, port)
+    uri = resolve_uri(store)
+    db = sqlite_path(uri)
+    found = None if db is not None and not db.is_file() else MlflowClient(uri).get_experiment_by_name(experiment)
+    if found is None:
+        return f"MLflow UI: {address} (no experiment {experiment!r} in {redact_uri(store)} yet)"
+    return f"MLflow UI, runs of experiment {experiment}: {runs_table_link(address, found.experiment_id)}"
 
 
 def metric_points(values: dict[str, float], step: int = 0) -> list[Metric]:
@@ -346,21 +412,16 @@ class Tracker:
         self.client.log_text(run_id, redact_text(text), "traceback.txt")
 
     def log_config(self, run_id: str, cfg: DictConfig, extra_params: dict) -> None:
-        """Every resolved key that applies as a dotted param, plus `extra_params`; the YAML as an artifact.
-
-        Store locations are logged without their credentials.
-        """
+        """The keys that apply to this job (`config.applicable`) as dotted params, plus `extra_params`;
+        the whole resolved config as `config.yaml`. Store locations are logged without their credentials."""
         from mlflow.entities import Param
         from omegaconf import OmegaConf
 
-        plain = to_plain(cfg)
-        for key in ("uri", "artifact_root"):
-            plain["tracking"][key] = redact_uri(plain["tracking"][key])
-        plain["search"]["storage"] = redact_uri(plain["search"]["storage"])
-        params = [Param(k, v) for k, v in {**flatten(plain), **{k: str(v) for k, v in extra_params.items()}}.items()]
+        values = {**flatten(scrubbed(applicable(cfg))), **{k: str(v) for k, v in extra_params.items()}}
+        params = [Param(k, v) for k, v in values.items()]
         for i in range(0, len(params), 100):  # MLflow's limit of params per batch
             self.client.log_batch(run_id, params=params[i:i + 100], synchronous=True)
-        self.client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+        self.client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(scrubbed(to_plain(cfg)))), "config.yaml")
 
     def log_keras_model(self, run_id: str, model, sample) -> None:
         """Save in MLflow's TensorFlow/Keras flavor at `model` of `run_id` (native .keras file inside).

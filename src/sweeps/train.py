@@ -9,14 +9,23 @@ jobs is run by our sweeper (`sweeps.sweeper`, `sweeps.sweep`) in the launching p
 multirun, a job whose resolved config already FINISHED in the experiment is not retrained
 (`resume=false` retrains everything); Ctrl-C or SIGTERM stops every job and ends the sweep KILLED.
 TensorFlow is imported only when a job runs (`--help` and bad input answer at once).
+
+Quiet by default: TensorFlow's C++ start-up banner and log lines (`cuInit ... UNKNOWN ERROR (303)` on a
+machine without a GPU), MLflow's database set-up lines and TensorFlow's "triggered tf.function retracing"
+warning (every job of a sweep builds a new model) stay off the terminal. `-v` / `--verbose` anywhere on
+the command line, or SWEEPS_VERBOSE=1, shows them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import signal
 import sys
+import tempfile
+from typing import Iterator
 
 import hydra
 from omegaconf import DictConfig
@@ -29,8 +38,68 @@ from sweeps.errors import StoreUnavailable, SweepsError
 log = logging.getLogger(__name__)
 
 
+VERBOSE = "SWEEPS_VERBOSE"  # "1": the start-up noise below is shown (`-v`); workers inherit it
+VERBOSE_FLAGS = ("-v", "--verbose")
+NOISY_LOGGERS = "[mlflow.store.db.utils,alembic]"  # MLflow's database set-up lines (hydra.verbose shows them)
+RETRACING = "triggered tf.function retracing"
+
+
+def verbose() -> bool:
+    """Whether this process (and the workers it starts) shows TensorFlow's and MLflow's start-up noise."""
+    return os.environ.get(VERBOSE) == "1"
+
+
+def take_verbose_flag(argv: list[str]) -> list[str]:
+    """`-v` / `--verbose` taken out of the command line (Hydra would read it as an override) into
+    SWEEPS_VERBOSE=1; with it, Hydra's own `hydra.verbose` for MLflow's database loggers."""
+    rest = [arg for arg in argv if arg not in VERBOSE_FLAGS]
+    if len(rest) < len(argv):
+        os.environ[VERBOSE] = "1"
+    if verbose() and not any(arg.startswith("hydra.verbose=") for arg in rest):
+        rest.append(f"hydra.verbose={NOISY_LOGGERS}")
+    return rest
+
+
+class QuietRetracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning (unless verbose): a sweep builds a
+    new model per job, and that is what it counts (Hydra's logging config attaches this filter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verbose = verbose()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.verbose or RETRACING not in record.getMessage()
+
+
+@contextlib.contextmanager
+def held_stderr() -> Iterator[None]:
+    """File descriptor 2 (C++ libraries write there) into a temporary file inside; shown if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow without its C++ start-up banner (written before any log level applies) unless verbose."""
+    with contextlib.nullcontext() if verbose() else held_stderr():
+        import tensorflow  # noqa: F401
+
+
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: a failing job is reported and, in a multirun, the sweep goes on."""
+    import_tensorflow()
     from sweeps import job as jobs
     from sweeps.tracking import run_name
 
@@ -73,10 +142,13 @@ def check_command_line(argv: list[str]) -> bool:
 
 
 def main() -> None:
-    """`python -m sweeps.train [-m] [overrides...]`.
+    """`python -m sweeps.train [-m] [-v] [overrides...]`.
 
     Exit codes: 0 all well, 1 a job of a sweep failed, 2 bad input, 130/143 interrupted (SIGINT/SIGTERM).
     """
+    sys.argv[1:] = take_verbose_flag(sys.argv[1:])
+    if not verbose():  # before TensorFlow is imported (here, or in a worker: they inherit it)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     register_configs()
     multirun = check_command_line(sys.argv[1:])
     set_store_patience()

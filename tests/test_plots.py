@@ -1,0 +1,45 @@
+"""One colour per job in every figure of a sweep: the regularizer's family, darker for a higher rate."""
+
+import matplotlib.colors as mcolors
+
+from sweeps import plots
+
+
+def _hue(color) -> float:
+    return mcolors.rgb_to_hsv(mcolors.to_rgb(color))[0]
+
+
+def _lightness(color) -> float:
+    return sum(mcolors.to_rgb(color)) / 3
+
+
+def test_the_regularizer_picks_the_family_the_rate_the_shade_and_none_is_the_baseline():
+    jobs = [("l2 rate=1e-3", "l2", 1e-3), ("none", "none", 0.0), ("l1 rate=1e-4", "l1", 1e-4),
+            ("l1 rate=1e-3", "l1", 1e-3), ("l2 rate=1e-4", "l2", 1e-4)]
+    styles = plots.job_styles(jobs)
+    assert styles["none"] == plots.Style("black", baseline=True)
+    assert all(not styles[label].baseline for label, kind, _ in jobs if kind != "none")
+    l1 = [styles["l1 rate=1e-4"].color, styles["l1 rate=1e-3"].color]
+    l2 = [styles["l2 rate=1e-4"].color, styles["l2 rate=1e-3"].color]
+    assert all(0.5 < _hue(c) < 0.7 for c in l1) and all(0.02 < _hue(c) < 0.12 for c in l2)  # blue vs orange
+    assert _lightness(l1[1]) < _lightness(l1[0]) and _lightness(l2[1]) < _lightness(l2[0])  # stronger = darker
+    assert plots.job_styles(list(reversed(jobs))) == styles  # the order the jobs come in does not matter
+
+
+def test_without_a_varied_penalty_every_job_gets_its_own_colour():
+    jobs = [(f"dropout={d}", "l2", 1e-4) for d in (0, 0.2, 0.5)]
+    styles = plots.job_styles(jobs)
+    assert len({s.color for s in styles.values()}) == 3 and not any(s.baseline for s in styles.values())
+    unpenalized = plots.job_styles([("a", "none", None), ("b", None, None)])
+    assert len({s.color for s in unpenalized.values()}) == 2
+
+
+def test_the_overlay_draws_each_job_in_its_style():
+    styles = plots.job_styles([("none", "none", 0.0), ("l1 rate=1e-3", "l1", 1e-3)])
+    fig = plots.overlay_figure({"none": [1.0, 0.5], "l1 rate=1e-3": [1.2, 0.9]}, "val data loss", "t", styles=styles)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert lines["none"].get_linestyle() == "--" and mcolors.to_hex(lines["none"].get_color()) == "#000000"
+    assert lines["l1 rate=1e-3"].get_linestyle() == "-"
+    assert mcolors.to_hex(lines["l1 rate=1e-3"].get_color()) == mcolors.to_hex(styles["l1 rate=1e-3"].color)
+    assert list(lines["none"].get_xdata()) == [1, 2]  # epochs counted from 1, as MLflow's steps
+    plots.close(fig)
