@@ -59,7 +59,7 @@ ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000, printing the lin
 	mkdir -p mlruns
 	@$(BIN)/python -c 'import sys; from sweeps.tracking import ui_hint; print(ui_hint(*sys.argv[1:]))' \
 	  '$(STORE)' '$(SWEEPS_HOST)' '$(PORT)'
-	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(SWEEPS_HOST) --port $(PORT)
+	@$(BIN)/mlflow ui --backend-store-uri '$(STORE)' --host $(SWEEPS_HOST) --port $(PORT)  # not echoed: STORE may hold a password
 
 server: install ## team store: mlflow server on PostgreSQL in mlruns/server, artifacts proxied (SWEEPS_HOST=, PORT=)
 	$(BIN)/python -m sweeps.server --host $(SWEEPS_HOST) --port $(PORT)

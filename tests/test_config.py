@@ -52,7 +52,7 @@ def test_unknown_group_option_lists_the_available_ones(make_cfg):
     ("batch_size=0", "batch_size"), ("epochs=0", "epochs"), ("optimizer.lr=0", "optimizer.lr"),
     ("data.val_split=1.0", "data.val_split"), ("reg.layers=[5]", "reg.layers"),
     ("dropout_layers=[2]", "dropout_layers"), ("cv.folds=1", "cv.folds"),
-    ("optimized_metric=val_acc", "optimized_metric"),
+    ("optimized_metric=val_acc", "optimized_metric"), ("rate=1e400", "rate"), ("optimizer.lr=inf", "optimizer.lr"),
 ])
 def test_validate_names_the_key_and_the_fix(make_cfg, override, key):
     cfg = make_cfg(override)

@@ -30,6 +30,9 @@ def test_without_a_varied_penalty_every_job_gets_its_own_colour():
     jobs = [(f"dropout={d}", "l2", 1e-4) for d in (0, 0.2, 0.5)]
     styles = plots.job_styles(jobs)
     assert len({s.color for s in styles.values()}) == 3 and not any(s.baseline for s in styles.values())
+    families = {mcolors.to_hex(plots.family_color(kind, shade)) for kind in ("l1", "l2", "l1_l2") for shade in (0, .5, 1)}
+    assert not {mcolors.to_hex(s.color) for s in styles.values()} & families
+    assert not any(0.02 < _hue(s.color) < 0.12 or 0.5 < _hue(s.color) < 0.7 for s in styles.values()), "no L1/L2 hue"
     unpenalized = plots.job_styles([("a", "none", None), ("b", None, None)])
     assert len({s.color for s in unpenalized.values()}) == 2
 

@@ -33,8 +33,9 @@ def load_sweep(sweep_id: Optional[str] = None, experiment: str = "sweeps", track
     `compare`). `group_seeds=True` returns `group_seeds(frame)` instead.
     """
     _, sweep = _open(sweep_id, experiment, tracking_uri)
+    if metric:
+        runs.check_metric(sweep, metric, runs.ARGUMENTS)
     metric = metric or table.default_metric(sweep)
-    runs.check_metric(sweep, metric, runs.ARGUMENTS)
     frame = _frame(_job_rows(sweep, metric), sweep.swept)
     frame.attrs.update(sweep_id=sweep.id, experiment=experiment, swept=list(sweep.swept), metric=metric)
     return _grouped(frame) if group_seeds else frame

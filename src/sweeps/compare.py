@@ -75,8 +75,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
     sweep = runs.find_sweep(client, experiment, args.experiment, args.sweep)
+    if args.metric:  # the one a user typed must exist; the default ranks even a sweep with no metrics yet
+        runs.check_metric(sweep, args.metric)
     args.metric = args.metric or table.default_metric(sweep)
-    runs.check_metric(sweep, args.metric)
     check_group_keys(sweep, args.group_by or [])
     folder = report_folder(args.out or (None if args.format else Path("reports") / sweep.id))
     runs.load_histories(client, sweep, report.history_keys(args.metric))

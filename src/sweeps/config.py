@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class Validation(Enum):
 # the validation loss without the regularization penalty. Keras' `val_loss` includes the penalty,
 # so ranking on it favours weak regularization by construction.
 RANK_METRIC = "val_data_loss"
+# The validation metrics a job logs every epoch (as many as its task has), the ranking one first.
+VALIDATION_METRICS = (RANK_METRIC, "val_loss", "val_accuracy", "val_mae")
 
 
 @dataclass
@@ -297,7 +300,7 @@ EPOCH_METRIC = re.compile(r"^(val_)?(loss|data_loss|accuracy|mae)$")
 
 def validate(cfg: DictConfig) -> None:
     """Reject values Hydra's types let through. Called before data is read or a run is opened."""
-    _check(cfg.rate >= 0, "rate", cfg.rate, "use a value >= 0, e.g. rate=1e-4")
+    _check(math.isfinite(cfg.rate) and cfg.rate >= 0, "rate", cfg.rate, "use a finite value >= 0, e.g. rate=1e-4")
     _check(cfg.seed >= 0, "seed", cfg.seed, "use an integer >= 0, e.g. seed=0")
     _check(0 <= cfg.optimizer.momentum < 1, "optimizer.momentum", cfg.optimizer.momentum, "use a value in [0, 1), e.g. 0.9")
     for key in ("val_seed", "test_seed"):
@@ -312,7 +315,8 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= cfg.dropout < 1, "dropout", cfg.dropout, "use a value in [0, 1), e.g. dropout=0.2")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "use an integer >= 1, e.g. batch_size=128")
     _check(cfg.epochs >= 1, "epochs", cfg.epochs, "use an integer >= 1, e.g. epochs=10")
-    _check(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "use a value > 0, e.g. optimizer.lr=1e-3")
+    _check(math.isfinite(cfg.optimizer.lr) and cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr,
+           "use a finite value > 0, e.g. optimizer.lr=1e-3")
     _check(0 <= cfg.data.val_split < 1, "data.val_split", cfg.data.val_split, "use a fraction in [0, 1)")
     ts = cfg.data.test_split
     _check(ts is None or 0 < ts < 1, "data.test_split", ts, "use a fraction in (0, 1) or null")
@@ -361,7 +365,6 @@ _APPLIES_WHEN = {
     "optimizer.momentum": lambda c: c.optimizer.name == OptimizerName.sgd,
     "dropout_type": lambda c: c.dropout > 0,
     "dropout_layers": lambda c: c.dropout > 0,
-    "early_stopping.monitor": lambda c: c.early_stopping.enabled,
     "early_stopping.patience": lambda c: c.early_stopping.enabled,
     "early_stopping.min_delta": lambda c: c.early_stopping.enabled,
     "early_stopping.restore_best_weights": lambda c: c.early_stopping.enabled,

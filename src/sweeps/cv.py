@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from sweeps import tags
 from sweeps.callbacks import MlflowEpochLogger
+from sweeps.config import VALIDATION_METRICS
 from sweeps.data import Dataset
 from sweeps.fitting import fit, new_model
 from sweeps.tracking import Tracker
@@ -41,7 +42,7 @@ def cross_validate(cfg: DictConfig, data: Dataset, tracker: Tracker, job_run_id:
             logger = MlflowEpochLogger(run.info.run_id, len(train_idx), monitor=cfg.early_stopping.monitor,
                                        client=tracker.client)
             fit(model, fold, cfg, logger)
-        for key in ("val_data_loss", "val_loss", "val_accuracy", "val_mae"):
+        for key in VALIDATION_METRICS:
             if logger.history.get(key):
                 finals.setdefault(key, []).append(logger.history[key][-1])
     summary = {}

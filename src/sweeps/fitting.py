@@ -27,7 +27,8 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
     """model.fit with our logger, the epoch progress on stderr (and early stopping when enabled, and
     `extra`); returns seconds spent."""
     shown = (cfg.optimized_metric, *EPOCH_KEYS)
-    callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt(), EpochProgress(cfg.epochs, shown), *extra]
+    progress = EpochProgress(cfg.epochs, shown)
+    callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt(), progress, *extra]
     es = cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,
@@ -35,8 +36,11 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
                                                        restore_best_weights=es.restore_best_weights))
     validation = (data.x_val, data.y_val) if len(data.x_val) else None
     tic = time.perf_counter()
-    model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-              validation_data=validation, callbacks=callbacks, verbose=0)
+    try:
+        model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                  validation_data=validation, callbacks=callbacks, verbose=0)
+    finally:
+        progress.close()
     if logger.diverged:
         raise DivergedError(f"training diverged: {logger.diverged}; lower optimizer.lr or rate")
     return time.perf_counter() - tic

@@ -150,6 +150,8 @@ def announce(name: str, job: JobContext, parent) -> str:
     """Say on stderr which job of the sweep starts, and the time the sweep still needs; returns its title."""
     planned = int(parent.data.tags.get(tags.JOBS, 0)) if parent else None
     sweep_seconds = time.time() - parent.info.start_time / 1000 if parent and parent.info.start_time else None
+    if job.number is not None and job.number < job.parallel:  # the first jobs start at once: no pace yet
+        sweep_seconds = None
     title = progress.job_title(name, job.number, planned)
     progress.say(progress.start_line(title, job.number, planned, sweep_seconds))
     return title

@@ -14,9 +14,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def history_figure(history: dict[str, list[float]], title: str):
-    """Train vs validation loss, and accuracy (or MAE) when logged, per epoch."""
+    """Train vs validation data loss (else loss), and accuracy (or MAE) when logged, per epoch."""
     second = next((m for m in ("accuracy", "mae") if m in history), None)
-    panels = [("loss", "val_loss")] + ([(second, f"val_{second}")] if second else [])
+    loss = "data_loss" if "val_data_loss" in history else "loss"  # the data term: the penalty is not a fit
+    panels = [(loss, f"val_{loss}")] + ([(second, f"val_{second}")] if second else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, (train_key, val_key) in zip(axes[0], panels):
         for key, label in ((train_key, "train"), (val_key, "validation")):
@@ -56,6 +57,15 @@ def family_color(kind: Optional[str], shade: float = 0.75):
     return plt.get_cmap(FAMILIES.get(kind, "Purples"))(0.35 + 0.6 * shade)
 
 
+def other_colors(n: int) -> list:
+    """n colours for jobs that differ in something else than the penalty: none of the regularizers'
+    blue, orange or green (nor brown or cyan, close to them), so a colour never suggests L1 or L2;
+    tab10's others, then a continuous map."""
+    tab10 = plt.get_cmap("tab10")
+    palette = [tab10(i) for i in (3, 4, 6, 8, 7)]  # red, purple, pink, olive, grey
+    return palette[:n] if n <= len(palette) else [plt.get_cmap("viridis")(i / (n - 1)) for i in range(n)]
+
+
 def job_styles(jobs: list[tuple[str, Optional[str], Optional[float]]]) -> dict[str, Style]:
     """label -> Style from each job's (label, regularizer, rate).
 
@@ -65,7 +75,7 @@ def job_styles(jobs: list[tuple[str, Optional[str], Optional[float]]]) -> dict[s
     """
     penalized = [(label, kind, rate) for label, kind, rate in jobs if kind not in (None, "none") and (rate or 0) > 0]
     if not penalized or (len(penalized) == len(jobs) and len({(k, r) for _, k, r in jobs}) == 1):
-        return {label: Style(color) for (label, _, _), color in zip(jobs, colors(len(jobs)))}
+        return {label: Style(color) for (label, _, _), color in zip(jobs, other_colors(len(jobs)))}
     styles = {label: Style("black", baseline=True) for label, _, _ in jobs}
     for kind in dict.fromkeys(k for _, k, _ in penalized):
         members = sorted((rate, label) for label, k, rate in penalized if k == kind)

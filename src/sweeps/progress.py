@@ -1,7 +1,7 @@
 """Progress on the terminal (stderr), so that a job is not a minute of silence:
 
     job 2/4 (l1 rate=1e-3), about 1 min 10 s left in the sweep
-      epoch 1/10: val_data_loss 0.4312, loss 0.5127, val_loss 0.4498, val_accuracy 0.8453 (8 s)
+      epoch 1/10: val_data_loss 0.4312, data_loss 0.5127, penalty 0.0812, val_accuracy 0.8453 (8 s)
       epoch 5/10: ...
     job 2/4 (l1 rate=1e-3) done in 1 min 21 s: val_data_loss 0.3521, test_accuracy 0.8712
 
@@ -21,7 +21,7 @@ from typing import Optional, Sequence, TextIO
 import keras
 import numpy as np
 
-EPOCH_KEYS = ("loss", "val_loss", "val_accuracy", "val_mae")  # shown every epoch, after the ranking metric
+EPOCH_KEYS = ("data_loss", "penalty", "val_accuracy", "val_mae")  # shown every epoch, after the ranking metric
 RESULT_KEYS = ("test_accuracy", "test_mae")  # shown at a job's end, after the ranking metric
 
 
@@ -100,7 +100,11 @@ class EpochProgress(keras.callbacks.Callback):
         self.last_line, self.open_line = now, self.live
 
     def on_train_end(self, logs=None):
-        if self.open_line:
+        self.close()
+
+    def close(self) -> None:
+        """End a live line with its newline (also after an interrupted `fit`, which skips on_train_end)."""
+        if getattr(self, "open_line", False):
             self.stream.write("\n")
             self.stream.flush()
             self.open_line = False

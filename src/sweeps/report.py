@@ -22,7 +22,7 @@ from sweeps.runs import Job, SweepRuns
 CURVES = ["data_loss", "val_data_loss", "penalty", "loss", "val_loss", "accuracy", "val_accuracy", "mae",
           "val_mae"]  # per-epoch keys the plots use
 NOT_A_SERIES = {"rate", "reg", "reg.kind", "seed"}  # swept keys that do not get their own line against rate
-OWN_FILES = ("report.md", "report.html", "comparison.csv", "comparison.md", "comparison.json")  # and *.png
+MANIFEST = ".sweeps-report"  # in a report folder: the files the report wrote (cleared before the next one)
 
 
 class SkipPlot(Exception):
@@ -64,20 +64,27 @@ def write(folder: Path, sweep: SweepRuns, rows: list[dict], metric: str,
     files = [_write(folder / "comparison.csv", table.to_csv(rows)),
              _write(folder / "comparison.md", table.to_markdown(rows)),
              _write(folder / "comparison.json", table.to_json(rows))]
+    if keys is not None:  # grouped rows: the per-job ones too
+        files.append(_write(folder / "jobs.csv", table.to_csv(table.job_rows(sweep, metric))))
     drawn, skipped = draw(folder, sweep, metric)
     report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped, keys))
     page = report_html.write(folder)  # the same report, plots embedded, for MLflow's artifact viewer
-    return [report, page, *files, *(folder / p.file for p in drawn)]
+    written = [report, page, *files, *(folder / p.file for p in drawn)]
+    _write(folder / MANIFEST, "\n".join(path.name for path in written) + "\n")
+    return written
 
 
 def clear(folder: Path) -> None:
-    """Remove what an earlier report left in `folder` (a plot it no longer draws would linger): our
-    own files and the plots, only where a report was written before; nothing else is touched."""
-    if not any((folder / name).is_file() for name in OWN_FILES):
+    """Remove the files an earlier report wrote in `folder` (a plot it no longer draws would linger),
+    as its manifest lists them; nothing else is touched."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
         return
-    for path in [*(folder / name for name in OWN_FILES), *folder.glob("*.png")]:
+    for name in manifest.read_text().split():
+        path = folder / Path(name).name  # names only: a manifest cannot point outside the folder
         if path.is_file():
             path.unlink()
+    manifest.unlink()
 
 
 def _write(path: Path, text: str) -> Path:
@@ -204,14 +211,16 @@ def by_rate(sweep: SweepRuns, value_of: Callable[[Job], Optional[float]]) -> tup
 
 
 def series_styles(sweep: SweepRuns) -> dict[str, plots.Style]:
-    """Series label -> style in the rate plots: the regularizer's colour family, as in the jobs' figures."""
+    """Series label -> style in the rate plots: the regularizer's colour family (as in the jobs'
+    figures), shades when one regularizer has several series (say per dropout); no penalty in black."""
     kinds = {series_label(j, sweep): j.value("reg") for j in sweep.jobs}
-    seen: dict = defaultdict(int)
-    entries = []
-    for label, kind in sorted(kinds.items()):
-        seen[kind] += 1
-        entries.append((label, kind, float(seen[kind])))  # several series of one regularizer: shades
-    return plots.job_styles(entries)
+    styles = {}
+    for kind in dict.fromkeys(kinds.values()):
+        members = sorted(label for label, k in kinds.items() if k == kind)
+        for i, label in enumerate(members):
+            shade = i / (len(members) - 1) if len(members) > 1 else 0.75
+            styles[label] = plots.Style(plots.family_color(kind, shade), baseline=kind in (None, "none"))
+    return styles
 
 
 def series_label(job: Job, sweep: SweepRuns) -> str:
@@ -246,8 +255,9 @@ def ranking_note(metric: str) -> str:
     """Why the ranking metric is what it is, when that matters for reading the table."""
     if "data_loss" in metric:
         return " (the data term alone: Keras' `loss` adds the penalty, which would favour weak regularization)"
-    if metric.endswith("loss") and "data" not in metric:
-        return " (includes the regularization penalty: `--metric val_data_loss` ranks on the data term)"
+    if metric.endswith("loss") and metric != "data_loss":
+        return (f" (includes the regularization penalty; `--metric {metric.replace('loss', 'data_loss')}` ranks on the "
+                "data term, for sweeps that logged it)")
     return ""
 
 

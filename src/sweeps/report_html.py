@@ -137,7 +137,7 @@ def _inline(text: str) -> str:
             out.append(f"<code>{html.escape(code)}</code>")
         elif bold is not None:
             out.append(f"<strong>{html.escape(bold)}</strong>")
-        elif re.match(r"^(https?://|[\w./#-]+$)", url):
+        elif re.match(r"^(https?://\S+|(?!//)[\w./#-]+)$", url):  # web or relative; not //host, javascript:
             out.append(f'<a href="{html.escape(url)}">{html.escape(label)}</a>')
         else:
             out.append(html.escape(match.group(0)))

@@ -170,9 +170,13 @@ def default_storage(tracking_uri: str) -> str:
     return f"sqlite:///{db.parent / 'optuna.db'}"
 
 
-def study_name_for(experiment: str, items: list[str]) -> str:
-    """`<experiment>-<hash of the command>`: the same command continues the same study."""
-    digest = hashlib.sha256(json.dumps(sorted(items)).encode()).hexdigest()[:10]
+STUDY_FORMAT = 2  # bumped when what trials report changes (2: data loss by default, epochs from 1)
+
+
+def study_name_for(experiment: str, items: list[str], metric: str) -> str:
+    """`<experiment>-<hash of the command and the metric>`: the same command continues the same
+    study; one that optimises another metric (or reports as an older version did) starts its own."""
+    digest = hashlib.sha256(json.dumps([sorted(items), metric, STUDY_FORMAT]).encode()).hexdigest()[:10]
     return f"{experiment}-{digest}"
 
 
@@ -227,7 +231,7 @@ class Search:
         space, fixed = parse_space(items)
         check_space(hydra_context, config, space, fixed)
         storage = storage or default_storage(resolve_uri(config.tracking.uri))
-        name = study_name or study_name_for(str(config.tracking.experiment), items)
+        name = study_name or study_name_for(str(config.tracking.experiment), items, str(config.optimized_metric))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                     sampler=make_sampler(sampler, seed, space), pruner=make_pruner(pruner),

@@ -273,17 +273,22 @@ def _end(tracker: Tracker, parent: str, launched: int, status: Optional[str] = N
 def where_to_look(tracker: Tracker, parent: str) -> str:
     """Where a sweep's results are: its parent run and store, the command comparing its jobs, the UI link."""
     store = redact_uri(tracker.uri)
+    pasteable = store.replace("://***@", "://")  # in commands: no secret, and no `***` that fails when pasted
     compare = f"python -m sweeps.compare --sweep {parent}"
     if tracker.experiment != TrackingConfig.experiment:
         compare += f" --experiment {shlex.quote(tracker.experiment)}"
     if tracker.uri != compare_default_store():
-        compare += f" --tracking-uri {shlex.quote(store)}"
+        compare += f" --tracking-uri {shlex.quote(pasteable)}"
     link = runs_table_link(ui_address(tracker.uri), tracker.experiment_id)
     if not tracker.uri.startswith(("http://", "https://")):  # a store file or database: the UI is `make ui`
-        make_ui = "make ui" if tracker.uri == resolve_uri(None) else f"make ui STORE={shlex.quote(store)}"
+        make_ui = "make ui" if tracker.uri == resolve_uri(None) else f"make ui STORE={shlex.quote(pasteable)}"
         link += f" (after `{make_ui}`)"
-    return "\n".join([f"results: sweep {parent} in experiment {tracker.experiment}, store {store}",
-                      f"  compare: {compare}", f"  MLflow UI: {link}"])
+    lines = [f"results: sweep {parent} in experiment {tracker.experiment}, store {store}",
+             f"  compare: {compare}", f"  MLflow UI: {link}"]
+    if pasteable != tracker.uri and "--tracking-uri" in compare:
+        lines.append("  (commands without the store's credentials: give them as for this sweep, e.g. "
+                     "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or PGPASSWORD)")
+    return "\n".join(lines)
 
 
 def compare_default_store() -> Optional[str]:

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sweeps import tags
-from sweeps.config import RANK_METRIC, higher_is_better
+from sweeps.config import RANK_METRIC, VALIDATION_METRICS, higher_is_better
 from sweeps.runs import Job, SweepRuns
 
-VALIDATION = ["val_data_loss", "val_loss", "val_accuracy", "val_mae"]
+VALIDATION = list(VALIDATION_METRICS)
 END_METRICS = ["final_train_data_loss", "test_data_loss", "final_train_loss", "test_loss", "test_accuracy", "test_mae",
                "generalization_gap", "train_time_s"]
 HIDDEN_IN_READING = ("run_name", "run_id", "run_ids")  # left out of the text and Markdown tables
@@ -56,9 +56,9 @@ def default_metric(sweep: SweepRuns) -> str:
     data loss (`val_loss` for sweeps logged before the data loss was)."""
     logged = set(sweep.metric_names())
     chosen = {job.params.get("optimized_metric") for job in sweep.jobs} - {None}
-    if len(chosen) == 1 and next(iter(chosen)) in logged:
+    if len(chosen) == 1 and (next(iter(chosen)) in logged or not logged):  # not logged: no job got that far
         return chosen.pop()
-    return RANK_METRIC if RANK_METRIC in logged else "val_loss"
+    return RANK_METRIC if RANK_METRIC in logged or not logged else "val_loss"
 
 
 def sort_column(metric: str) -> str:
@@ -168,8 +168,8 @@ def group_rows(rows: list[dict], keys: list[str], metric: str) -> list[dict]:
         out.append((row, _values(members, rank)))
     out.sort(key=lambda pair: _rank_key(f"{rank}_mean", metric)(pair[0]))
     best = out[0][1] if out else []
-    for i, (row, values) in enumerate(out):
-        row["tied_with_best"] = (True if i == 0 else tied(best, values)) if best and values else None
+    for i, (row, values) in enumerate(out):  # the best row itself: tied, when it has the 2 values a test needs
+        row["tied_with_best"] = (True if len(values) >= 2 else None) if i == 0 else tied(best, values)
     return [row for row, _ in out]
 
 
@@ -227,7 +227,8 @@ def _values(rows: list[dict], column: str) -> list[float]:
 
 
 def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """None, NaN or ±inf (a diverged job's loss; the SQL store keeps inf as ±1.8e308): no number to compare."""
+    return value is None or (isinstance(value, float) and (not math.isfinite(value) or abs(value) >= 1e308))
 
 
 # --- formats ---------------------------------------------------------------------------------
@@ -296,8 +297,9 @@ def to_markdown(rows: list[dict]) -> str:
         return "_no jobs_\n"
     rows = reading(rows)
     cols = columns_of(rows)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    cell = lambda value: fmt(value).replace("|", "\\|")  # noqa: E731 - a `|` in a value would split its cell
+    lines = ["| " + " | ".join(map(cell, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

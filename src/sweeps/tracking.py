@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -237,6 +238,11 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says it holds model
+# training; with this tag it opens on the runs table (the UI's own "experiment type" setting).
+EXPERIMENT_KIND, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: Optional[str]) -> str:
     """Experiment id for `name`, creating (or restoring) it; safe when several processes race."""
     for _ in range(3):
@@ -246,7 +252,8 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: Option
                 client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND: TRAINING_EXPERIMENT})
         except MlflowException:  # another process created it first
             continue
     raise TrackingError(f"tracking.experiment={name}: cannot create or find the experiment")
@@ -302,7 +309,7 @@ _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)")
 def short_number(text: str) -> str:
     """A float in its shortest exact form (`0.0001` -> `1e-4`, `1000000000000.0` -> `1e12`, `0.5`
     stays); anything else (`128`, `[16,32]`, `l1`) as it is."""
-    if not _FLOAT.fullmatch(text):
+    if not _FLOAT.fullmatch(text) or not math.isfinite(float(text)):
         return text
     number = Decimal(repr(float(text))).normalize()
     sign, digits, exponent = number.as_tuple()
@@ -353,18 +360,21 @@ def runs_table_link(address: str, experiment_id: str) -> str:
 def ui_hint(store: str, host: str, port: str, experiment: str = "sweeps") -> str:
     """What `make ui` prints before starting: the link to `experiment`'s runs in `store`, once it has them."""
     address = browser_address(host, port)
-    uri = resolve_uri(store)
-    db = sqlite_path(uri)
-    found = None if db is not None and not db.is_file() else MlflowClient(uri).get_experiment_by_name(experiment)
+    try:
+        uri = resolve_uri(store)
+        db = sqlite_path(uri)
+        found = None if db is not None and not db.is_file() else MlflowClient(uri).get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - the UI itself says what is wrong with the store
+        return f"MLflow UI: {address}"
     if found is None:
         return f"MLflow UI: {address} (no experiment {experiment!r} in {redact_uri(store)} yet)"
     return f"MLflow UI, runs of experiment {experiment}: {runs_table_link(address, found.experiment_id)}"
 
 
 def metric_points(values: dict[str, float], step: int = 0) -> list[Metric]:
-    """`{name: value}` as MLflow metric points for one `log_batch` call."""
+    """`{name: value}` as MLflow metric points for one `log_batch` call (non-finite values left out)."""
     now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, step) for k, v in values.items()]
+    return [Metric(k, float(v), now, step) for k, v in values.items() if math.isfinite(float(v))]
 
 
 class Tracker:
