@@ -75,7 +75,7 @@ def test_help_answers_without_importing_tensorflow(tmp_path):
 def test_bad_value_is_one_line_exit_2_and_no_run(tmp_path):
     proc = run_cli(tmp_path, "rate=-1", "data=digits")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: rate=-1.0 is invalid: use a value >= 0, e.g. rate=1e-4"
+    assert proc.stderr.strip().splitlines()[-1] == "error: rate=-1.0 is invalid: use a finite value >= 0, e.g. rate=1e-4"
     assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()
 
 

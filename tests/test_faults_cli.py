@@ -95,6 +95,22 @@ def _error_lines(stderr: str) -> list[str]:
 # ---------------------------------------------------------------- failures inside a sweep
 
 
+def test_a_job_that_fails_before_its_own_error_handling_still_says_why(tmp_path):
+    """A broken TensorFlow install (its import raises) fails every job before it opens a run: each
+    job's reason is still printed, not only a count."""
+    broken = tmp_path / "broken" / "tensorflow"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('this tensorflow install is broken')\n")
+    proc = run_cli(tmp_path, "-m", "reg=l1,l2", "epochs=1", *FAST,
+                   env=_env(tmp_path, PYTHONPATH=str(broken.parent)))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr  # Hydra's log lines go to stdout
+    for reg in ("l1", "l2"):
+        assert f"job {reg} epochs=1 digits model.hidden=[16] tracking.log_model=False failed: " \
+               f"ImportError: this tensorflow install is broken" in said, said[-3000:]
+    assert "0 job(s) finished, 2 failed" in proc.stderr and "Traceback" not in said
+
+
 def test_raising_and_diverging_jobs_fail_alone_and_the_command_exits_1(tmp_path):
     """4 jobs: one good, one diverging (NaN loss), two raising (their dataset file is cut off)."""
     folder = tmp_path / "data"

@@ -156,9 +156,10 @@ def test_run_names_are_short_values_groups_bare_numbers_shortest():
 
 
 @pytest.mark.parametrize("overrides, present, absent", [
-    ([], {"data.root", "data.val_split", "reg.kind", "rate", "dropout", "early_stopping.enabled", "tracking.uri"},
+    ([], {"data.root", "data.val_split", "reg.kind", "rate", "dropout", "early_stopping.enabled", "tracking.uri",
+          "early_stopping.monitor"},  # best_epoch is of the monitor, early stopping or not
      {"data.noise", "data.train_file", "reg.target", "reg.layers", "optimizer.momentum", "dropout_type",
-      "dropout_layers", "early_stopping.monitor", "data.test_seed", "search.trial"}),
+      "dropout_layers", "early_stopping.patience", "data.test_seed", "search.trial"}),
     (["data=circles", "optimizer=sgd", "reg=l1", "dropout=0.2", "early_stopping.enabled=true"],
      {"data.noise", "data.n_samples", "data.test_seed", "optimizer.momentum", "reg.target", "dropout_type",
       "dropout_layers", "early_stopping.patience"}, {"data.root", "data.train_file"}),

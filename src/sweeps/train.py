@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from sweeps import interrupts
 from sweeps.config import check_overrides, conf_dir, register_configs
+from sweeps.redact import redact_text
 from sweeps.tracking import set_store_patience
 from sweeps.errors import StoreUnavailable, SweepsError
 
@@ -99,9 +100,13 @@ def import_tensorflow() -> None:
 
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: a failing job is reported and, in a multirun, the sweep goes on."""
-    import_tensorflow()
-    from sweeps import job as jobs
     from sweeps.tracking import run_name
+
+    try:
+        import_tensorflow()
+        from sweeps import job as jobs
+    except Exception as err:  # noqa: BLE001 - a broken TensorFlow/Keras install: said here, before any run
+        return cannot_start(err, run_name)
 
     job = jobs.JobContext.from_hydra()
     with interrupts.handling():  # in a pool worker too: SIGTERM ends the job's run KILLED
@@ -122,6 +127,19 @@ def task(cfg: DictConfig) -> float:
                 log.exception("job %s failed", run_name(list(job.overrides)))
             failure = err
     jobs.record_failure(cfg, job, failure)
+    return math.nan
+
+
+def cannot_start(err: Exception, run_name) -> float:
+    """A job that cannot even import its libraries: one line naming it and why (Hydra would keep the
+    reason to itself), and the sweep goes on; a single run raises it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        raise err
+    log.error("%s", redact_text(f"job {run_name(list(hc.overrides.task))} failed: {type(err).__name__}: {err}"))
     return math.nan
 
 
