@@ -21,6 +21,8 @@ from typing import Optional, Sequence, TextIO
 import keras
 import numpy as np
 
+from sweeps.callbacks import penalty
+
 EPOCH_KEYS = ("data_loss", "penalty", "val_accuracy", "val_mae")  # shown every epoch, after the ranking metric
 RESULT_KEYS = ("test_accuracy", "test_mae")  # shown at a job's end, after the ranking metric
 
@@ -94,6 +96,7 @@ class EpochProgress(keras.callbacks.Callback):
         if not self.live and self.last_line is not None and now - self.last_line < self.every_s:
             return
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        metrics.update({k: v for k, v in penalty(metrics).items() if v > 0})  # shown for penalized jobs only
         text = f"  epoch {epoch + 1}/{self.epochs}: {values(metrics, self.keys)} ({duration(now - self.started)})"
         self.stream.write(f"\r\033[K{text}" if self.live else text + "\n")
         self.stream.flush()
