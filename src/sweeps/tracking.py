@@ -238,8 +238,8 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-# MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says it holds model
-# training; with this tag it opens on the runs table (the UI's own "experiment type" setting).
+# The UI's own "experiment type" setting: model training, not GenAI. (MLflow 3.x still opens an
+# experiment on its overview page; the links sweeps prints go straight to the runs table.)
 EXPERIMENT_KIND, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
 
 
