@@ -97,15 +97,19 @@ def store_problem(uri: str, timeout: float = 3.0) -> Optional[str]:
     return None
 
 
+def error_chain(err: BaseException) -> list[BaseException]:
+    """`err` and the errors behind it, outermost first (a database driver's own error via `.orig`)."""
+    chain = [err]
+    while True:
+        inner = getattr(chain[-1], "orig", None) or chain[-1].__cause__ or chain[-1].__context__
+        if inner is None or any(inner is seen for seen in chain):
+            return chain
+        chain.append(inner)
+
+
 def root_reason(err: BaseException) -> str:
     """The innermost cause of an error, as one line (a database's own words, not its wrapper's)."""
-    seen, current = set(), err
-    while True:
-        inner = getattr(current, "orig", None) or current.__cause__ or current.__context__
-        if inner is None or id(inner) in seen:
-            break
-        seen.add(id(inner))
-        current = inner
+    current = error_chain(err)[-1]
     text = str(current).strip().splitlines()
     return f"{type(current).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -470,13 +474,8 @@ def unanswered(err: BaseException) -> bool:
     opposed to refusing one write (a full disk for artifacts, a bad value)."""
     import requests
 
-    seen, current = set(), err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, (ConnectionError, TimeoutError, requests.exceptions.RequestException)):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    silent = (ConnectionError, TimeoutError, requests.exceptions.RequestException)
+    return any(isinstance(e, silent) for e in error_chain(err))
 
 
 class CleanUp:
