@@ -64,11 +64,12 @@ ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000, printing the lin
 server: install ## team store: mlflow server on PostgreSQL in mlruns/server, artifacts proxied (SWEEPS_HOST=, PORT=)
 	$(BIN)/python -m sweeps.server --host $(SWEEPS_HOST) --port $(PORT)
 
-bench: install ## tracking overhead, NaN check, basic vs joblib launcher, grid vs Optuna search (side by side)
+bench: install ## tracking overhead, NaN check, basic vs joblib launcher, grid vs Optuna search, presets: plain Keras vs sweeps.train vs matmul limit (side by side)
 	$(BIN)/python benchmarks/bench_logging.py
 	$(BIN)/python benchmarks/bench_nan_check.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_presets.py
 
 clean: ## remove run outputs and caches (keeps mlruns/ and the venv)
 	rm -rf multirun outputs reports .pytest_cache

@@ -1,13 +1,19 @@
 """The Keras steps of a job: build, fit (with our logger and early stopping), evaluate.
 
-Used by `job.train` and by cross-validation (`cv`), with nothing about tracking runs or sweeps.
+Used by `job.train`, cross-validation (`cv`) and packed sweeps (`packing`), with nothing about
+tracking runs or sweeps. The order of the training examples is ours, not Keras': epoch e of a
+job with seed s shows the examples in the order of a permutation drawn from (s, e) alone
+(`training_batches`), so a job packed with others sees exactly the batches it would see alone.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from typing import Sequence
 
 import keras
+import numpy as np
 from omegaconf import DictConfig
 
 from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
@@ -31,29 +37,108 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
     callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt(), progress, *extra]
     es = cfg.early_stopping
     if es.enabled:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, mode=direction(es.monitor),
+                                                       patience=es.patience,
                                                        min_delta=es.min_delta,
                                                        restore_best_weights=es.restore_best_weights))
-    validation = (data.x_val, data.y_val) if len(data.x_val) else None
     tic = time.perf_counter()
     try:
-        model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                  validation_data=validation, callbacks=callbacks, verbose=0)
+        fit_epochs(model, data, cfg, [cfg.seed], callbacks)
     finally:
         progress.close()
     if logger.diverged:
-        raise DivergedError(f"training diverged: {logger.diverged}; lower optimizer.lr or rate")
+        raise DivergedError(diverged_message(logger.diverged))
     return time.perf_counter() - tic
+
+
+def direction(metric: str) -> str:
+    """Keras' `mode` for a monitored metric (decided by `config.higher_is_better`)."""
+    return "max" if higher_is_better(metric) else "min"
+
+
+def diverged_message(reason: str) -> str:
+    return f"training diverged: {reason}; lower optimizer.lr or rate"
+
+
+EVAL_BATCH = 1024  # batch size of validation and evaluation passes (no updates: only speed depends on it)
+
+
+def fit_epochs(model: keras.Model, data: Dataset, cfg: DictConfig, seeds: Sequence[int],
+               callbacks: Sequence[keras.callbacks.Callback]) -> None:
+    """`model.fit` for `cfg.epochs` on our batches (`EpochBatches`), validating every epoch."""
+    batches = EpochBatches(data.x_train, data.y_train, cfg.batch_size, seeds)
+    validation = (data.x_val, data.y_val) if len(data.x_val) else None
+    model.fit(batches.dataset, epochs=cfg.epochs, validation_data=validation, validation_batch_size=EVAL_BATCH,
+              shuffle=False, callbacks=[batches, *callbacks], verbose=0)  # the order is `batches`'
+
+
+class EpochBatches(keras.callbacks.Callback):
+    """The training batches of one `fit`, as a dataset one epoch long that Keras iterates once per epoch.
+
+    Epoch e shows the examples in the order of TensorFlow's stateless shuffle under seed (s, e),
+    in batches of `batch_size` (the last one smaller), for each seed s of `seeds`: one seed gives
+    `[B, ...]` batches; several give `[len(seeds), B, ...]`, member k's batch under seeds[k]
+    (members sharing a seed share its permutation). The dataset counts its own passes (the
+    epoch number), from 0 at the start of training; one epoch per pass keeps Keras' multi-step
+    calls (`steps_per_execution`) inside the epoch.
+
+    Args:
+        x, y: the training examples.
+        batch_size: examples per batch.
+        seeds: one seed per member.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seeds: Sequence[int]):
+        import tensorflow as tf
+
+        super().__init__()
+        n = len(x)
+        self.steps = math.ceil(n / batch_size)
+        self.passes = tf.Variable(-1, dtype=tf.int64, trainable=False)  # epoch of the latest pass begun
+        distinct = sorted(set(int(s) for s in seeds))
+        which = tf.constant([distinct.index(int(s)) for s in seeds], tf.int32)
+        shared = len(seeds) == 1
+
+        def epoch_order(_):
+            epoch = self.passes.assign_add(1, read_value=True)
+            orders = [tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack(
+                [tf.constant(s, tf.int64), epoch])) for s in distinct]
+            return tf.data.Dataset.from_tensor_slices(tf.stack(orders, axis=1)).batch(batch_size)  # [B, seeds]
+
+        def gather(order, arrays):
+            features, targets = arrays
+            if shared:
+                return tf.gather(features, order[:, 0]), tf.gather(targets, order[:, 0])
+            per_member = tf.gather(tf.transpose(order), which)  # [K, B]
+            return tf.gather(features, per_member), tf.gather(targets, per_member)
+
+        orders = tf.data.Dataset.from_tensors(0).flat_map(epoch_order)
+        arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
+        batches = tf.data.Dataset.zip((orders, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        self.dataset = batches.apply(tf.data.experimental.assert_cardinality(self.steps)).prefetch(tf.data.AUTOTUNE)
+
+    def on_train_begin(self, logs=None):
+        self.passes.assign(-1)  # Keras may have looked at a batch before training began
+
+
+def evaluation(model: keras.Model, data: Dataset) -> dict:
+    """Test metrics and the training set's metrics without dropout, as `model.evaluate` returns them
+    (a packed model: one value per member)."""
+    test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    train = model.evaluate(data.x_train, data.y_train, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    return {**{f"test_{k}": v for k, v in test.items()}, **{f"final_train_{k}": v for k, v in train.items()}}
+
+
+def results(evaluated: dict, member: int | None = None) -> dict[str, float]:
+    """`evaluation`'s values as floats (member `member` of a packed model), and the generalization gap."""
+    out = {k: float(v if member is None else np.asarray(v)[member]) for k, v in evaluated.items()}
+    out["generalization_gap"] = out["test_loss"] - out["final_train_loss"]
+    return out
 
 
 def evaluate(model: keras.Model, data: Dataset) -> dict[str, float]:
     """Test metrics, the training set's metrics without dropout, and the gap between them."""
-    test = model.evaluate(data.x_test, data.y_test, batch_size=1024, verbose=0, return_dict=True)
-    train = model.evaluate(data.x_train, data.y_train, batch_size=1024, verbose=0, return_dict=True)
-    out = {f"test_{k}": float(v) for k, v in test.items()}
-    out.update({f"final_train_{k}": float(v) for k, v in train.items()})
-    out["generalization_gap"] = out["test_loss"] - out["final_train_loss"]
-    return out
+    return results(evaluation(model, data))
 
 
 def last_epoch(history: dict[str, list[float]]) -> dict[str, float]:

@@ -44,11 +44,16 @@ class JobContext:
     def from_hydra(cls) -> "JobContext":
         """Read from Hydra's config of this job (empty outside Hydra, e.g. under compose())."""
         from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
 
         if not HydraConfig.initialized():
             return cls()
-        hc = HydraConfig.get()
+        return cls.of(HydraConfig.get())
+
+    @classmethod
+    def of(cls, hc: DictConfig) -> "JobContext":
+        """Read from a job's `hydra` node (what a launcher composed for it)."""
+        from hydra.types import RunMode
+
         multirun = hc.mode == RunMode.MULTIRUN
         return cls(tuple(hc.overrides.task), sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd) if multirun else None,
                    parallel_jobs(hc.launcher) if multirun else 1, hc.job.num if multirun else None)

@@ -99,6 +99,7 @@ class TrackedSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         items = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         try:
+            getattr(self.launcher, "check", lambda: None)()  # a launcher's own settings (hydra/launcher=packed)
             plan = self.plan(items)
             outcome = sweep.run(self.config, plan.batches, plan.swept, self.launcher.launch, plan.planned,
                                 plan.parent_tags, plan.report_extra)

@@ -19,6 +19,7 @@ RESUMES = "sweeps.resumes"  # on a parent: comma-separated earlier parents it re
 STUDY = "sweeps.study"  # on a search's parent and trials: the Optuna study name
 TRIAL = "sweeps.trial"  # on a trial's run: its Optuna trial number
 PRUNED_AT = "sweeps.pruned_at_epoch"  # on a trial stopped by the pruner: the last epoch it trained
+PACKED_WITH = "sweeps.packed_with"  # on a job of a packed sweep: JSON list of the run ids trained in the same model
 FOLD = "sweeps.fold"  # on a cross-validation child: the fold number
 PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
 NOTE = "mlflow.note.content"  # MLflow's run description

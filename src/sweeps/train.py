@@ -130,6 +130,38 @@ def task(cfg: DictConfig) -> float:
     return math.nan
 
 
+def task_pack(composed: list[DictConfig]) -> list[float]:
+    """What `task` is to one job, for a pack of jobs trained as one model (`hydra/launcher=packed`):
+    `composed` are the jobs' configs as the launcher composed them (with their `hydra` node). A pack
+    that fails as a whole is reported, each of its jobs left FAILED, and the sweep goes on."""
+    from sweeps.launcher import task_config
+    from sweeps.tracking import run_name
+
+    try:
+        import_tensorflow()
+        from sweeps import job as jobs, packing
+    except Exception as err:  # noqa: BLE001 - as in `task`
+        return [cannot_start(err, run_name) for _ in composed]
+    cfgs = [task_config(c) for c in composed]
+    contexts = [jobs.JobContext.of(c.hydra) for c in composed]
+    with interrupts.handling():
+        try:
+            return packing.train_pack(cfgs, contexts)
+        except Exception as err:
+            lost = jobs.store_lost(cfgs[0], err)
+            if lost:
+                raise StoreUnavailable(lost) from None
+            names = ", ".join(run_name(list(job.overrides)) for job in contexts)
+            if isinstance(err, SweepsError):
+                log.error("pack of jobs %s failed: %s", names, err)
+            else:
+                log.exception("pack of jobs %s failed", names)
+            failure = err
+    for cfg, job in zip(cfgs, contexts):
+        jobs.record_failure(cfg, job, failure)
+    return [math.nan] * len(cfgs)
+
+
 def cannot_start(err: Exception, run_name) -> float:
     """A job that cannot even import its libraries: one line naming it and why (Hydra would keep the
     reason to itself), and the sweep goes on; a single run raises it."""

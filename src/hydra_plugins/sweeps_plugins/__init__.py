@@ -2,12 +2,12 @@
 
 Importing this module (Hydra does, when it scans for plugins) registers the options of `sweeps`'
 own Hydra groups: `hydra/sweeper=grid` (also registered as Hydra's default option, `basic`) and
-`hydra/sweeper=optuna`. It imports no TensorFlow.
+`hydra/sweeper=optuna`, and the launcher `hydra/launcher=packed`. It imports no TensorFlow.
 """
 
 from hydra.core.config_store import ConfigStore
 
-from sweeps import search, sweeper
+from sweeps import launcher, search, sweeper
 
 
 class GridSweeper(sweeper.GridSweeper):
@@ -18,6 +18,10 @@ class OptunaSweeper(search.OptunaSweeper):
     """`hydra/sweeper=optuna`: see `sweeps.search`."""
 
 
+class PackedLauncher(launcher.PackedLauncher):
+    """`hydra/launcher=packed`: see `sweeps.launcher`."""
+
+
 # `basic` too: Hydra's default sweeper option becomes ours, so a multirun is a tracked sweep without
 # an `override hydra/sweeper` in conf/config.yaml (which would win over an experiment file's choice).
 for name in ("grid", "basic"):
@@ -25,3 +29,5 @@ for name in ("grid", "basic"):
                                  node=sweeper.GridSweeperConf(_target_=f"{__name__}.GridSweeper"))
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", provider="sweeps",
                              node=search.OptunaSweeperConf(_target_=f"{__name__}.OptunaSweeper"))
+ConfigStore.instance().store(group="hydra/launcher", name="packed", provider="sweeps",
+                             node=launcher.PackedLauncherConf(_target_=f"{__name__}.PackedLauncher"))

@@ -1,0 +1,210 @@
+"""Three presets: plain Keras, `sweeps.train` and the matmul limit, seconds per epoch side by side.
+
+    make bench            # or: python benchmarks/bench_presets.py [--epochs 3] [--reps 3]
+
+For each preset (64-32 SGD batch 32, 128x4 Adam batch 32, 512-512 RMSprop batch 128) on
+Fashion-MNIST (54,000 training examples after the 10% validation split; digits when it is absent),
+one run measures, repetition after repetition so that machine noise hits all three:
+  1. plain Keras: the same MLP built with keras.Sequential and the same optimizer, fitted with
+     `model.fit(x, y, batch_size, epochs, validation_data)`, default steps_per_execution (1), no
+     callbacks but an epoch timer (epoch hooks only, so Keras' batch dispatch stays asynchronous);
+  2. `sweeps.train`: the real job, `python -m sweeps.train <preset> epochs=N` in a subprocess into a
+     throwaway SQLite store, its per-epoch `epoch_time_s` read back from the store; per-job overhead
+     outside fit = the run's duration (end - start) minus its `train_time_s` (logging the config,
+     evaluation, curves, the saved model; the TensorFlow import and data loading come before the run);
+  3. arithmetic limit: one epoch of the training matmuls at the preset's layer sizes and batch size
+     (per layer and step x@W, x^T@dY, and dY@W^T except for the first layer, which needs no input
+     gradient), ceil(n/batch) steps in ONE tf.function loop, so no Python runs between steps; the
+     weights are carried through the loop (updated at rate 0) so no matmul can be optimised away.
+     Validation batches, activations, loss and optimizer arithmetic are left out: a lower bound.
+Seconds per epoch are the median of epochs 2..N (the first carries tracing) per repetition, then
+the median over repetitions. Absolute seconds on a shared machine are noise; the ratios are the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sweeps.train import import_tensorflow
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's log lines and start-up banner off stderr,
+import_tensorflow()  # which carries the progress lines (as `sweeps.train` does; SWEEPS_VERBOSE=1 shows them)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from common import EpochTimer  # noqa: E402
+from sweeps.config import conf_dir, register_configs  # noqa: E402
+from sweeps.data import load_dataset  # noqa: E402
+from sweeps.errors import DataError  # noqa: E402
+
+PRESETS = {
+    "64-32 SGD batch 32": ["model=mlp_64_32", "optimizer=sgd", "batch_size=32"],
+    "128x4 Adam batch 32": ["model=mlp_128x4", "optimizer=adam", "batch_size=32"],
+    "512-512 RMSprop batch 128": ["model=mlp_512_512", "optimizer=rmsprop", "batch_size=128"],
+}
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def configs(dataset: str) -> dict:
+    register_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return {name: compose("config", overrides=[f"data={dataset}", *overrides])
+                for name, overrides in PRESETS.items()}
+
+
+def after_first(times: list[float]) -> float:
+    """Median seconds of the epochs after the first (which carries tracing)."""
+    return statistics.median(times[1:])
+
+
+def plain_keras(cfg, data, epochs: int) -> list[float]:
+    """Seconds of each epoch of a plain Keras script training the preset's MLP."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.seed)
+    model = keras.Sequential([keras.Input(shape=(data.input_dim,)),
+                              *[keras.layers.Dense(w, activation=cfg.model.activation) for w in cfg.model.hidden],
+                              keras.layers.Dense(data.n_classes, activation="softmax")])
+    opt = cfg.optimizer
+    optimizer = {"sgd": lambda: keras.optimizers.SGD(opt.lr, momentum=opt.momentum),
+                 "adam": lambda: keras.optimizers.Adam(opt.lr),
+                 "rmsprop": lambda: keras.optimizers.RMSprop(opt.lr)}[opt.name.value]()
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    timer = EpochTimer()
+    model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=epochs,
+              validation_data=(data.x_val, data.y_val), callbacks=[timer], verbose=0)
+    return timer.times
+
+
+def sweeps_job(overrides: list[str], epochs: int, folder: Path, n: int) -> tuple[list[float], float, float]:
+    """`python -m sweeps.train OVERRIDES epochs=N` into the store in `folder`:
+    (epoch_time_s per epoch, run duration - train_time_s, subprocess wall seconds)."""
+    uri = f"sqlite:///{folder}/mlflow.db"
+    cmd = [sys.executable, "-m", "sweeps.train", *overrides, f"epochs={epochs}",
+           f"hydra.run.dir={folder}/outputs/{n}"]
+    tic = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - tic
+    if proc.returncode != 0:
+        raise SystemExit(f"sweeps.train failed ({' '.join(overrides)}):\n{proc.stderr[-3000:]}")
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id],
+                              "tags.`sweeps.kind` = 'job'", order_by=["attributes.start_time DESC"], max_results=1)
+    run = runs[0]
+    if run.info.status != "FINISHED":
+        raise SystemExit(f"sweeps.train run {run.info.run_id} ended {run.info.status}")
+    history = sorted(client.get_metric_history(run.info.run_id, "epoch_time_s"), key=lambda m: m.step)
+    times = [m.value for m in history]
+    if len(times) != epochs:
+        raise SystemExit(f"sweeps.train run {run.info.run_id} logged {len(times)} epochs, expected {epochs}")
+    overhead = (run.info.end_time - run.info.start_time) / 1000 - run.data.metrics["train_time_s"]
+    return times, overhead, wall
+
+
+def matmul_epoch(dims: list[int], batch: int):
+    """A function timing one epoch's training matmuls for layer sizes `dims` (inputs, hidden..., classes)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((batch, dims[0])), tf.float32)
+    weights = [tf.constant(rng.standard_normal((a, b)) / math.sqrt(a), tf.float32) for a, b in zip(dims, dims[1:])]
+
+    @tf.function
+    def run(steps, rate, ws):
+        def step(i, ws):
+            acts = [x]
+            for w in ws:  # forward: x @ W
+                acts.append(tf.matmul(acts[-1], w))
+            dy, grads = acts[-1], [None] * len(ws)
+            for k in reversed(range(len(ws))):
+                grads[k] = tf.matmul(acts[k], dy, transpose_a=True)  # weight gradient: x^T @ dY
+                if k:
+                    dy = tf.matmul(dy, ws[k], transpose_b=True)  # input gradient: dY @ W^T
+            return i + 1, [w - rate * g for w, g in zip(ws, grads)]
+
+        _, ws = tf.while_loop(lambda i, _: i < steps, step, (tf.constant(0), ws), parallel_iterations=1)
+        return tf.add_n([tf.reduce_sum(w) for w in ws])
+
+    def epoch(steps: int) -> float:
+        tic = time.perf_counter()
+        run(tf.constant(steps), tf.constant(0.0), weights).numpy()
+        return time.perf_counter() - tic
+
+    return epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (at least 2)")
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    if args.epochs < 2 or args.reps < 1:
+        parser.error("--epochs must be at least 2 (the first is left out) and --reps at least 1")
+    started = time.perf_counter()
+    try:
+        dataset, cfgs = "fashion_mnist", configs("fashion_mnist")
+        data = load_dataset(next(iter(cfgs.values())).data)
+    except DataError:
+        dataset, cfgs = "digits", configs("digits")
+        data = load_dataset(next(iter(cfgs.values())).data)
+    n = len(data.x_train)
+    say(f"dataset {data.name}: {n} training examples; {args.epochs} epochs x {args.reps} reps; "
+        f"{os.cpu_count()} cores")
+
+    limits = {name: matmul_epoch([data.input_dim, *cfg.model.hidden, data.n_classes], cfg.batch_size)
+              for name, cfg in cfgs.items()}
+    plain = {name: [] for name in PRESETS}
+    ours = {name: [] for name in PRESETS}
+    overhead = {name: [] for name in PRESETS}
+    limit = {name: [] for name in PRESETS}
+    with tempfile.TemporaryDirectory(prefix="bench_presets_") as tmp:
+        jobs = 0
+        for rep in range(args.reps):
+            for name, cfg in cfgs.items():
+                tag = f"[rep {rep + 1}/{args.reps}] {name}"
+                order = ("plain", "sweeps") if rep % 2 == 0 else ("sweeps", "plain")  # neither always first
+                for which in order:
+                    if which == "plain":
+                        plain[name].append(after_first(plain_keras(cfg, data, args.epochs)))
+                        say(f"{tag}: plain Keras {plain[name][-1]:.2f} s/epoch")
+                    else:
+                        times, extra, wall = sweeps_job([*PRESETS[name], f"data={dataset}"], args.epochs,
+                                                        Path(tmp), jobs)
+                        jobs += 1
+                        ours[name].append(after_first(times))
+                        overhead[name].append(extra)
+                        say(f"{tag}: sweeps.train {ours[name][-1]:.2f} s/epoch, overhead outside fit "
+                            f"{extra:.2f} s (subprocess wall {wall:.1f} s)")
+                steps = math.ceil(n / cfg.batch_size)
+                limit[name].append(after_first([limits[name](steps) for _ in range(args.epochs)]))
+                say(f"{tag}: matmul limit {limit[name][-1]:.3f} s/epoch ({steps} steps)")
+
+    timed = f"median of epochs 2..{args.epochs}" if args.epochs > 2 else "epoch 2"
+    print(f"\n{data.name}, {n} training examples, {args.epochs} epochs ({timed}), "
+          f"median of {args.reps} reps, {os.cpu_count()} cores; seconds per epoch\n")
+    print("| preset | plain Keras (s/epoch) | sweeps.train (s/epoch) | matmul limit (s/epoch) "
+          "| speed-up plain / sweeps.train | sweeps.train / limit | per-job overhead outside fit (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for name in PRESETS:
+        p, s, lim = (statistics.median(v[name]) for v in (plain, ours, limit))
+        print(f"| {name} | {p:.2f} | {s:.2f} | {lim:.3f} | {p / s:.2f}x | {s / lim:.1f}x "
+              f"| {statistics.median(overhead[name]):.2f} |")
+    say(f"total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""K configurations of one MLP trained as one Keras model: stacked kernels and batched matmuls.
+
+Member k of a `PackedMLP` is the network `models.build_model` builds for the k-th job of a pack:
+layer i holds one `[K, in, out]` kernel and one `[K, out]` bias, so a training step is one batched
+matmul per layer for all K members, and the optimizer updates one variable per layer instead of K.
+Members share the architecture, optimizer, learning rate and batch size; each has its own weights,
+penalty (kind, target, layers, rate), dropout (rate, kind, layers) and batches. The loss minimised
+is the sum of the members' losses, and since no weight is shared, member k's gradient is exactly
+the gradient of its own loss (data term + own penalty), as if it were trained alone.
+
+`train_step`/`test_step` log one value per member (`loss`, `data_loss`, `accuracy`/`mae`: vectors
+of length K); `packing` splits them into each member's own MLflow run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from sweeps.config import DropoutType, RegKind, RegTarget
+from sweeps.regularizers import selected
+
+
+@dataclass(frozen=True)
+class Member:
+    """What varies between the members of a pack (per hidden layer where it applies)."""
+
+    l1: tuple[float, ...]  # L1 factor of the penalty on each hidden layer (0: none)
+    l2: tuple[float, ...]  # L2 factor of the penalty on each hidden layer (0: none)
+    target: RegTarget  # what the penalty applies to
+    dropout: tuple[float, ...]  # dropout rate after each hidden layer (0: none)
+    gaussian: bool  # GaussianDropout instead of Dropout
+
+    @classmethod
+    def of(cls, cfg) -> "Member":
+        n = len(cfg.model.hidden)
+        kind, rate = cfg.reg.kind, float(cfg.rate)
+        on = [selected(cfg.reg.layers, i) for i in range(n)]
+        l1 = tuple(rate if on[i] and kind in (RegKind.l1, RegKind.l1_l2) else 0.0 for i in range(n))
+        l2 = tuple(rate if on[i] and kind in (RegKind.l2, RegKind.l1_l2) else 0.0 for i in range(n))
+        drop = tuple(float(cfg.dropout) if selected(cfg.dropout_layers, i) else 0.0 for i in range(n))
+        return cls(l1, l2, cfg.reg.target, drop, cfg.dropout_type == DropoutType.gaussian)
+
+
+class VectorMean(keras.metrics.Metric):
+    """Mean over an epoch of one value per member, weighted by batch size (as Keras weighs its own)."""
+
+    def __init__(self, name: str, size: int):
+        super().__init__(name=name)
+        self.total = self.add_variable(shape=(size,), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, values, weight):
+        weight = ops.cast(weight, "float32")
+        self.total.assign_add(ops.cast(values, "float32") * weight)
+        self.count.assign_add(weight)
+
+    def result(self):
+        return self.total / ops.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.total.assign(ops.zeros_like(self.total))
+        self.count.assign(0.0)
+
+
+def _column(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, dtype="float32")
+
+
+class PackedMLP(keras.Model):
+    """`members` MLPs of widths `hidden` as stacked layers.
+
+    Inputs: `[B, in]` (every member sees the same batch: validation, test, members sharing a seed)
+    or `[K, B, in]` (member k sees its own batch). Output: `[K, B, classes]` softmax, or `[K, B]`
+    for regression (`n_classes` None).
+    """
+
+    def __init__(self, members: Sequence[Member], input_dim: int, hidden: Sequence[int], activation: str,
+                 n_classes: Optional[int], seed: int = 0):
+        super().__init__(name="packed_mlp")
+        self.members = list(members)
+        self.k = len(self.members)
+        self.widths = [input_dim, *hidden, n_classes or 1]
+        self.activation = keras.activations.get(activation)
+        self.classify = n_classes is not None
+        self.kernels, self.biases = [], []
+        for i, (fan_in, fan_out) in enumerate(zip(self.widths[:-1], self.widths[1:])):
+            name = f"hidden_{i}" if i < len(hidden) else "output"
+            self.kernels.append(self.add_weight(shape=(self.k, fan_in, fan_out), name=f"{name}_kernel"))
+            self.biases.append(self.add_weight(shape=(self.k, fan_out), initializer="zeros", name=f"{name}_bias"))
+        n = len(hidden)
+        self.l1 = [_column([m.l1[i] for m in self.members]) for i in range(n)]
+        self.l2 = [_column([m.l2[i] for m in self.members]) for i in range(n)]
+        self.drop = [_column([m.dropout[i] for m in self.members]) for i in range(n)]
+        self.gaussian = _column([m.gaussian for m in self.members])
+        self.target = [m.target for m in self.members]
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        names = ("loss", "data_loss", "accuracy" if self.classify else "mae")
+        self.trackers = [VectorMean(name, self.k) for name in names]
+
+    @property
+    def metrics(self):
+        return self.trackers
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, x, training: bool = False):
+        """Outputs `[K, B, C]` and each member's activity penalty `[K]` for this batch."""
+        activity = ops.zeros((self.k,))
+        h = x
+        last = len(self.kernels) - 1
+        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            if len(h.shape) == 2:  # one batch for every member: one [B, in] x [in, K*out] matmul
+                fan_in, fan_out = kernel.shape[1], kernel.shape[2]
+                wide = ops.reshape(ops.transpose(kernel, (1, 0, 2)), (fan_in, self.k * fan_out))
+                z = ops.transpose(ops.reshape(ops.matmul(h, wide), (-1, self.k, fan_out)), (1, 0, 2))
+            else:
+                z = ops.matmul(h, kernel)
+            z = z + bias[:, None, :]
+            if i == last:
+                return (ops.softmax(z) if self.classify else z[..., 0]), activity
+            h = self.activation(z)
+            activity = activity + self._activity_penalty(i, h)
+            if training and self.drop[i].any():
+                h = self._dropout(i, h)
+        raise AssertionError("unreachable")
+
+    def call(self, x, training=False):
+        return self.forward(x, training)[0]
+
+    def _activity_penalty(self, i: int, h):
+        """Keras' activity_regularizer: penalty of the layer's output, divided by the batch size."""
+        on = np.array([t == RegTarget.activity for t in self.target], dtype="float32")
+        l1, l2 = self.l1[i] * on, self.l2[i] * on
+        if not (l1.any() or l2.any()):
+            return ops.zeros((self.k,))
+        batch = ops.cast(ops.shape(h)[1], "float32")
+        return (l1 * ops.sum(ops.abs(h), axis=(1, 2)) + l2 * ops.sum(ops.square(h), axis=(1, 2))) / batch
+
+    def _dropout(self, i: int, h):
+        """Each member's own dropout: Dropout (zero with probability p, scale by 1/(1-p)) or
+        GaussianDropout (multiply by N(1, p/(1-p))); p = 0 leaves a member's units alone."""
+        p = self.drop[i][:, None, None]
+        keep = 1.0 - p
+        uniform = keras.random.uniform(ops.shape(h), seed=self.seed_generator)
+        standard = ops.where(uniform < keep, 1.0 / keep, 0.0)
+        if not self.gaussian.any():
+            return h * standard
+        noise = keras.random.normal(ops.shape(h), seed=self.seed_generator)
+        gaussian = 1.0 + np.sqrt(p / keep) * noise
+        return h * ops.where(self.gaussian[:, None, None] > 0, gaussian, standard)
+
+    def weight_penalty(self):
+        """Each member's kernel and bias penalties `[K]` (Keras' L1/L2: factor times sum |w| or w²)."""
+        total = ops.zeros((self.k,))
+        for i in range(len(self.l1)):
+            for target, weight, axes in ((RegTarget.kernel, self.kernels[i], (1, 2)),
+                                         (RegTarget.bias, self.biases[i], (1,))):
+                on = np.array([t == target for t in self.target], dtype="float32")
+                l1, l2 = self.l1[i] * on, self.l2[i] * on
+                if l1.any():
+                    total = total + l1 * ops.sum(ops.abs(weight), axis=axes)
+                if l2.any():
+                    total = total + l2 * ops.sum(ops.square(weight), axis=axes)
+        return total
+
+    # -- losses and steps ------------------------------------------------------------------------
+    def _per_member(self, y, out):
+        """Data loss and the second metric per member, averaged over the batch: `[K]` each."""
+        if len(y.shape) == 1:
+            y = ops.broadcast_to(y[None], (self.k, ops.shape(y)[0]))
+        if self.classify:
+            y = ops.cast(y, "int32")
+            loss = keras.losses.sparse_categorical_crossentropy(y, out)
+            hit = ops.cast(ops.equal(ops.cast(ops.argmax(out, axis=-1), "int32"), y), "float32")
+            return ops.mean(loss, axis=1), ops.mean(hit, axis=1)
+        y = ops.cast(y, "float32")
+        return ops.mean(ops.square(y - out), axis=1), ops.mean(ops.abs(y - out), axis=1)
+
+    def _update(self, x, data_loss, second, penalty):
+        batch = ops.shape(x)[-2]
+        for tracker, values in zip(self.trackers, (data_loss + penalty, data_loss, second)):
+            tracker.update_state(values, batch)
+        return {t.name: t.result() for t in self.trackers}
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            out, activity = self.forward(x, training=True)
+            data_loss, second = self._per_member(y, out)
+            penalty = self.weight_penalty() + activity
+            total = ops.sum(data_loss + penalty)
+        grads = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._update(x, data_loss, second, penalty)
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        out, activity = self.forward(x, training=False)
+        data_loss, second = self._per_member(y, out)
+        return self._update(x, data_loss, second, self.weight_penalty() + activity)
+
+    # -- members as ordinary models ------------------------------------------------------------------
+    def load_members(self, weights: Sequence[Sequence[np.ndarray]]) -> None:
+        """Every member's weights at once, member k's from `weights[k]` (an unpacked model's `get_weights()`)."""
+        stacked = zip(*weights)  # per variable: the members' values
+        for variable, values in zip(self._member_variables(), stacked):
+            variable.assign(np.stack(values))
+
+    def member_weights(self, k: int) -> list[np.ndarray]:
+        """Member k's weights in an unpacked model's `get_weights()` order (kernel, bias, per layer)."""
+        return [keras.ops.convert_to_numpy(variable[k]) for variable in self._member_variables()]
+
+    def _member_variables(self) -> list:
+        return [v for pair in zip(self.kernels, self.biases) for v in pair]

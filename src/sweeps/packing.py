@@ -1,0 +1,300 @@
+"""Packed sweeps: jobs that differ only in penalty, dropout or seed, trained as ONE Keras model.
+
+`hydra/launcher=packed` (see `sweeps.launcher`) groups a sweep's jobs (`launcher.packs`) and hands
+each group of two or more to `train_pack()`; a job that fits no group runs alone, as unpacked.
+Inside a pack every job is a member of a `packed_model.PackedMLP` and still its own MLflow run
+under the sweep's parent, with what an unpacked job logs: params, tags (plus `sweeps.packed_with`),
+per-epoch curves of its own outputs and penalty, weight statistics of its own kernels, test
+metrics, the curves figure, and its model exported as an ordinary Keras model of the unpacked
+architecture (`runs:/<id>/model` loads it like any other job's).
+
+Faithful to the unpacked job: a member starts from the initial weights its config gets alone
+(the unpacked model is built under its seed and its weights copied in), sees the same batches in
+the same order (`fitting.training_batches`, drawn from its seed), and its gradient is that of its
+own loss. Only its dropout masks differ (drawn by the pack). Early stopping is per member (same
+rules as Keras' EarlyStopping): a member that stops keeps its best (or last) weights and its run's
+history ends there, while the others go on. A member whose loss turns NaN/inf fails alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import keras
+import numpy as np
+from omegaconf import DictConfig
+
+from sweeps import interrupts, job as jobs, progress, recovery, tags, tracking
+from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
+from sweeps.config import config_hash, higher_is_better, validate
+from sweeps.data import Dataset, load_dataset
+from sweeps.errors import DivergedError
+from sweeps.fitting import best_values, diverged_message, evaluation, fit_epochs, last_epoch, new_model, results
+from sweeps.models import AUTO_STEPS_PER_EXECUTION, make_optimizer
+from sweeps.packed_model import Member, PackedMLP
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class Slot:
+    """One job of a pack, before and while it trains."""
+
+    cfg: DictConfig
+    job: jobs.JobContext
+    name: str
+    run_tags: dict
+    title: str
+    index: int  # its place in the pack as launched
+
+
+def train_pack(cfgs: Sequence[DictConfig], contexts: Sequence[jobs.JobContext]) -> list[float]:
+    """Train the jobs `cfgs` (one pack: see `packs`) as one model; returns each job's `optimized_metric`
+    (NaN for a member that failed). Jobs already FINISHED in the experiment are not retrained."""
+    started = time.monotonic()
+    interrupts.check()
+    for cfg in cfgs:
+        validate(cfg)
+    data = load_dataset(cfgs[0].data)
+    tracker = tracking.connect(cfgs[0].tracking)
+    parent = jobs.find_parent(tracker, contexts[0])
+    values = [math.nan] * len(cfgs)
+    todo: list[Slot] = []
+    for i, (cfg, job) in enumerate(zip(cfgs, contexts)):
+        name, run_tags = jobs.job_identity(cfg, job, data.source, parent)
+        title = jobs.announce(name, job, parent)
+        done = recovery.find_finished(tracker, config_hash(cfg)) if parent and cfg.resume else None
+        if done is not None:
+            values[i] = jobs.reuse(cfg, tracker, parent, done, name, run_tags, title)
+        else:
+            todo.append(Slot(cfg, job, name, run_tags, title, i))
+    if todo:
+        for slot, value in zip(todo, _train(todo, data, tracker, parent.info.run_id if parent else None, started)):
+            values[slot.index] = value
+    return values
+
+
+def _train(slots: list[Slot], data: Dataset, tracker: tracking.Tracker, parent_id: Optional[str],
+           started: float) -> list[float]:
+    first = slots[0].cfg
+    models = []  # each member as the ordinary model of its config: initial weights, then the export
+    for slot in slots:
+        keras.utils.set_random_seed(slot.cfg.seed)
+        models.append(new_model(slot.cfg, data))
+    packed = PackedMLP([Member.of(s.cfg) for s in slots], data.input_dim, first.model.hidden,
+                       first.model.activation, data.n_classes, seed=first.seed)
+    packed.compile(optimizer=make_optimizer(first),
+                   steps_per_execution=first.steps_per_execution or AUTO_STEPS_PER_EXECUTION)
+    packed.load_members([m.get_weights() for m in models])
+    runs = MemberRuns(tracker)
+    try:
+        for slot, model in zip(slots, models):
+            run_id = runs.open(slot.name, parent_id, slot.run_tags)
+            tracker.log_config(run_id, slot.cfg, {"n_params": model.count_params(), **data.sizes()})
+        for j, run_id in enumerate(runs.ids):
+            tracker.client.set_tag(run_id, tags.PACKED_WITH, json.dumps([r for r in runs.ids if r != run_id]))
+        loggers = [MlflowEpochLogger(run_id, len(data.x_train), member_layers(packed, j),
+                                     monitor=slot.cfg.early_stopping.monitor, client=tracker.client)
+                   for j, (slot, run_id) in enumerate(zip(slots, runs.ids))]
+        members = MemberEpochs(loggers, [MemberStopping.of(s.cfg) for s in slots])
+        shown = progress.EpochProgress(first.epochs, ())
+        tic = time.perf_counter()
+        try:
+            fit_epochs(packed, data, first, [s.cfg.seed for s in slots], [members, StopOnInterrupt(), shown])
+        finally:
+            shown.close()
+        train_time = time.perf_counter() - tic
+        packed.load_members([members.final_weights(j) for j in range(len(slots))])
+        evaluated = evaluation(packed, data)
+        return [_finish(j, slot, runs, loggers[j], models[j], packed, data, tracker, evaluated,
+                        train_time, started) for j, slot in enumerate(slots)]
+    except BaseException as err:
+        runs.end_open(err)
+        raise
+
+
+def _finish(j: int, slot: Slot, runs: "MemberRuns", logger: MlflowEpochLogger, model: keras.Model,
+            packed: PackedMLP, data: Dataset, tracker: tracking.Tracker, evaluated: dict, train_time: float,
+            started: float) -> float:
+    """Log member j's results and model and end its run; a member that failed ends FAILED alone."""
+    run_id = runs.ids[j]
+    try:
+        if logger.diverged:
+            raise DivergedError(diverged_message(logger.diverged))
+        final = {**logger.summary(), **best_values(logger.history), "train_time_s": train_time / len(runs.ids),
+                 "pack_train_time_s": train_time, **results(evaluated, j)}
+        tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
+        model.set_weights(packed.member_weights(j))
+        jobs.log_artifacts(tracker, run_id, model, data, logger.history, slot.name, slot.cfg.tracking.log_model)
+    except Exception as err:
+        if jobs.store_lost(slot.cfg, err):
+            raise
+        runs.end(j, err)
+        log.error("job %s failed: %s", slot.name, err)
+        return math.nan
+    runs.end(j)
+    result = {**last_epoch(logger.history), **final}
+    progress.say(progress.result_line(slot.title, result, (slot.cfg.optimized_metric, *progress.RESULT_KEYS),
+                                      time.monotonic() - started))
+    return result.get(slot.cfg.optimized_metric, math.nan)
+
+
+class MemberRuns:
+    """The members' MLflow runs, opened together and ended one by one (`tracking.Tracker.job_run` each)."""
+
+    def __init__(self, tracker: tracking.Tracker):
+        self.tracker = tracker
+        self.ids: list[str] = []
+        self._open: dict[int, object] = {}
+
+    def open(self, name: str, parent_id: Optional[str], run_tags: dict) -> str:
+        context = self.tracker.job_run(name, parent_id, run_tags)
+        run = context.__enter__()
+        self._open[len(self.ids)] = context
+        self.ids.append(run.info.run_id)
+        return run.info.run_id
+
+    def end(self, j: int, err: Optional[BaseException] = None) -> None:
+        """FINISHED, or as `job_run` ends a run that raised `err` (FAILED with its reason; KILLED)."""
+        context = self._open.pop(j)
+        if err is None:
+            context.__exit__(None, None, None)
+        else:
+            context.__exit__(type(err), err, err.__traceback__)
+
+    def end_open(self, err: BaseException) -> None:
+        for j in list(self._open):
+            self.end(j, err)
+
+
+@dataclass
+class MemberLayer:
+    """Hidden layer `i` of member `k`, as `callbacks.weight_stats` reads a Dense layer."""
+
+    name: str
+    variable: object
+    k: int
+
+    @property
+    def kernel(self):
+        return self.variable[self.k]
+
+
+def member_layers(packed: PackedMLP, k: int) -> list[MemberLayer]:
+    return [MemberLayer(f"hidden_{i}", kernel, k) for i, kernel in enumerate(packed.kernels[:-1])]
+
+
+class MemberStopping:
+    """Keras' EarlyStopping rules for one member: stop after `patience` epochs without an improvement
+    of more than `min_delta`; keep the best epoch's weights (`restore_best_weights`) or the last ones."""
+
+    def __init__(self, monitor: str, patience: int, min_delta: float, restore_best_weights: bool):
+        self.monitor, self.patience, self.restore = monitor, patience, restore_best_weights
+        self.min_delta = abs(min_delta)
+        self.higher = higher_is_better(monitor)
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> Optional["MemberStopping"]:
+        es = cfg.early_stopping
+        return cls(es.monitor, es.patience, es.min_delta, es.restore_best_weights) if es.enabled else None
+
+    def reset(self) -> None:
+        self.wait = 0
+        self.best: Optional[float] = None
+        self.kept: Optional[list[np.ndarray]] = None  # the weights the member ends with
+
+    def _improves(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value - self.min_delta > self.best if self.higher else value + self.min_delta < self.best
+
+    def update(self, epoch: int, logs: dict, weights: Callable[[], list[np.ndarray]]) -> bool:
+        """After epoch `epoch` (from 0): whether the member stops here."""
+        value = logs.get(self.monitor)
+        if value is None:
+            return False
+        if self.restore and self.kept is None:
+            self.kept = weights()
+        self.wait += 1
+        if self._improves(value):
+            self.best, self.wait = value, 0
+            if self.restore:
+                self.kept = weights()
+            return False
+        if self.wait >= self.patience and epoch > 0:
+            if not self.restore:
+                self.kept = weights()
+            return True
+        return False
+
+
+class MemberEpochs(keras.callbacks.Callback):
+    """Hands each member of a packed model its own slice of the logs: to its own `MlflowEpochLogger`
+    and its own early stopping. A member stops when it diverges or its early stopping says so; the
+    pack's training stops when every member has stopped.
+
+    Args:
+        loggers: one per member, in member order.
+        stoppers: one per member (None: no early stopping for it).
+    """
+
+    def __init__(self, loggers: Sequence[MlflowEpochLogger], stoppers: Sequence[Optional[MemberStopping]]):
+        super().__init__()
+        self.loggers = list(loggers)
+        self.stoppers = list(stoppers)
+
+    def set_model(self, model):
+        super().set_model(model)
+        for logger in self.loggers:
+            logger.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        self.active = [True] * len(self.loggers)
+        for logger in self.loggers:
+            logger.on_train_begin()
+        for stopper in self.stoppers:
+            if stopper:
+                stopper.reset()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for j in self._active():
+            self.loggers[j].on_epoch_begin(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        for j in self._active():
+            self.loggers[j].on_train_batch_end(batch, member_logs(logs, j, ("loss",)))
+        self._settle()
+
+    def on_epoch_end(self, epoch, logs=None):
+        for j in self._active():
+            mine = member_logs(logs, j)
+            self.loggers[j].on_epoch_end(epoch, mine)
+            stopper = self.stoppers[j]
+            if stopper and stopper.update(epoch, mine, lambda j=j: self.model.member_weights(j)):
+                self.active[j] = False
+        self._settle()
+
+    def _active(self) -> list[int]:
+        return [j for j, on in enumerate(self.active) if on]
+
+    def _settle(self) -> None:
+        for j, logger in enumerate(self.loggers):
+            if logger.diverged:
+                self.active[j] = False
+        self.model.stop_training = not any(self.active)  # a member's logger stops the whole fit otherwise
+
+    def final_weights(self, j: int) -> list[np.ndarray]:
+        """Member j's weights at its end: as its early stopping kept them, else the pack's last ones."""
+        stopper = self.stoppers[j]
+        if stopper and stopper.kept is not None:
+            return stopper.kept
+        return self.model.member_weights(j)
+
+
+def member_logs(logs: Optional[dict], j: int, keys: Optional[Sequence[str]] = None) -> dict[str, float]:
+    """Member j's values of a packed model's logs (one value per member)."""
+    return {k: float(np.asarray(v).reshape(-1)[j]) for k, v in (logs or {}).items() if keys is None or k in keys}

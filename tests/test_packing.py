@@ -1,0 +1,273 @@
+"""Packed sweeps (`hydra/launcher=packed`): grouping, batches, the packed model's arithmetic against
+Keras' own, per-member early stopping, and (slow) a real packed sweep on digits against the same
+jobs unpacked: same curves within float tolerance, a diverging member failing alone, standalone
+models that load and score as logged, resume, and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import keras
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from sweeps.config import conf_dir, register_configs
+from sweeps.fitting import EpochBatches, direction, new_model
+from sweeps.launcher import packs, why_alone
+from sweeps.models import make_optimizer
+from sweeps.packed_model import Member, PackedMLP
+from sweeps.packing import MemberStopping
+from test_faults_cli import JOBS, _kill, _rows, _wait_for, run_cli, start_cli
+
+register_configs()
+
+
+def cfg_of(*overrides: str):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("config", ["data=digits", *overrides])
+
+
+# ---------------------------------------------------------------- grouping
+
+
+def test_jobs_that_differ_only_in_penalty_dropout_or_seed_share_a_pack_of_at_most_max_pack():
+    jobs = [cfg_of(f"reg={r}", f"rate={x}") for r in ("l1", "l2") for x in (1e-4, 1e-3)]
+    jobs.append(cfg_of("reg=l2", "dropout=0.3", "dropout_type=gaussian", "dropout_layers=[0]", "seed=4"))
+    jobs.append(cfg_of("reg=l2", "optimizer.lr=0.01"))  # another learning rate: another model
+    jobs.append(cfg_of("reg=l1", "model.batchnorm=true"))  # never packed
+    jobs.append(cfg_of("reg=l2", "optimizer.lr=0.01", "rate=1e-2"))
+    assert packs(jobs, 8) == [[0, 1, 2, 3, 4], [5, 7], [6]]
+    assert packs(jobs, 2) == [[0, 1], [2, 3], [4], [5, 7], [6]]
+    assert packs(jobs, 1) == [[i] for i in range(8)], "max_pack=1 runs every job alone"
+    assert "batchnorm" in why_alone(jobs[6])
+    assert why_alone(cfg_of("cv.folds=3")) and why_alone(jobs[0]) is None
+
+
+def test_a_bad_max_pack_is_one_line_exit_2(tmp_path):
+    proc = run_cli(tmp_path, "-m", "reg=l1,l2", "data=digits", "hydra/launcher=packed", "hydra.launcher.max_pack=0",
+                   timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "hydra.launcher.max_pack=0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- batches
+
+
+def _batches_of(seeds, epochs=3, n=10, batch=4) -> list[np.ndarray]:
+    """The labels (= example indices) of every batch `fit` is given, epoch after epoch."""
+    x, y = np.arange(n, dtype="float32")[:, None], np.arange(n)
+    batches = EpochBatches(x, y, batch, seeds)
+    seen = []
+
+    class Probe(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.w = self.add_weight(shape=(1,), initializer="zeros")
+
+        def train_step(self, data):
+            import tensorflow as tf
+
+            tf.py_function(lambda v: seen.append(v.numpy()), [data[1]], [])
+            return {"n": tf.reduce_sum(data[1])}
+
+    model = Probe()
+    model.compile(steps_per_execution=64)  # more steps per call than an epoch has: epochs must not mix
+    model.fit(batches.dataset, epochs=epochs, callbacks=[batches], verbose=0)
+    return seen
+
+
+def test_a_member_sees_the_batches_it_sees_alone_epoch_by_epoch():
+    alone = _batches_of([3])
+    packed = _batches_of([7, 3, 3])
+    assert len(alone) == len(packed) == 9, "3 batches per epoch (the last one smaller), 3 epochs"
+    for mine, pack in zip(alone, packed):
+        np.testing.assert_array_equal(pack[1], mine)
+        np.testing.assert_array_equal(pack[2], mine)
+    epochs = [np.concatenate(alone[i:i + 3]) for i in (0, 3, 6)]
+    assert all(sorted(e) == list(range(10)) for e in epochs), "every epoch is a permutation of the examples"
+    assert not np.array_equal(epochs[0], epochs[1]), "each epoch has its own order"
+    assert not np.array_equal(np.concatenate([b[0] for b in packed[:3]]), epochs[0]), "another seed, another order"
+
+
+# ---------------------------------------------------------------- the packed model against Keras
+
+
+MEMBERS = [("reg=l1", "rate=1e-3"), ("reg=l2", "rate=1e-2", "reg.target=activity"),
+           ("reg=l1_l2", "rate=1e-3", "reg.target=bias", "reg.layers=[1]"), ("reg=none", "seed=5")]
+
+
+def _pack_of(member_overrides, optimizer="sgd"):
+    cfgs = [cfg_of("model.hidden=[12,8]", f"optimizer={optimizer}", *o) for o in member_overrides]
+    models = []
+    for cfg in cfgs:
+        keras.utils.set_random_seed(cfg.seed)
+        models.append(new_model(cfg, _DIGITS))
+    packed = PackedMLP([Member.of(c) for c in cfgs], 64, [12, 8], "relu", 10)
+    packed.compile(optimizer=make_optimizer(cfgs[0]))
+    packed.load_members([m.get_weights() for m in models])
+    return cfgs, models, packed
+
+
+class _Digits:
+    input_dim, n_classes, task = 64, 10, "classification"
+
+
+_DIGITS = _Digits()
+
+
+def test_each_member_pays_its_own_penalty_and_takes_the_step_it_would_take_alone():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 64), dtype="float32")
+    y = rng.integers(0, 10, 16)
+    for optimizer in ("sgd", "adam"):
+        cfgs, models, packed = _pack_of(MEMBERS, optimizer)
+        _, activity = packed.forward(tf.constant(x), training=False)
+        penalties = (packed.weight_penalty() + activity).numpy()
+        for k, model in enumerate(models):
+            model(x)  # Keras collects the activity penalty of this call
+            np.testing.assert_allclose(penalties[k], float(sum(model.losses)) if model.losses else 0.0,
+                                       rtol=1e-5, atol=1e-7)
+        logs = packed.train_on_batch(x, y, return_dict=True)
+        for k, model in enumerate(models):
+            alone = model.train_on_batch(x, y, return_dict=True)
+            np.testing.assert_allclose(logs["loss"][k], alone["loss"], rtol=1e-5)
+            np.testing.assert_allclose(logs["data_loss"][k], alone["data_loss"], rtol=1e-5)
+            for mine, theirs in zip(packed.member_weights(k), model.get_weights()):
+                np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_is_each_members_own():
+    import tensorflow as tf
+
+    _, _, packed = _pack_of([("dropout=0.5", "dropout_layers=[0]"), ("dropout=0.3", "dropout_type=gaussian"), ()])
+    h = tf.ones((3, 2000, 12))
+    dropped = packed._dropout(0, h).numpy()
+    assert abs((dropped[0] == 0).mean() - 0.5) < 0.05 and set(np.unique(dropped[0])) == {0.0, 2.0}
+    assert (dropped[1] != 0).all() and abs(dropped[1].std() - np.sqrt(0.3 / 0.7)) < 0.05
+    np.testing.assert_array_equal(dropped[2], 1.0)
+    np.testing.assert_array_equal(packed._dropout(1, h).numpy()[0], 1.0), "member 0 drops only after layer 0"
+
+
+# ---------------------------------------------------------------- early stopping per member
+
+
+@pytest.mark.parametrize("restore", [True, False])
+@pytest.mark.parametrize("monitor, values", [
+    ("val_data_loss", [0.9, 0.8, 0.85, 0.79, 0.795, 0.80, 0.7]),
+    ("val_accuracy", [0.5, 0.6, 0.6, 0.58, 0.7, 0.69, 0.68]),
+])
+def test_a_members_early_stopping_stops_and_keeps_what_keras_early_stopping_would(monitor, values, restore):
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    keras_es = keras.callbacks.EarlyStopping(monitor=monitor, mode=direction(monitor), patience=2, min_delta=0.004,
+                                             restore_best_weights=restore)
+    keras_es.set_model(model)
+    mine = MemberStopping(monitor, 2, 0.004, restore)
+    keras_es.on_train_begin()
+    model.stop_training = False  # as fit sets it
+    mine.reset()
+    stopped_at = None
+    for epoch, value in enumerate(values):
+        model.set_weights([np.full((1, 1), epoch, "float32"), np.zeros(1, "float32")])
+        keras_es.on_epoch_end(epoch, {monitor: value})
+        stops = mine.update(epoch, {monitor: value}, model.get_weights)
+        assert stops == bool(model.stop_training), f"epoch {epoch}"
+        if stops:
+            stopped_at = epoch
+            break
+    keras_es.on_train_end()
+    assert stopped_at is not None
+    kept = mine.kept if mine.kept is not None else model.get_weights()
+    assert kept[0][0, 0] == model.get_weights()[0][0, 0], "the same epoch's weights are kept"
+
+
+# ---------------------------------------------------------------- a real packed sweep (slow)
+
+
+FAST = ["data=digits", "model.hidden=[32,16]", "optimizer=sgd", "optimizer.lr=0.05", "epochs=6",
+        "early_stopping.enabled=true", "early_stopping.patience=1"]
+JOBS_OF = ["reg=l1,l2", "rate=1e-4,3e-3"]  # alone; packed with rate=1e3 too, which diverges
+
+
+def _jobs(tmp_path, experiment):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`sweeps.kind` = 'job'", max_results=100)
+    return client, {r.info.run_name: r for r in runs}
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_member_fails_alone(tmp_path):
+    plain = run_cli(tmp_path, "-m", *JOBS_OF, *FAST, "tracking.experiment=plain", timeout=600)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    packed = run_cli(tmp_path, "-m", "reg=l1,l2", "rate=1e-4,3e-3,1e3", *FAST, "hydra/launcher=packed",
+                     "tracking.experiment=packed", timeout=600)
+    assert packed.returncode == 1, packed.stderr[-3000:]  # the rate=1e3 members diverge
+    assert "Traceback" not in packed.stderr
+    client, alone = _jobs(tmp_path, "plain")
+    _, together = _jobs(tmp_path, "packed")
+    assert len(together) == 6
+    for name in ("l1 rate=1e3", "l2 rate=1e3"):
+        assert together[name].info.status == "FAILED"
+        assert "training diverged" in together[name].data.tags["sweeps.error"]
+    for name, run in alone.items():
+        mine = together[name]
+        assert mine.info.status == "FINISHED", name
+        assert len(json.loads(mine.data.tags["sweeps.packed_with"])) == 5
+        assert {**mine.data.params, "tracking.experiment": "plain"} == run.data.params
+        assert set(mine.data.metrics) >= set(run.data.metrics) - {"logging_overhead_pct"}
+        history = [m.value for m in client.get_metric_history(run.info.run_id, "val_data_loss")]
+        packed_history = [m.value for m in client.get_metric_history(mine.info.run_id, "val_data_loss")]
+        assert len(packed_history) == len(history), f"{name}: early stopping ends where it ends alone"
+        np.testing.assert_allclose(packed_history, history, rtol=0.01, err_msg=name)
+        assert mine.data.metrics["best_epoch"] == run.data.metrics["best_epoch"]
+        assert abs(mine.data.metrics["test_accuracy"] - run.data.metrics["test_accuracy"]) <= 0.005, name
+        np.testing.assert_allclose(mine.data.metrics["test_data_loss"], run.data.metrics["test_data_loss"], rtol=0.01)
+        np.testing.assert_allclose(mine.data.metrics["penalty"], run.data.metrics["penalty"], rtol=0.01, atol=1e-6)
+        artifacts = {f.path for f in client.list_artifacts(mine.info.run_id)}
+        assert {"curves.png", "config.yaml", "model_summary.txt"} <= artifacts
+
+    # the member's model is an ordinary Keras model of the unpacked architecture that scores as logged
+    from sweeps.data import load_dataset
+    from sweeps.tracking import load_keras_model
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    run = together["l2 rate=3e-3"]
+    model = load_keras_model(f"runs:/{run.info.run_id}/model")
+    assert [layer.name for layer in model.layers if "hidden" in layer.name] == ["hidden_0", "hidden_1"]
+    data = load_dataset(cfg_of().data)
+    scored = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
+    np.testing.assert_allclose(scored["accuracy"], run.data.metrics["test_accuracy"], rtol=1e-6)
+
+    again = run_cli(tmp_path, "-m", "reg=l1,l2", "rate=1e-4,3e-3", *FAST, "hydra/launcher=packed",
+                    "tracking.experiment=packed", timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("not retrained: it FINISHED") == 4, "a rerun trains nothing that FINISHED"
+    assert "oneDNN" not in packed.stderr + again.stderr, "TensorFlow's start-up noise stays held back"
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_every_member_and_the_sweep_killed(tmp_path):
+    db = tmp_path / "mlflow.db"
+    proc = start_cli(tmp_path, "-m", "reg=l1,l2", "epochs=500", "data=digits", "model.hidden=[16]",
+                     "tracking.log_model=false", "hydra/launcher=packed")
+    try:
+        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 120, proc, "the members' runs")[0]
+        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
+                  120, proc, "the first epoch")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted (SIGINT)" in stderr and "Traceback" not in stderr
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id], max_results=100)
+    assert sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs) == [
+        ("job", "KILLED"), ("job", "KILLED"), ("sweep", "KILLED")]
