@@ -191,7 +191,7 @@ def test_a_members_early_stopping_stops_and_keeps_what_keras_early_stopping_woul
 
 FAST = ["data=digits", "model.hidden=[32,16]", "optimizer=sgd", "optimizer.lr=0.05", "epochs=6",
         "early_stopping.enabled=true", "early_stopping.patience=1"]
-JOBS_OF = ["reg=l1,l2", "rate=1e-4,3e-3"]  # alone; packed with rate=1e3 too, which diverges
+JOBS_OF = ["reg=l1,l2", "rate=1e-4,3e-3", "dropout=0,0.3"]  # alone; packed with rate=1e3 too, which diverges
 
 
 def _jobs(tmp_path, experiment):
@@ -205,30 +205,37 @@ def _jobs(tmp_path, experiment):
 def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_member_fails_alone(tmp_path):
     plain = run_cli(tmp_path, "-m", *JOBS_OF, *FAST, "tracking.experiment=plain", timeout=600)
     assert plain.returncode == 0, plain.stderr[-3000:]
-    packed = run_cli(tmp_path, "-m", "reg=l1,l2", "rate=1e-4,3e-3,1e3", *FAST, "hydra/launcher=packed",
-                     "tracking.experiment=packed", timeout=600)
+    packed = run_cli(tmp_path, "-m", "reg=l1,l2", "rate=1e-4,3e-3,1e3", "dropout=0,0.3", *FAST,
+                     "hydra/launcher=packed", "tracking.experiment=packed", timeout=600)
     assert packed.returncode == 1, packed.stderr[-3000:]  # the rate=1e3 members diverge
     assert "Traceback" not in packed.stderr
     client, alone = _jobs(tmp_path, "plain")
     _, together = _jobs(tmp_path, "packed")
-    assert len(together) == 6
-    for name in ("l1 rate=1e3", "l2 rate=1e3"):
+    assert len(together) == 12
+    sizes = sorted(1 + len(json.loads(r.data.tags["sweeps.packed_with"])) for r in together.values())
+    assert sizes == [4] * 4 + [8] * 8, "12 jobs: a pack of 8 (max_pack) and a pack of 4"
+    for name in (f"{reg} rate=1e3 dropout={p}" for reg in ("l1", "l2") for p in (0, 0.3)):
         assert together[name].info.status == "FAILED"
         assert "training diverged" in together[name].data.tags["sweeps.error"]
     for name, run in alone.items():
         mine = together[name]
         assert mine.info.status == "FINISHED", name
-        assert len(json.loads(mine.data.tags["sweeps.packed_with"])) == 5
         assert {**mine.data.params, "tracking.experiment": "plain"} == run.data.params
         assert set(mine.data.metrics) >= set(run.data.metrics) - {"logging_overhead_pct"}
         history = [m.value for m in client.get_metric_history(run.info.run_id, "val_data_loss")]
         packed_history = [m.value for m in client.get_metric_history(mine.info.run_id, "val_data_loss")]
-        assert len(packed_history) == len(history), f"{name}: early stopping ends where it ends alone"
-        np.testing.assert_allclose(packed_history, history, rtol=0.01, err_msg=name)
-        assert mine.data.metrics["best_epoch"] == run.data.metrics["best_epoch"]
-        assert abs(mine.data.metrics["test_accuracy"] - run.data.metrics["test_accuracy"]) <= 0.005, name
-        np.testing.assert_allclose(mine.data.metrics["test_data_loss"], run.data.metrics["test_data_loss"], rtol=0.01)
-        np.testing.assert_allclose(mine.data.metrics["penalty"], run.data.metrics["penalty"], rtol=0.01, atol=1e-6)
+        if name.endswith("dropout=0"):  # the same arithmetic on the same batches: float tolerance
+            assert len(packed_history) == len(history), f"{name}: early stopping ends where it ends alone"
+            np.testing.assert_allclose(packed_history, history, rtol=0.01, err_msg=name)
+            assert mine.data.metrics["best_epoch"] == run.data.metrics["best_epoch"]
+            assert abs(mine.data.metrics["test_accuracy"] - run.data.metrics["test_accuracy"]) <= 0.005, name
+            np.testing.assert_allclose(mine.data.metrics["test_data_loss"], run.data.metrics["test_data_loss"],
+                                       rtol=0.01)
+            np.testing.assert_allclose(mine.data.metrics["penalty"], run.data.metrics["penalty"], rtol=0.01,
+                                       atol=1e-6)
+        else:  # other dropout masks: within seed-to-seed noise
+            assert abs(mine.data.metrics["test_accuracy"] - run.data.metrics["test_accuracy"]) <= 0.04, name
+            np.testing.assert_allclose(min(packed_history), min(history), rtol=0.25, err_msg=name)
         artifacts = {f.path for f in client.list_artifacts(mine.info.run_id)}
         assert {"curves.png", "config.yaml", "model_summary.txt"} <= artifacts
 
@@ -238,17 +245,17 @@ def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_me
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    run = together["l2 rate=3e-3"]
+    run = together["l2 rate=3e-3 dropout=0.3"]
     model = load_keras_model(f"runs:/{run.info.run_id}/model")
     assert [layer.name for layer in model.layers if "hidden" in layer.name] == ["hidden_0", "hidden_1"]
     data = load_dataset(cfg_of().data)
     scored = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
     np.testing.assert_allclose(scored["accuracy"], run.data.metrics["test_accuracy"], rtol=1e-6)
 
-    again = run_cli(tmp_path, "-m", "reg=l1,l2", "rate=1e-4,3e-3", *FAST, "hydra/launcher=packed",
-                    "tracking.experiment=packed", timeout=600)
+    again = run_cli(tmp_path, "-m", *JOBS_OF, *FAST, "hydra/launcher=packed", "tracking.experiment=packed",
+                    timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("not retrained: it FINISHED") == 4, "a rerun trains nothing that FINISHED"
+    assert again.stderr.count("not retrained: it FINISHED") == 8, "a rerun trains nothing that FINISHED"
     assert "oneDNN" not in packed.stderr + again.stderr, "TensorFlow's start-up noise stays held back"
 
 

@@ -75,8 +75,8 @@ class PackedMLP(keras.Model):
     """`members` MLPs of widths `hidden` as stacked layers.
 
     Inputs: `[B, in]` (every member sees the same batch: validation, test, members sharing a seed)
-    or `[K, B, in]` (member k sees its own batch). Output: `[K, B, classes]` softmax, or `[K, B]`
-    for regression (`n_classes` None).
+    or `[K, B, in]` (member k sees its own batch). Output (`call`): `[K, B, classes]` softmax, or
+    `[K, B]` for regression (`n_classes` None).
     """
 
     def __init__(self, members: Sequence[Member], input_dim: int, hidden: Sequence[int], activation: str,
@@ -108,7 +108,9 @@ class PackedMLP(keras.Model):
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, x, training: bool = False):
-        """Outputs `[K, B, C]` and each member's activity penalty `[K]` for this batch."""
+        """Outputs `[K, B, C]` (logits of a classifier: the loss takes them, as it is cheaper and
+        Keras' cross-entropy of the softmax agrees to float precision) and each member's activity
+        penalty `[K]` for this batch."""
         activity = ops.zeros((self.k,))
         h = x
         last = len(self.kernels) - 1
@@ -121,7 +123,7 @@ class PackedMLP(keras.Model):
                 z = ops.matmul(h, kernel)
             z = z + bias[:, None, :]
             if i == last:
-                return (ops.softmax(z) if self.classify else z[..., 0]), activity
+                return (z if self.classify else z[..., 0]), activity
             h = self.activation(z)
             activity = activity + self._activity_penalty(i, h)
             if training and self.drop[i].any():
@@ -129,7 +131,8 @@ class PackedMLP(keras.Model):
         raise AssertionError("unreachable")
 
     def call(self, x, training=False):
-        return self.forward(x, training)[0]
+        out = self.forward(x, training)[0]
+        return ops.softmax(out) if self.classify else out
 
     def _activity_penalty(self, i: int, h):
         """Keras' activity_regularizer: penalty of the layer's output, divided by the batch size."""
@@ -174,7 +177,7 @@ class PackedMLP(keras.Model):
             y = ops.broadcast_to(y[None], (self.k, ops.shape(y)[0]))
         if self.classify:
             y = ops.cast(y, "int32")
-            loss = keras.losses.sparse_categorical_crossentropy(y, out)
+            loss = keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True)
             hit = ops.cast(ops.equal(ops.cast(ops.argmax(out, axis=-1), "int32"), y), "float32")
             return ops.mean(loss, axis=1), ops.mean(hit, axis=1)
         y = ops.cast(y, "float32")

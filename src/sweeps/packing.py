@@ -52,9 +52,10 @@ class Slot:
     index: int  # its place in the pack as launched
 
 
-def train_pack(cfgs: Sequence[DictConfig], contexts: Sequence[jobs.JobContext]) -> list[float]:
-    """Train the jobs `cfgs` (one pack: see `packs`) as one model; returns each job's `optimized_metric`
-    (NaN for a member that failed). Jobs already FINISHED in the experiment are not retrained."""
+def train_pack(cfgs: Sequence[DictConfig], contexts: Sequence[jobs.JobContext], jit_compile: bool = False) -> list[float]:
+    """Train the jobs `cfgs` (one pack: see `launcher.packs`) as one model (compiled by XLA with
+    `jit_compile`); returns each job's `optimized_metric` (NaN for a member that failed). Jobs
+    already FINISHED in the experiment are not retrained."""
     started = time.monotonic()
     interrupts.check()
     for cfg in cfgs:
@@ -73,13 +74,14 @@ def train_pack(cfgs: Sequence[DictConfig], contexts: Sequence[jobs.JobContext]) 
         else:
             todo.append(Slot(cfg, job, name, run_tags, title, i))
     if todo:
-        for slot, value in zip(todo, _train(todo, data, tracker, parent.info.run_id if parent else None, started)):
+        parent_id = parent.info.run_id if parent else None
+        for slot, value in zip(todo, _train(todo, data, tracker, parent_id, started, jit_compile)):
             values[slot.index] = value
     return values
 
 
 def _train(slots: list[Slot], data: Dataset, tracker: tracking.Tracker, parent_id: Optional[str],
-           started: float) -> list[float]:
+           started: float, jit_compile: bool) -> list[float]:
     first = slots[0].cfg
     models = []  # each member as the ordinary model of its config: initial weights, then the export
     for slot in slots:
@@ -88,7 +90,7 @@ def _train(slots: list[Slot], data: Dataset, tracker: tracking.Tracker, parent_i
     packed = PackedMLP([Member.of(s.cfg) for s in slots], data.input_dim, first.model.hidden,
                        first.model.activation, data.n_classes, seed=first.seed)
     packed.compile(optimizer=make_optimizer(first),
-                   steps_per_execution=first.steps_per_execution or AUTO_STEPS_PER_EXECUTION)
+                   steps_per_execution=first.steps_per_execution or AUTO_STEPS_PER_EXECUTION, jit_compile=jit_compile)
     packed.load_members([m.get_weights() for m in models])
     runs = MemberRuns(tracker)
     try:

@@ -130,9 +130,10 @@ def task(cfg: DictConfig) -> float:
     return math.nan
 
 
-def task_pack(composed: list[DictConfig]) -> list[float]:
+def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[float]:
     """What `task` is to one job, for a pack of jobs trained as one model (`hydra/launcher=packed`):
-    `composed` are the jobs' configs as the launcher composed them (with their `hydra` node). A pack
+    `composed` are the jobs' configs as the launcher composed them (with their `hydra` node);
+    `jit_compile`: XLA for the packed model. A pack
     that fails as a whole is reported, each of its jobs left FAILED, and the sweep goes on."""
     from sweeps.launcher import task_config
     from sweeps.tracking import run_name
@@ -146,7 +147,7 @@ def task_pack(composed: list[DictConfig]) -> list[float]:
     contexts = [jobs.JobContext.of(c.hydra) for c in composed]
     with interrupts.handling():
         try:
-            return packing.train_pack(cfgs, contexts)
+            return packing.train_pack(cfgs, contexts, jit_compile)
         except Exception as err:
             lost = jobs.store_lost(cfgs[0], err)
             if lost:
