@@ -64,12 +64,13 @@ ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000, printing the lin
 server: install ## team store: mlflow server on PostgreSQL in mlruns/server, artifacts proxied (SWEEPS_HOST=, PORT=)
 	$(BIN)/python -m sweeps.server --host $(SWEEPS_HOST) --port $(PORT)
 
-bench: install ## tracking overhead, NaN check, basic vs joblib launcher, grid vs Optuna search, presets: plain Keras vs sweeps.train vs matmul limit (side by side)
+bench: install ## side by side: tracking overhead, NaN check, launchers, grid vs Optuna, presets (plain Keras / sweeps / matmul limit), packed sweeps
 	$(BIN)/python benchmarks/bench_logging.py
 	$(BIN)/python benchmarks/bench_nan_check.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_presets.py
+	$(BIN)/python benchmarks/bench_packed.py
 
 clean: ## remove run outputs and caches (keeps mlruns/ and the venv)
 	rm -rf multirun outputs reports .pytest_cache

@@ -441,17 +441,20 @@ class Tracker:
         """Save in MLflow's TensorFlow/Keras flavor at `model` of `run_id` (native .keras file inside).
 
         Requirements are given, not inferred: inference re-imports the model in a fresh Python
-        (about 10 s here); the signature comes from a five-row prediction. The logged model is
+        (about 10 s here); the signature from the input sample and the model's output shape (no
+        prediction pass: it would trace a predict function for every job). The logged model is
         created in this run's experiment by a client call; MLflow's flavor code then reads the
         tracking URI from its global setting, so that is set to this store first.
         """
         import keras
         import mlflow.tensorflow
+        import numpy as np
         from mlflow.models import infer_signature
 
         requirements = [f"tensorflow=={_version('tensorflow')}", f"keras=={keras.__version__}",
                         f"mlflow=={mlflow.__version__}"]
-        signature = infer_signature(sample, model.predict(sample, verbose=0))
+        outputs = np.zeros((len(sample), *model.output_shape[1:]), dtype="float32")  # shapes only: no predict pass
+        signature = infer_signature(sample, outputs)
         logged = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id)
         mlflow.set_tracking_uri(self.uri)
         mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature,
