@@ -100,46 +100,51 @@ MEMBERS = [("reg=l1", "rate=1e-3"), ("reg=l2", "rate=1e-2", "reg.target=activity
            ("reg=l1_l2", "rate=1e-3", "reg.target=bias", "reg.layers=[1]"), ("reg=none", "seed=5")]
 
 
-def _pack_of(member_overrides, optimizer="sgd"):
+def _pack_of(member_overrides, optimizer="sgd", data=None):
+    data = data or _Digits()
     cfgs = [cfg_of("model.hidden=[12,8]", f"optimizer={optimizer}", *o) for o in member_overrides]
     models = []
     for cfg in cfgs:
         keras.utils.set_random_seed(cfg.seed)
-        models.append(new_model(cfg, _DIGITS))
-    packed = PackedMLP([Member.of(c) for c in cfgs], 64, [12, 8], "relu", 10)
+        models.append(new_model(cfg, data))
+    packed = PackedMLP([Member.of(c) for c in cfgs], data.input_dim, [12, 8], "relu", data.n_classes)
     packed.compile(optimizer=make_optimizer(cfgs[0]))
     packed.load_members([m.get_weights() for m in models])
     return cfgs, models, packed
 
 
-class _Digits:
+class _Digits:  # what new_model reads of a Dataset
     input_dim, n_classes, task = 64, 10, "classification"
 
 
-_DIGITS = _Digits()
+class _Housing:
+    input_dim, n_classes, task = 8, None, "regression"
 
 
-def test_each_member_pays_its_own_penalty_and_takes_the_step_it_would_take_alone():
+@pytest.mark.parametrize("optimizer, data", [("sgd", _Digits()), ("adam", _Digits()), ("rmsprop", _Housing())],
+                         ids=["sgd", "adam", "regression-rmsprop"])
+def test_each_member_pays_its_own_penalty_and_takes_the_step_it_would_take_alone(optimizer, data):
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    x = rng.random((16, 64), dtype="float32")
-    y = rng.integers(0, 10, 16)
-    for optimizer in ("sgd", "adam"):
-        cfgs, models, packed = _pack_of(MEMBERS, optimizer)
-        _, activity = packed.forward(tf.constant(x), training=False)
-        penalties = (packed.weight_penalty() + activity).numpy()
-        for k, model in enumerate(models):
-            model(x)  # Keras collects the activity penalty of this call
-            np.testing.assert_allclose(penalties[k], float(sum(model.losses)) if model.losses else 0.0,
-                                       rtol=1e-5, atol=1e-7)
-        logs = packed.train_on_batch(x, y, return_dict=True)
-        for k, model in enumerate(models):
-            alone = model.train_on_batch(x, y, return_dict=True)
-            np.testing.assert_allclose(logs["loss"][k], alone["loss"], rtol=1e-5)
-            np.testing.assert_allclose(logs["data_loss"][k], alone["data_loss"], rtol=1e-5)
-            for mine, theirs in zip(packed.member_weights(k), model.get_weights()):
-                np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    x = rng.random((16, data.input_dim), dtype="float32")
+    y = rng.integers(0, 10, 16) if data.n_classes else rng.normal(size=16).astype("float32")
+    cfgs, models, packed = _pack_of(MEMBERS, optimizer, data)
+    _, activity = packed.forward(tf.constant(x), training=False)
+    penalties = (packed.weight_penalty() + activity).numpy()
+    for k, model in enumerate(models):
+        model(x)  # Keras collects the activity penalty of this call
+        np.testing.assert_allclose(penalties[k], float(sum(model.losses)) if model.losses else 0.0,
+                                   rtol=1e-5, atol=1e-7)
+    logs = packed.train_on_batch(x, y, return_dict=True)
+    for k, model in enumerate(models):
+        alone = model.train_on_batch(x, y, return_dict=True)
+        np.testing.assert_allclose(logs["loss"][k], alone["loss"], rtol=1e-5)
+        np.testing.assert_allclose(logs["data_loss"][k], alone["data_loss"], rtol=1e-5)
+        second = "accuracy" if data.n_classes else "mae"
+        np.testing.assert_allclose(logs[second][k], alone[second], rtol=1e-5)
+        for mine, theirs in zip(packed.member_weights(k), model.get_weights()):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_is_each_members_own():

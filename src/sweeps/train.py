@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import tempfile
+from dataclasses import replace
 from typing import Iterator
 
 import hydra
@@ -144,7 +145,8 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
     except Exception as err:  # noqa: BLE001 - as in `task`
         return [cannot_start(err, run_name) for _ in composed]
     cfgs = [task_config(c) for c in composed]
-    contexts = [jobs.JobContext.of(c.hydra) for c in composed]
+    # the members run at once: the first announces no time left yet, as the first wave of a pool
+    contexts = [replace(jobs.JobContext.of(c.hydra), parallel=len(composed)) for c in composed]
     with interrupts.handling():
         try:
             return packing.train_pack(cfgs, contexts, jit_compile)
