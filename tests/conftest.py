@@ -160,3 +160,160 @@ def a_sweep(tmp_path, store):
     yield _open
     for s in opened:
         s.end()
+
+
+# ---------------------------------------------------------------- one real digits sweep for the session
+
+# `python -m sweeps.train -m` as a user types it, in a fresh process, into the default store
+# (mlruns/mlflow.db in the folder it runs in), with the saved models: read by test_api.py (the
+# `sweeps.load_sweep` API) and by test_readme.py (the README's Python blocks run in its folder).
+SEED_SWEEP = ["reg=l1,l2", "seed=0,1", "rate=1e-2", "data=digits", "epochs=2", "model.hidden=[16]", "batch_size=64"]
+
+
+def minimal_env(home: Path) -> dict:
+    """Only PATH (this venv first) and HOME: no MLFLOW_TRACKING_URI or other settings of the caller."""
+    import sys
+
+    return {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(home)}
+
+
+@pytest.fixture(scope="session")
+def seed_sweep(tmp_path_factory) -> dict:
+    """reg=l1,l2 seed=0,1 on digits (4 jobs, 2 epochs), trained once for the session by the CLI."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("seed-sweep")
+    proc = subprocess.run([sys.executable, "-m", "sweeps.train", "-m", *SEED_SWEEP], cwd=folder,
+                          env=minimal_env(folder), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    client = MlflowClient(uri)
+    (parent,) = [r for r in client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+                 if r.data.tags.get("sweeps.kind") == "sweep"]
+    return {"folder": folder, "uri": uri, "id": parent.info.run_id, "client": client, "command": " ".join(SEED_SWEEP),
+            "env": minimal_env(folder)}
+
+
+# ---------------------------------------------------------------- one real tracking server for the session
+
+SERVER_SECRET = "pw-9d8c7b6a5f"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def _server_process(tmp_path_factory):
+    """`mlflow server` on a free 127.0.0.1 port over SQLite, artifacts proxied into its folder, started
+    (not yet answering); stopped with its workers when the session ends."""
+    import subprocess
+    import sys
+
+    from sweeps.server import stop_process_group
+
+    folder = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    log = open(folder / "server.log", "w")
+    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--backend-store-uri", f"sqlite:///{folder}/server.db",
+               "--artifacts-destination", str(folder / "server-artifacts")]
+    proc = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "folder": folder, "proc": proc}
+    finally:
+        stop_process_group(proc, timeout=20)
+        log.close()
+
+
+def _wait_healthy(server: dict, timeout: float = 120) -> str:
+    """'' once the server answers, else why not."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not _healthy(server["port"]):
+        if server["proc"].poll() is not None or time.monotonic() > deadline:
+            return f"mlflow server did not come up: {(server['folder'] / 'server.log').read_text()[-2000:]}"
+        time.sleep(0.5)
+    return ""
+
+
+@pytest.fixture(scope="session")
+def tracking_server(_server_process) -> dict:
+    """The session's `mlflow server`, answering: {"url", "port", "folder"}."""
+    problem = _wait_healthy(_server_process)
+    if problem:
+        pytest.fail(problem)
+    return {k: _server_process[k] for k in ("url", "port", "folder")}
+
+
+@pytest.fixture(scope="session")
+def _server_sweep_started(_server_process, tmp_path_factory):
+    """`python -m sweeps.train -m reg=l1,l2 ...` against the session's server, its URI carrying
+    user:password@ (tracking.uri), run in a thread as soon as the server answers."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    work = tmp_path_factory.mktemp("server-sweep")
+    uri = f"http://alice:{SERVER_SECRET}@127.0.0.1:{_server_process['port']}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"}  # tracking.uri wins over it
+    outcome = {"work": work}
+
+    def run():
+        try:
+            outcome["problem"] = _wait_healthy(_server_process)
+            if not outcome["problem"]:
+                popen = outcome["popen"] = subprocess.Popen(
+                    [sys.executable, "-m", "sweeps.train", "-m", "reg=l1,l2", "data=digits", "epochs=1",
+                     "model.hidden=[16]", f"tracking.uri={uri}"],
+                    cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                out, err = popen.communicate(timeout=600)
+                outcome["proc"] = subprocess.CompletedProcess(popen.args, popen.returncode, out, err)
+        except Exception as err:  # noqa: BLE001 - reported by the tests that read the sweep
+            outcome["problem"] = repr(err)
+
+    thread = threading.Thread(target=run, name="server-sweep", daemon=True)
+    thread.start()
+    try:
+        yield thread, outcome
+    finally:  # before the server stops; a session cut short (Ctrl-C) does not wait for the sweep
+        if "popen" in outcome and outcome["popen"].poll() is None:
+            outcome["popen"].kill()
+        thread.join(timeout=60)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_the_server_sweep_early(request):
+    """When a selected test reads the server sweep, start the server and the sweep when the session
+    starts: both run beside the first tests (on the core those leave idle) instead of in front of theirs."""
+    if any("server_sweep" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("_server_sweep_started")
+
+
+@pytest.fixture(scope="session")
+def server_sweep(tracking_server, _server_sweep_started) -> dict:
+    """The sweep against the session's server: read by test_server.py (the REST API) and by
+    test_faults_cli.py (the password reaches no file and no output). Experiment `sweeps` of the
+    server holds only it. {"url", "port", "folder" (the server's), "work" (the command's folder), "proc"}."""
+    thread, outcome = _server_sweep_started
+    thread.join(timeout=660)
+    if thread.is_alive() or outcome.get("problem") or "proc" not in outcome:
+        pytest.fail(f"the server sweep did not run: {outcome.get('problem') or 'still running after 660 s'}")
+    return {**tracking_server, "work": outcome["work"], "proc": outcome["proc"]}

@@ -1,6 +1,7 @@
 """`sweeps.load_sweep` & co. on a real digits sweep with seeds, and the statistics behind grouped rows.
 
-One sweep is trained once for the module, in this process (as in test_compare.py):
+The sweep is the session's `seed_sweep` (tests/conftest.py), trained once by the command line and
+also read by test_readme.py:
   reg=l1,l2 seed=0,1 (rate=1e-2)      4 jobs, grouped into one row per reg
 The statistics (95 % interval, Welch's t-test) are checked against textbook t quantiles and an
 independent computation: Welch's statistic and degrees of freedom by formula, the p-value by
@@ -16,23 +17,18 @@ import sys
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
 import sweeps
 from sweeps import compare, table
 from sweeps.errors import SweepsError
-from test_compare import COMMON, run_sweep
+from conftest import SEED_SWEEP
 
 T975 = {1: 12.706, 2: 4.303, 4: 2.776}  # Student's t, 97.5 % quantile, from a printed table
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("api")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    grid = [[f"reg={r}", f"seed={s}"] for r in ("l1", "l2") for s in (0, 1)]
-    parent = run_sweep(uri, ["reg=l1,l2", "seed=0,1"], grid, ["rate=1e-2", *COMMON], folder)
-    return {"uri": uri, "id": parent, "client": MlflowClient(uri)}
+def sweep(seed_sweep) -> dict:
+    return seed_sweep
 
 
 def load(sweep: dict, **kwargs):
@@ -110,7 +106,7 @@ def test_list_sweeps(sweep):
     listed = sweeps.list_sweeps(tracking_uri=sweep["uri"])
     assert listed.to_dict("records")[0] | {"started": ""} == {
         "sweep": sweep["id"], "started": "", "status": "FINISHED", "jobs": 4, "statuses": "4 FINISHED",
-        "command": f"reg=l1,l2 seed=0,1 rate=1e-2 {' '.join(COMMON)}"}
+        "command": " ".join(SEED_SWEEP)}
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -1,4 +1,6 @@
-"""The command line as a user runs it: `python -m sweeps.train [-m] ...` in a fresh process (slow)."""
+"""The command line as a user runs it: `python -m sweeps.train [-m] ...` in a fresh process (slow).
+
+Jobs that fail inside a sweep (a diverging one, raising ones) are in test_faults_cli.py."""
 
 import os
 import re
@@ -96,15 +98,3 @@ def test_a_bad_value_in_one_job_of_a_sweep_stops_it_before_anything_is_trained(t
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: dropout=1.5 is invalid: use a value in [0, 1), e.g. dropout=0.2"]
     assert not (tmp_path / "mlflow.db").exists()
-
-
-def test_a_failing_job_does_not_take_the_sweep_down(tmp_path):
-    proc = run_cli(tmp_path, "-m", "optimizer=sgd", "optimizer.lr=0.01,1e12", "data=digits", "epochs=1",
-                   "tracking.log_model=false")
-    assert proc.returncode == 1
-    assert "1 job(s) finished, 1 failed" in proc.stderr
-    assert "FAILED optimizer.lr=1e12: DivergedError" in proc.stderr
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
-    statuses = sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs)
-    assert statuses == [("job", "FAILED"), ("job", "FINISHED"), ("sweep", "FAILED")]

@@ -2,11 +2,17 @@
 
 The datasets are small files written here (MNIST and Fashion-MNIST IDX, Kaggle CSV, the California
 archive) and found through $SWEEPS_DATA_DIR, so the test needs no internet.
+
+Each experiment is its own `python -m sweeps.train -m` process with its own store. Most of such a
+process is single-threaded start-up (importing TensorFlow and MLflow), so the module starts the
+selected experiments two at a time (one per core, at most two) before its tests read the results.
 """
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -54,15 +60,51 @@ def test_every_study_is_an_experiment_and_fashion_batch_size_is_one():
     assert "fashion_batch_size" in EXPERIMENTS and len(EXPERIMENTS) >= 8
 
 
+TIMEOUT_S = 900  # per experiment
+
+
+@pytest.fixture(scope="module")
+def finished(request, tmp_path_factory, data_dir) -> dict:
+    """{name: (folder, completed process)} for every experiment selected in this session, run at most
+    two at a time; each process is killed if it outlives TIMEOUT_S (or the fixture is interrupted)."""
+    selected = [item.callspec.params["name"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec") and "name" in item.callspec.params]
+    waiting, running, done = list(dict.fromkeys(selected)), {}, {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < max(1, min(2, os.cpu_count() or 1)):
+                name = waiting.pop(0)
+                folder = tmp_path_factory.mktemp(name)
+                env = {**os.environ, "SWEEPS_DATA_DIR": str(data_dir), "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/m.db"}
+                search = [f"hydra.sweeper.n_trials={SEARCH_TRIALS}"] if is_search(name) else []
+                out, err = open(folder / "stdout.txt", "w+"), open(folder / "stderr.txt", "w+")
+                proc = subprocess.Popen([sys.executable, "-m", "sweeps.train", "-m", f"+experiment={name}", "epochs=1",
+                                         "data.limit=256", "tracking.log_model=false", *search],
+                                        cwd=folder, env=env, stdout=out, stderr=err, text=True)
+                running[name] = (proc, folder, out, err, time.monotonic())
+            time.sleep(0.2)
+            for name, (proc, folder, out, err, started) in list(running.items()):
+                if proc.poll() is None and time.monotonic() - started < TIMEOUT_S:
+                    continue
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=60)
+                out.seek(0), err.seek(0)
+                done[name] = (folder, subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()))
+                out.close(), err.close()
+                del running[name]
+    finally:
+        for proc, *_ in running.values():
+            proc.kill()
+            proc.wait(timeout=60)
+    return done
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_runs_as_a_multirun(name, tmp_path, data_dir):
-    env = {**os.environ, "SWEEPS_DATA_DIR": str(data_dir), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}
-    search = [f"hydra.sweeper.n_trials={SEARCH_TRIALS}"] if is_search(name) else []
-    proc = subprocess.run([sys.executable, "-m", "sweeps.train", "-m", f"+experiment={name}", "epochs=1",
-                           "data.limit=256", "tracking.log_model=false", *search],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+def test_experiment_runs_as_a_multirun(name, finished):
+    folder, proc = finished[name]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    client = MlflowClient(f"sqlite:///{folder}/m.db")
     (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
     runs = client.search_runs([experiment.experiment_id])
     jobs = [r for r in runs if r.data.tags.get("sweeps.kind") == "job"]
@@ -73,3 +115,9 @@ def test_experiment_runs_as_a_multirun(name, tmp_path, data_dir):
     assert len(folds) == cv * len(jobs)
     if cv:
         assert all("cv_val_accuracy_mean" in r.data.metrics and "cv_val_accuracy_std" in r.data.metrics for r in jobs)
+    if is_search(name):  # the file picks the Optuna sweeper and its space: every job is a trial over those keys
+        config = yaml.safe_load((conf_dir() / "experiment" / f"{name}.yaml").read_text())
+        assert experiment.name == config["tracking"]["experiment"]
+        assert all("sweeps.study" in j.data.tags and "sweeps.trial" in j.data.tags for j in jobs)
+        assert all(set(config["hydra"]["sweeper"]["params"]) <= set(json.loads(j.data.tags["sweeps.swept"]))
+                   for j in jobs)

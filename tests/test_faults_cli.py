@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import write_idx
+from conftest import SERVER_SECRET, write_idx
 
 pytestmark = pytest.mark.slow
 
@@ -332,40 +332,33 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("mode", ["single", "multirun"])
-def test_server_credentials_never_reach_the_store_or_the_output(tmp_path, mode):
-    """A real `mlflow server` on 127.0.0.1; tracking.uri carries user:password@. In a multirun Hydra
-    escapes it (`http\\://alice\\:pw@...`) in each job's overrides, launch lines and files."""
-    port, secret = _free_port(), "pw-9d8c7b6a5f"
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                               "--artifacts-destination", str(tmp_path / "server-artifacts")],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sweep = ["-m", "reg=l1,l2"] if mode == "multirun" else []
-    try:
-        _wait_for(lambda: _healthy(port), 120, server, "the server")
+def test_server_credentials_never_reach_the_store_or_the_output(tmp_path, mode, server_sweep):
+    """A real `mlflow server` on 127.0.0.1 (the session's, tests/conftest.py); tracking.uri carries
+    user:password@. In a multirun Hydra escapes it (`http\\://alice\\:pw@...`) in each job's overrides,
+    launch lines and files: that sweep is the session's `server_sweep` (reg=l1,l2), also read by
+    test_server.py. The single run goes to an experiment of its own on the same server."""
+    port, secret = server_sweep["port"], SERVER_SECRET
+    client = MlflowClient(f"http://127.0.0.1:{port}")
+    if mode == "multirun":
+        proc, work, experiment = server_sweep["proc"], server_sweep["work"], "sweeps"
+    else:
+        work, experiment = tmp_path, "credentials-single"
         uri = f"http://alice:{secret}@127.0.0.1:{port}"
-        proc = run_cli(tmp_path, *sweep, f"tracking.uri={uri}", "epochs=1", "data=digits", "model.hidden=[16]")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        client = MlflowClient(f"http://127.0.0.1:{port}")
-        runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
-        jobs = [r for r in runs if r.data.tags["sweeps.kind"] == "job"]
-        assert len(jobs) == (2 if sweep else 1)
-        assert all(r.data.params["tracking.uri"] == f"http://***@127.0.0.1:{port}" for r in jobs)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    stored = b"".join(p.read_bytes() for p in written)
-    assert jobs[0].info.run_id.encode() in stored and list(tmp_path.rglob("model.keras")), "the scan reads the store"
+        proc = run_cli(work, f"tracking.uri={uri}", f"tracking.experiment={experiment}", "epochs=1", "data=digits",
+                       "model.hidden=[16]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    jobs = [r for r in runs if r.data.tags["sweeps.kind"] == "job"]
+    assert len(jobs) == (2 if mode == "multirun" else 1)
+    assert all(r.data.params["tracking.uri"] == f"http://***@127.0.0.1:{port}" for r in jobs)
+    written = [p for folder in (work, server_sweep["folder"]) for p in folder.rglob("*") if p.is_file()]
+    stored = b"".join(p.read_bytes() for p in written)  # the server's store and artifacts, the command's files
+    assert jobs[0].info.run_id.encode() in stored and list(server_sweep["folder"].rglob("model.keras")), \
+        "the scan reads the store"
     assert any(p.name == "overrides.yaml" for p in written), "the scan reads Hydra's job files"
     assert secret.encode() not in stored, [str(p) for p in written if secret.encode() in p.read_bytes()]
     assert secret not in proc.stdout and secret not in proc.stderr
-    if sweep:
+    if mode == "multirun":
         assert "#0 : " in proc.stdout + proc.stderr, "the launch lines were checked"
         assert f"  MLflow UI: http://127.0.0.1:{port}/#/experiments/" in proc.stderr, "the sweep's end links the server"
 
@@ -444,10 +437,11 @@ def test_a_server_that_goes_away_stops_the_sweep_and_ctrl_c_still_wins(tmp_path,
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 2 MB tmpfs (needs root); unmounted afterwards."""
+    """A 1.25 MB tmpfs (needs root); unmounted afterwards. A new store takes 932 KB (MLflow's schema),
+    so the disk is full after about 60 epochs of the first job, not 230 as with 2 MB."""
     folder = tmp_path / "tiny"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True,
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1280k", "tmpfs", str(folder)], capture_output=True,
                              timeout=30)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")

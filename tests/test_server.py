@@ -1,68 +1,19 @@
-"""A real `mlflow server` over a temporary SQLite store: a sweep runs against it through
-MLFLOW_TRACKING_URI, and its REST API (what the UI reads) shows the jobs nested under the sweep."""
+"""A real `mlflow server` over a temporary SQLite store (the session's, tests/conftest.py): a sweep
+runs against it through tracking.uri, and its REST API (what the UI reads) shows the jobs nested
+under the sweep. MLFLOW_TRACKING_URI naming a server is used by test_faults_cli.py and
+test_team_server.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from sweeps import compare
-from sweeps.server import stop_process_group
 
 pytestmark = pytest.mark.slow
-
-START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@pytest.fixture
-def server(tmp_path):
-    """`mlflow server` on a free 127.0.0.1 port; always stopped (with its workers) afterwards."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "server.log", "w")
-    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
-               "--artifacts-destination", str(tmp_path / "artifacts")]
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop(proc)
-        log.close()
-
-
-def stop(proc: subprocess.Popen) -> None:
-    stop_process_group(proc, timeout=20)
-
 
 def rest(url: str, endpoint: str, body: dict | None = None, **query: str) -> dict:
     """GET (or POST `body`) on the tracking server's REST API."""
@@ -77,13 +28,13 @@ def as_dict(items: list[dict]) -> dict[str, str]:
     return {item["key"]: item["value"] for item in items}
 
 
-def test_a_sweep_against_a_tracking_server_reads_back_through_its_rest_api(server, tmp_path, capsys):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server}
-    proc = subprocess.run([sys.executable, "-m", "sweeps.train", "-m", "reg=l1,l2", "data=digits", "epochs=1",
-                           "model.hidden=[16]", "tracking.log_model=false"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+def test_a_sweep_against_a_tracking_server_reads_back_through_its_rest_api(server_sweep, capsys):
+    """The session's sweep (tests/conftest.py): `python -m sweeps.train -m reg=l1,l2 data=digits epochs=1
+    model.hidden=[16] tracking.uri=http://alice:...@127.0.0.1:<port>` against a real `mlflow server`
+    (test_faults_cli.py checks that the password reaches no file and no output)."""
+    server, proc, work = server_sweep["url"], server_sweep["proc"], server_sweep["work"]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert not (tmp_path / "mlruns").exists()  # everything went to the server
+    assert not (work / "mlruns").exists() and not (work / "mlflow.db").exists()  # everything went to the server
 
     experiment = rest(server, "experiments/get-by-name", experiment_name="sweeps")["experiment"]
     found = rest(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
