@@ -95,13 +95,14 @@ def _error_lines(stderr: str) -> list[str]:
 # ---------------------------------------------------------------- failures inside a sweep
 
 
-def test_a_job_that_fails_before_its_own_error_handling_still_says_why(tmp_path):
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=packed"]], ids=["basic", "packed"])
+def test_a_job_that_fails_before_its_own_error_handling_still_says_why(tmp_path, launcher):
     """A broken TensorFlow install (its import raises) fails every job before it opens a run: each
-    job's reason is still printed, not only a count."""
+    job's reason is still printed, not only a count (and under each job's own name in a pack)."""
     broken = tmp_path / "broken" / "tensorflow"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text("raise ImportError('this tensorflow install is broken')\n")
-    proc = run_cli(tmp_path, "-m", "reg=l1,l2", "epochs=1", *FAST,
+    proc = run_cli(tmp_path, "-m", "reg=l1,l2", "epochs=1", *FAST, *launcher,
                    env=_env(tmp_path, PYTHONPATH=str(broken.parent)))
     assert proc.returncode == 1, proc.stderr[-3000:]
     said = proc.stdout + proc.stderr  # Hydra's log lines go to stdout

@@ -134,16 +134,22 @@ def task(cfg: DictConfig) -> float:
 def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[float]:
     """What `task` is to one job, for a pack of jobs trained as one model (`hydra/launcher=packed`):
     `composed` are the jobs' configs as the launcher composed them (with their `hydra` node);
-    `jit_compile`: XLA for the packed model. A pack
-    that fails as a whole is reported, each of its jobs left FAILED, and the sweep goes on."""
+    `jit_compile`: XLA for the packed model. A pack that fails as a whole is reported, each of
+    its jobs left FAILED, and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+
     from sweeps.launcher import task_config
     from sweeps.tracking import run_name
 
     try:
         import_tensorflow()
         from sweeps import job as jobs, packing
-    except Exception as err:  # noqa: BLE001 - as in `task`
-        return [cannot_start(err, run_name) for _ in composed]
+    except Exception as err:  # noqa: BLE001 - as in `task`, one line per job
+        failed = []
+        for cfg in composed:
+            HydraConfig.instance().set_config(cfg)
+            failed.append(cannot_start(err, run_name))
+        return failed
     cfgs = [task_config(c) for c in composed]
     # the members run at once: the first announces no time left yet, as the first wave of a pool
     contexts = [replace(jobs.JobContext.of(c.hydra), parallel=len(composed)) for c in composed]
