@@ -15,14 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import SERVER_SECRET, write_idx
+from conftest import SERVER_SECRET, _healthy, write_idx
 
 pytestmark = pytest.mark.slow
 
@@ -144,18 +143,26 @@ def test_raising_and_diverging_jobs_fail_alone_and_the_command_exits_1(tmp_path)
 # ---------------------------------------------------------------- interrupts
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_an_interrupt_ends_the_run_and_the_sweep_killed(tmp_path, signum):
+def interrupt_after_first_epoch(tmp_path: Path, args: list[str], signum: int = signal.SIGINT,
+                                 start_s: float = 120) -> tuple[subprocess.Popen, str]:
+    """Start `python -m sweeps.train ARGS`, send `signum` once the first job's run has logged an epoch
+    (within `start_s`), wait for the command to end; returns the process and its stderr."""
     db = tmp_path / "mlflow.db"
-    proc = start_cli(tmp_path, "-m", "seed=0,1", "epochs=500", *FAST)
+    proc = start_cli(tmp_path, *args)
     try:
-        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 120, proc, "the first job's run")[0]
+        run_id, _ = _wait_for(lambda: _rows(db, JOBS), start_s, proc, "the first job's run")[0]
         _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
                   120, proc, "the first epoch")
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=120)
     finally:
         _kill(proc)
+    return proc, stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_ends_the_run_and_the_sweep_killed(tmp_path, signum):
+    proc, stderr = interrupt_after_first_epoch(tmp_path, ["-m", "seed=0,1", "epochs=500", *FAST], signum)
     assert proc.returncode == 128 + signum, stderr[-2000:]
     assert f"interrupted ({signal.Signals(signum).name})" in stderr and "Traceback" not in stderr
     _, runs = _all_runs(tmp_path)
@@ -362,14 +369,6 @@ def test_server_credentials_never_reach_the_store_or_the_output(tmp_path, mode, 
     if mode == "multirun":
         assert "#0 : " in proc.stdout + proc.stderr, "the launch lines were checked"
         assert f"  MLflow UI: http://127.0.0.1:{port}/#/experiments/" in proc.stderr, "the sweep's end links the server"
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------- a tracking server that goes away

@@ -7,7 +7,6 @@ models that load and score as logged, resume, and Ctrl-C.
 from __future__ import annotations
 
 import json
-import signal
 
 import keras
 import numpy as np
@@ -21,7 +20,7 @@ from sweeps.launcher import packs, why_alone
 from sweeps.models import make_optimizer
 from sweeps.packed_model import Member, PackedMLP
 from sweeps.packing import MemberStopping
-from test_faults_cli import JOBS, _kill, _rows, _wait_for, run_cli, start_cli
+from test_faults_cli import interrupt_after_first_epoch, run_cli
 
 register_configs()
 
@@ -266,20 +265,12 @@ def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_me
 
 @pytest.mark.slow
 def test_ctrl_c_ends_every_member_and_the_sweep_killed(tmp_path):
-    db = tmp_path / "mlflow.db"
-    proc = start_cli(tmp_path, "-m", "reg=l1,l2", "epochs=500", "data=digits", "model.hidden=[16]",
-                     "tracking.log_model=false", "hydra/launcher=packed")
-    try:
-        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 120, proc, "the members' runs")[0]
-        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
-                  120, proc, "the first epoch")
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        _kill(proc)
+    proc, stderr = interrupt_after_first_epoch(tmp_path, ["-m", "reg=l1,l2", "epochs=500", "data=digits",
+                                                          "model.hidden=[16]", "tracking.log_model=false",
+                                                          "hydra/launcher=packed"])
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted (SIGINT)" in stderr and "Traceback" not in stderr
-    client = MlflowClient(f"sqlite:///{db}")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id], max_results=100)
     assert sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs) == [
         ("job", "KILLED"), ("job", "KILLED"), ("sweep", "KILLED")]

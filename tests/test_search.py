@@ -11,7 +11,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from test_faults_cli import JOBS, _error_lines, _kill, _rows, _wait_for, run_cli, start_cli
+from test_faults_cli import JOBS, _error_lines, _kill, _rows, _wait_for, interrupt_after_first_epoch, run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -95,17 +95,8 @@ def test_a_diverging_trial_fails_in_optuna_and_mlflow_and_the_search_goes_on(tmp
 
 
 def test_ctrl_c_ends_the_open_trial_and_run_and_a_rerun_does_not_count_it(tmp_path):
-    db = tmp_path / "mlflow.db"
     args = [*OPTUNA, "hydra.sweeper.n_trials=2", "epochs=400", *FAST, "rate=tag(log, interval(1e-6, 1e-2))"]
-    proc = start_cli(tmp_path, *args)
-    try:
-        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 180, proc, "the first trial's run")[0]
-        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
-                  120, proc, "the first epoch")
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        _kill(proc)
+    proc, stderr = interrupt_after_first_epoch(tmp_path, args, start_s=180)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     (trial,) = _study(tmp_path).trials
     assert trial.state == optuna.trial.TrialState.FAIL
