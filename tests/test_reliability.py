@@ -294,6 +294,58 @@ def test_a_swallowed_interrupt_is_raised_again_at_the_next_epoch():
     assert signal.getsignal(signal.SIGINT) is before, "handlers restored"
 
 
+def test_a_signal_inside_a_store_call_waits_for_its_end_and_a_second_one_does_not():
+    import signal
+
+    from sweeps import interrupts
+
+    done = []
+    with interrupts.handling():
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            with interrupts.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)  # the handler runs here and holds the signal
+                done.append("the call went on")
+        assert done == ["the call went on"]
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+            with interrupts.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+                os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C: at once
+                time.sleep(5)
+                done.append("not reached")
+    assert done == ["the call went on"]
+
+
+def test_runs_interrupted_while_logging_can_still_be_closed_killed(tmp_path):
+    """Real signals at random moments of a logging loop into a real SQLite store: every run is then
+    closed KILLED. An interrupted SQLite write would leave the database locked (5 of 40 without
+    `interrupts.deferred`)."""
+    import random
+    import signal
+
+    from mlflow.entities import Metric
+
+    from sweeps import interrupts
+
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path}/mlflow.db", "sweeps", None)
+    rng = random.Random(0)
+    with interrupts.handling():
+        alarm = signal.signal(signal.SIGALRM, signal.getsignal(signal.SIGINT))
+        try:
+            for _ in range(30):
+                run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
+                signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.001, 0.05))
+                with pytest.raises(KeyboardInterrupt):
+                    for step in range(100_000):
+                        tracker.client.log_batch(run_id, metrics=[Metric("loss", 0.5, 0, step)])
+                tracker.client.set_terminated(run_id, "KILLED")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, alarm)
+    assert {r.info.status for r in _runs(tracker.client)} == {"KILLED"}
+
+
 def test_credentials_in_overrides_stay_out_of_run_names_and_tags(make_cfg):
     overrides = ["tracking.artifact_root=s3://key:s3cr3t@bucket/x"]
     assert "s3cr3t" not in tracking.run_name(overrides)

@@ -190,7 +190,9 @@ class OptunaPruning(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(float(value)):
             return
-        self.trial.report(float(value), epoch + 1)  # epochs counted from 1, as logged
-        if self.trial.should_prune():
+        with interrupts.deferred():  # an interrupted write would leave the study locked for the clean-up
+            self.trial.report(float(value), epoch + 1)  # epochs counted from 1, as logged
+            prune = self.trial.should_prune()
+        if prune:
             self.pruned_at = epoch + 1
             self.model.stop_training = True

@@ -36,7 +36,7 @@ from hydra.types import HydraContext
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweeps import tags
+from sweeps import interrupts, tags
 from sweeps.config import metric_direction, validate
 from sweeps.errors import ConfigError
 from sweeps.redact import redact_uri
@@ -274,10 +274,12 @@ class Search:
         try:
             left = self.remaining
             while left > 0:
-                self.open = [self.study.ask(self.space) for _ in range(min(self.n_jobs, left))]
+                with interrupts.deferred():  # whole study writes: an interrupted one leaves the study locked
+                    self.open = [self.study.ask(self.space) for _ in range(min(self.n_jobs, left))]
                 yield [self.job(trial) for trial in self.open]
-                for trial in self.open:
-                    self.tell(trial)
+                with interrupts.deferred():
+                    for trial in self.open:
+                        self.tell(trial)
                 left -= len(self.open)
                 self.open = []
         finally:  # interrupted or failed: the open trials end FAIL, and a rerun does not count them

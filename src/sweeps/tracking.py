@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweeps import tags
+from sweeps import interrupts, tags
 from sweeps.redact import redact_text, redact_uri  # noqa: F401 - part of this module's interface
 from sweeps.config import applicable, config_hash, dotted_keys, to_plain
 from sweeps.errors import TrackingError
@@ -381,12 +381,31 @@ def metric_points(values: dict[str, float], step: int = 0) -> list[Metric]:
     return [Metric(k, float(v), now, step) for k, v in values.items() if math.isfinite(float(v))]
 
 
+class WholeCalls:
+    """An MlflowClient whose calls Ctrl-C or SIGTERM does not cut in half (`interrupts.deferred`):
+    the run that was being written can still be closed KILLED."""
+
+    def __init__(self, client: MlflowClient):
+        self._client = client
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def whole(*args, **kwargs):
+            with interrupts.deferred():
+                return attr(*args, **kwargs)
+        return whole
+
+
 class Tracker:
     """One tracking store and experiment, as configured by `tracking.*`."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Optional[str]):
         self.uri = uri
-        self.client = MlflowClient(uri)
+        self.client = WholeCalls(MlflowClient(uri))
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
         self.experiment = experiment
 
