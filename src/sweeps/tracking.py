@@ -383,7 +383,8 @@ def metric_points(values: dict[str, float], step: int = 0) -> list[Metric]:
 
 class WholeCalls:
     """An MlflowClient whose calls Ctrl-C or SIGTERM does not cut in half (`interrupts.deferred`):
-    the run that was being written can still be closed KILLED."""
+    the run that was being written can still be closed KILLED. For database stores only: a call
+    to a server that hangs must stay interruptible, and the server finishes its own writes."""
 
     def __init__(self, client: MlflowClient):
         self._client = client
@@ -405,7 +406,8 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, artifact_root: Optional[str]):
         self.uri = uri
-        self.client = WholeCalls(MlflowClient(uri))
+        client = MlflowClient(uri)
+        self.client = client if urlparse(uri).scheme in ("http", "https") else WholeCalls(client)
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
         self.experiment = experiment
 
