@@ -46,11 +46,14 @@ def test_jobs_that_differ_only_in_penalty_dropout_or_seed_share_a_pack_of_at_mos
     assert why_alone(cfg_of("cv.folds=3")) and why_alone(jobs[0]) is None
 
 
-def test_a_bad_max_pack_is_one_line_exit_2(tmp_path):
-    proc = run_cli(tmp_path, "-m", "reg=l1,l2", "data=digits", "hydra/launcher=packed", "hydra.launcher.max_pack=0",
+@pytest.mark.parametrize("setting", ["max_pack=0", "n_jobs=0"])
+def test_a_bad_launcher_setting_is_one_line_exit_2_and_nothing_written(tmp_path, setting):
+    proc = run_cli(tmp_path, "-m", "reg=l1,l2", "data=digits", "hydra/launcher=packed", f"hydra.launcher.{setting}",
                    timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "hydra.launcher.max_pack=0" in proc.stderr and "Traceback" not in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: hydra.launcher.{setting} is invalid: use an integer >= 1"), line
+    assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()
 
 
 # ---------------------------------------------------------------- batches
@@ -210,7 +213,7 @@ def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_me
     plain = run_cli(tmp_path, "-m", *JOBS_OF, *FAST, "tracking.experiment=plain", timeout=600)
     assert plain.returncode == 0, plain.stderr[-3000:]
     packed = run_cli(tmp_path, "-m", "reg=l1,l2", "rate=1e-4,3e-3,1e3", "dropout=0,0.3", *FAST,
-                     "hydra/launcher=packed", "tracking.experiment=packed", timeout=600)
+                     "hydra/launcher=packed", "hydra.launcher.n_jobs=2", "tracking.experiment=packed", timeout=600)
     assert packed.returncode == 1, packed.stderr[-3000:]  # the rate=1e3 members diverge
     assert "Traceback" not in packed.stderr
     client, alone = _jobs(tmp_path, "plain")
@@ -218,6 +221,12 @@ def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_me
     assert len(together) == 12
     sizes = sorted(1 + len(json.loads(r.data.tags["sweeps.packed_with"])) for r in together.values())
     assert sizes == [4] * 4 + [8] * 8, "12 jobs: a pack of 8 (max_pack) and a pack of 4"
+    pids = {size: {r.data.tags["sweeps.pid"] for r in together.values()
+                   if 1 + len(json.loads(r.data.tags["sweeps.packed_with"])) == size} for size in (4, 8)}
+    (parent,) = client.search_runs([client.get_experiment_by_name("packed").experiment_id],
+                                   "tags.`sweeps.kind` = 'sweep'")
+    assert len(pids[4]) == len(pids[8]) == 1 and pids[4] != pids[8], "each pack in its own worker (n_jobs=2)"
+    assert parent.data.tags["sweeps.pid"] not in pids[4] | pids[8], "workers, not the launching process"
     for name in (f"{reg} rate=1e3 dropout={p}" for reg in ("l1", "l2") for p in (0, 0.3)):
         assert together[name].info.status == "FAILED"
         assert "training diverged" in together[name].data.tags["sweeps.error"]
@@ -264,10 +273,11 @@ def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_me
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_every_member_and_the_sweep_killed(tmp_path):
+@pytest.mark.parametrize("n_jobs", [1, 2], ids=["in-process", "worker"])
+def test_ctrl_c_ends_every_member_and_the_sweep_killed(tmp_path, n_jobs):
     proc, stderr = interrupt_after_first_epoch(tmp_path, ["-m", "reg=l1,l2", "epochs=500", "data=digits",
                                                           "model.hidden=[16]", "tracking.log_model=false",
-                                                          "hydra/launcher=packed"])
+                                                          "hydra/launcher=packed", f"hydra.launcher.n_jobs={n_jobs}"])
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted (SIGINT)" in stderr and "Traceback" not in stderr
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -4,10 +4,13 @@
 
 The launcher composes every job's config as Hydra's basic launcher does, groups the jobs with
 `packs` (same data, architecture, optimizer, batch size, epochs and early stopping; at
-most `hydra.launcher.max_pack` per model), trains each pack in this process (`train.task_pack`)
-and runs every other job alone through Hydra's `run_job`, exactly as the basic launcher would.
-It sits behind our sweepers like any launcher (`sweep.run` owns the parent run); a pack finds its
-parent in the store, as every job does.
+most `hydra.launcher.max_pack` per model), trains each pack as one model (`train.task_pack`) and
+runs every other job alone through Hydra's `run_job`, exactly as the basic launcher would. Packs
+and lone jobs run in this process one after another, or with `hydra.launcher.n_jobs=N`, N at a
+time in worker processes (joblib's loky pool, as `hydra/launcher=joblib`): a worker learns what
+to train from the configs it is handed and finds the sweep's parent run in the store, as every
+job does. It sits behind our sweepers like any launcher (`sweep.run` owns the parent run, stops
+the workers on Ctrl-C and relaunches what a dead worker never started).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
@@ -66,20 +70,19 @@ def packs(cfgs: Sequence[DictConfig], max_pack: int) -> list[list[int]]:
     return sorted(alone + chunks, key=lambda chunk: chunk[0])
 
 
-
-
-
 @dataclass
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.sweeps_plugins.PackedLauncher"
     max_pack: int = 8  # most jobs trained as one model (1: every job alone, as the basic launcher)
     jit_compile: bool = True  # XLA for the packed model's steps (measured faster on CPU: make bench)
+    n_jobs: int = 1  # packs (and lone jobs) trained at once, each in a worker process (1: in this process)
 
 
 class PackedLauncher(Launcher):
-    def __init__(self, max_pack: int = 8, jit_compile: bool = True):
+    def __init__(self, max_pack: int = 8, jit_compile: bool = True, n_jobs: int = 1):
         self.max_pack = max_pack
         self.jit_compile = jit_compile
+        self.n_jobs = n_jobs
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -89,6 +92,9 @@ class PackedLauncher(Launcher):
         if self.max_pack < 1:
             raise ConfigError(f"hydra.launcher.max_pack={self.max_pack} is invalid: use an integer >= 1 "
                               "(1 trains every job alone)")
+        if self.n_jobs < 1:
+            raise ConfigError(f"hydra.launcher.n_jobs={self.n_jobs} is invalid: use an integer >= 1 "
+                              "(1 trains in this process)")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -98,15 +104,24 @@ class PackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         composed = [self._compose(list(overrides), initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
-        tasks = [task_config(c) for c in composed]
+        units = packs([task_config(c) for c in composed], self.max_pack)
+        args = [([composed[i] for i in unit], self.hydra_context, self.task_function, self.jit_compile)
+                for unit in units]
+        if self.n_jobs == 1:
+            done = []
+            for unit_args in args:
+                done.append(run_unit(*unit_args))
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # run_job changed it
+        else:
+            from joblib import Parallel, delayed
+
+            state = Singleton.get_state()
+            done = Parallel(n_jobs=self.n_jobs, backend="loky")(
+                delayed(run_unit)(*unit_args, singleton_state=state) for unit_args in args)
         returns: list[Optional[JobReturn]] = [None] * len(composed)
-        for group in packs(tasks, self.max_pack):
-            if len(group) == 1:
-                returns[group[0]] = self._alone(composed[group[0]])
-            else:
-                for i, ret in zip(group, self._pack([composed[i] for i in group])):
-                    returns[i] = ret
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        for unit, unit_returns in zip(units, done):
+            for i, ret in zip(unit, unit_returns):
+                returns[i] = ret
         return returns
 
     def _compose(self, overrides: list[str], number: int) -> DictConfig:
@@ -117,24 +132,28 @@ class PackedLauncher(Launcher):
             cfg.hydra.job.num = number
         return cfg
 
-    def _alone(self, cfg: DictConfig) -> JobReturn:
-        HydraConfig.instance().set_config(cfg)
-        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
-                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
-    def _pack(self, composed: list[DictConfig]) -> list[JobReturn]:
-        from sweeps.train import task_pack
+def run_unit(composed: list[DictConfig], hydra_context: HydraContext, task_function: TaskFunction,
+             jit_compile: bool, singleton_state: Optional[dict] = None) -> list[JobReturn]:
+    """One pack (or one job alone, through Hydra's `run_job`), in this process or a pool worker
+    (`singleton_state`: Hydra's state of the launching process, as the joblib launcher hands it)."""
+    if singleton_state is not None:
+        setup_globals()
+        Singleton.set_state(singleton_state)
+    HydraConfig.instance().set_config(composed[0])
+    if len(composed) == 1:
+        return [run_job(hydra_context=hydra_context, task_function=task_function, config=composed[0],
+                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")]
+    from sweeps.train import task_pack
 
-        HydraConfig.instance().set_config(composed[0])
-        values = task_pack(composed, self.jit_compile)
-        returns = []
-        for cfg, value in zip(composed, values):
-            ret = JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=OmegaConf.create({}), hydra_cfg=cfg,
-                            working_dir=str(Path.cwd()), task_name=cfg.hydra.job.name)
-            ret.return_value = value
-            ret.status = JobStatus.COMPLETED
-            returns.append(ret)
-        return returns
+    returns = []
+    for cfg, value in zip(composed, task_pack(composed, jit_compile)):
+        ret = JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=OmegaConf.create({}), hydra_cfg=cfg,
+                        working_dir=str(Path.cwd()), task_name=cfg.hydra.job.name)
+        ret.return_value = value
+        ret.status = JobStatus.COMPLETED
+        returns.append(ret)
+    return returns
 
 
 def task_config(cfg: DictConfig) -> DictConfig:

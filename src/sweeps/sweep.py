@@ -300,10 +300,11 @@ def compare_default_store() -> Optional[str]:
 
 
 def local_launcher(config: DictConfig) -> bool:
-    """Whether the launcher runs jobs on this machine (basic, joblib, submitit_local): only then can
-    the jobs a failed launcher never started be told from jobs still queued on a cluster."""
+    """Whether the launcher runs jobs on this machine (basic, joblib, packed, submitit_local): only then
+    can the jobs a failed launcher never started be told from jobs still queued on a cluster."""
     target = str(config.hydra.launcher.get("_target_", ""))
-    return any(name in target for name in ("BasicLauncher", "JoblibLauncher", "LocalLauncher"))
+    local = ("BasicLauncher", "JoblibLauncher", "LocalLauncher", "PackedLauncher")
+    return any(name in target for name in local)
 
 
 def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[list[str]], first: int,

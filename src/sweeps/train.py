@@ -144,6 +144,7 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
     try:
         import_tensorflow()
         from sweeps import job as jobs, packing
+        from sweeps.fitting import use_threads
     except Exception as err:  # noqa: BLE001 - as in `task`, one line per job
         failed = []
         for cfg in composed:
@@ -151,9 +152,12 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
             failed.append(cannot_start(err, run_name))
         return failed
     cfgs = [task_config(c) for c in composed]
+    threads = jobs.thread_share(cfgs[0], jobs.JobContext.of(composed[0].hydra))  # cores / packs at once
     # the members run at once: the first announces no time left yet, as the first wave of a pool
     contexts = [replace(jobs.JobContext.of(c.hydra), parallel=len(composed)) for c in composed]
     with interrupts.handling():
+        if threads:
+            use_threads(threads)
         try:
             return packing.train_pack(cfgs, contexts, jit_compile)
         except Exception as err:
