@@ -140,6 +140,7 @@ def run_unit(composed: list[DictConfig], hydra_context: HydraContext, task_funct
     if singleton_state is not None:
         setup_globals()
         Singleton.set_state(singleton_state)
+        configure_log(composed[0].hydra.hydra_logging, composed[0].hydra.verbose)  # as in the launching process
     HydraConfig.instance().set_config(composed[0])
     if len(composed) == 1:
         return [run_job(hydra_context=hydra_context, task_function=task_function, config=composed[0],
