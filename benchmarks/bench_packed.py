@@ -8,9 +8,9 @@
      defaults, no tracking: what a notebook does), run as its own process like the others;
    - `python -m sweeps.train -m ...` (the basic launcher, every job alone);
    - the same with `hydra/launcher=packed` (the 8 jobs as one model).
-2. 128x4 Adam batch 32, the same 8 jobs for a few epochs, unpacked vs packed: seconds per
-   configuration-epoch (median `epoch_time_s` of the epochs after the first; a packed epoch counts
-   for its 8 members).
+2. Seconds per configuration-epoch, unpacked vs packed (median `epoch_time_s` of the epochs after
+   the first; a packed epoch counts for its 8 members): the 64-32 sweep above, and 128x4 Adam
+   batch 32, the same 8 jobs for a few epochs.
 Every process writes to a throwaway store; medians over `--reps`. Absolute seconds on a shared
 machine are noise; the ratios are the figures.
 """
@@ -93,13 +93,16 @@ def main() -> None:
     data = dataset()
     walls: dict[str, list[float]] = {"plain Keras script": [], "sweeps.train, unpacked": [],
                                      "sweeps.train, hydra/launcher=packed": []}
+    small: dict[str, list[float]] = {"unpacked": [], "packed": []}  # 64-32 per configuration-epoch
     deep: dict[str, list[float]] = {"unpacked": [], "packed": []}
     for rep in range(args.reps):
         print(f"repetition {rep + 1}/{args.reps}", file=sys.stderr)
         common = [*GRID, *SMALL, f"data={data}", f"epochs={args.epochs}", "tracking.log_model=false"]
         walls["plain Keras script"].append(timed_plain(data, args.epochs))
-        walls["sweeps.train, unpacked"].append(timed_sweep(common)[0])
-        walls["sweeps.train, hydra/launcher=packed"].append(timed_sweep([*common, *PACKED])[0])
+        for name, extra, packed in (("unpacked", [], False), ("hydra/launcher=packed", PACKED, True)):
+            wall, epochs = timed_sweep([*common, *extra])
+            walls[f"sweeps.train, {name}"].append(wall)
+            small["packed" if packed else "unpacked"].append(per_config_epoch(epochs, packed))
         common = [*GRID, *DEEP, f"data={data}", f"epochs={args.deep_epochs}", "tracking.log_model=false"]
         deep["unpacked"].append(per_config_epoch(timed_sweep(common)[1], packed=False))
         deep["packed"].append(per_config_epoch(timed_sweep([*common, *PACKED])[1], packed=True))
@@ -111,12 +114,11 @@ def main() -> None:
     for name, values in walls.items():
         wall = statistics.median(values)
         print(f"| {name} | {wall:.1f} | {wall / packed:.2f}x |")
-    print(f"\n128x4 Adam batch 32, the same 8 jobs, {args.deep_epochs} epochs: seconds per configuration-epoch\n")
-    print("| how | s per config-epoch |\n|---|---|")
-    for name, values in deep.items():
-        print(f"| {name} | {statistics.median(values):.3f} |")
-    print(f"\npacked speed-up per configuration-epoch: "
-          f"{statistics.median(deep['unpacked']) / statistics.median(deep['packed']):.2f}x")
+    print("\nseconds per configuration-epoch (median of the epochs after the first)\n")
+    print("| model | unpacked | packed | packed speed-up |\n|---|---|---|---|")
+    for name, times in ((f"64-32 SGD ({args.epochs} epochs)", small), (f"128x4 Adam ({args.deep_epochs} epochs)", deep)):
+        unpacked, packed = statistics.median(times["unpacked"]), statistics.median(times["packed"])
+        print(f"| {name} | {unpacked:.3f} | {packed:.3f} | {unpacked / packed:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -406,8 +406,9 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, artifact_root: Optional[str]):
         self.uri = uri
+        self.database = urlparse(uri).scheme not in ("http", "https")  # a database store, not a server
         client = MlflowClient(uri)
-        self.client = client if urlparse(uri).scheme in ("http", "https") else WholeCalls(client)
+        self.client = WholeCalls(client) if self.database else client
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
         self.experiment = experiment
 
@@ -478,8 +479,9 @@ class Tracker:
         signature = infer_signature(sample, outputs)
         logged = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id)
         mlflow.set_tracking_uri(self.uri)
-        mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature,
-                                    run_id=run_id, model_id=logged.model_id)
+        with interrupts.deferred() if self.database else contextlib.nullcontext():  # as `WholeCalls`
+            mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature,
+                                        run_id=run_id, model_id=logged.model_id)
 
 
 def best_effort(call, *args) -> Optional[Exception]:
