@@ -25,7 +25,7 @@ def history_figure(history: dict[str, list[float]], title: str):
                 epochs = range(1, len(history[key]) + 1)
                 ax.plot(epochs, history[key], marker="o", markersize=3, label=label)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _integer_epochs(ax)
         ax.set_ylabel(train_key)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -139,8 +139,7 @@ def small_multiples(panels: dict[str, dict[str, list[float]]], pair: tuple[str, 
         ax.set_ylabel(pair[0].replace("_", " "))
     axes.flat[0].legend(fontsize="x-small")
     fig.suptitle(title)
-    width = 5.5 * len(panels)  # fixed margins (inches): tight_layout measured 0.1 s a figure, every job
-    fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.55 / 3.8, top=1 - 0.45 / 3.8, wspace=0.25)
+    fig.tight_layout()
     return fig
 
 
