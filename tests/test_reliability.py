@@ -317,6 +317,25 @@ def test_a_signal_inside_a_store_call_waits_for_its_end_and_a_second_one_does_no
     assert done == ["the call went on"]
 
 
+def test_an_interrupt_that_surfaces_as_another_error_still_ends_the_run_killed(tmp_path):
+    import signal
+
+    from sweeps import interrupts
+
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path}/mlflow.db", "sweeps", None)
+    with interrupts.handling():
+        with pytest.raises(RuntimeError):
+            with tracker.job_run("job") as run:
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)  # the handler raises here
+                except KeyboardInterrupt:
+                    raise RuntimeError("a library's own error") from None
+    ended = tracker.client.get_run(run.info.run_id)
+    assert ended.info.status == "KILLED"
+    assert ended.data.tags["sweeps.error"] == "interrupted (RuntimeError: a library's own error)"
+
+
 def test_runs_interrupted_while_logging_can_still_be_closed_killed(tmp_path):
     """Real signals at random moments of a logging loop into a real SQLite store: every run is then
     closed KILLED. An interrupted SQLite write would leave the database locked (5 of 40 without

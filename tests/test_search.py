@@ -102,7 +102,8 @@ def test_ctrl_c_ends_the_open_trial_and_run_and_a_rerun_does_not_count_it(tmp_pa
     assert trial.state == optuna.trial.TrialState.FAIL
     assert _study(tmp_path).user_attrs["sweeps_stale_trials"] == [0], "a rerun does not count it"
     _, (parent,), (job,) = _runs(tmp_path)
-    assert job.info.status == "KILLED" and parent.info.status == "KILLED"
+    assert (job.info.status, parent.info.status) == ("KILLED", "KILLED"), (job.data.tags.get("sweeps.error"),
+                                                                          stderr[-3000:])
 
 
 @pytest.mark.parametrize("override, message", [

@@ -55,7 +55,11 @@ def handling() -> Iterator[None]:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Inside `handling()`: the first SIGINT/SIGTERM waits for the block's end, then raises."""
+    """Inside `handling()`: the first SIGINT/SIGTERM waits for the block's end, then raises (main
+    thread only: signals are handled there, and another thread must not take the interrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _deferring[0] += 1
     try:
         yield
