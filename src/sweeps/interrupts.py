@@ -74,6 +74,11 @@ def received() -> Optional[str]:
     return _received[0] if _received else None
 
 
+def interrupted() -> bool:
+    """Inside `handling()`: whether a signal arrived since the outermost block began."""
+    return bool(_received) and _depth[0] > 0
+
+
 def check() -> None:
     """Inside `handling()`: raise the interrupt again if a signal arrived and was swallowed on the way."""
     if _received and _depth[0] > 0:

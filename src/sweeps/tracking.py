@@ -436,7 +436,7 @@ class Tracker:
             raise
         except BaseException as err:
             clean_up = CleanUp()
-            if interrupts.received():  # Ctrl-C came first and surfaced as another error (a library's own)
+            if interrupts.interrupted():  # Ctrl-C came first and surfaced as another error (a library's own)
                 reason = redact_text(f"interrupted ({type(err).__name__}: {err})")[:4000]
                 clean_up(self.client.set_tag, run_id, tags.ERROR, reason)
                 clean_up(self.client.set_terminated, run_id, "KILLED")
