@@ -81,7 +81,7 @@ def interrupted() -> bool:
 
 def check() -> None:
     """Inside `handling()`: raise the interrupt again if a signal arrived and was swallowed on the way."""
-    if _received and _depth[0] > 0:
+    if interrupted():
         raise KeyboardInterrupt(_received[0])
 
 

@@ -55,6 +55,7 @@ DRIVER_HINTS = {"psycopg2": "pip install psycopg2-binary, or write postgresql+ps
                 "psycopg": "pip install 'sweeps[postgres]'", "pymysql": "pip install pymysql",
                 "MySQLdb": "pip install mysqlclient, or pip install pymysql and write mysql+pymysql://..."}
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+SERVER_SCHEMES = ("http", "https")  # a tracking URI with these is an `mlflow server`, else a database
 MIN_FREE_BYTES = 1 << 20  # a SQLite store's folder with less free space than this counts as full
 
 
@@ -166,7 +167,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         return
     shown = redact_uri(uri)
     parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
+    if parsed.scheme in SERVER_SCHEMES:
         health = urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1], path="/health",
                                             query="", params="", fragment=""))
         try:
@@ -344,7 +345,7 @@ def ui_address(uri: str) -> str:
     """Where the MLflow UI over this store answers: a tracking server itself (without credentials),
     else `make ui` (http://127.0.0.1:5000 unless SWEEPS_HOST / PORT say otherwise, as for make)."""
     parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
+    if parsed.scheme in SERVER_SCHEMES:
         return urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1], params="", query="",
                                           fragment="")).rstrip("/")
     return browser_address(os.environ.get("SWEEPS_HOST", "127.0.0.1"), os.environ.get("PORT", "5000"))
@@ -406,7 +407,7 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, artifact_root: Optional[str]):
         self.uri = uri
-        self.database = urlparse(uri).scheme not in ("http", "https")  # a database store, not a server
+        self.database = urlparse(uri).scheme not in SERVER_SCHEMES  # a database store, not a server
         client = MlflowClient(uri)
         self.client = WholeCalls(client) if self.database else client
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
@@ -429,15 +430,11 @@ class Tracker:
         run_id = run.info.run_id
         try:
             yield run
-        except KeyboardInterrupt:
-            clean_up = CleanUp()
-            clean_up(self.client.set_tag, run_id, tags.ERROR, "interrupted")
-            clean_up(self.client.set_terminated, run_id, "KILLED")
-            raise
         except BaseException as err:
             clean_up = CleanUp()
-            if interrupts.interrupted():  # Ctrl-C came first and surfaced as another error (a library's own)
-                reason = redact_text(f"interrupted ({type(err).__name__}: {err})")[:4000]
+            if isinstance(err, KeyboardInterrupt) or interrupts.interrupted():  # or Ctrl-C surfaced as another error
+                reason = ("interrupted" if isinstance(err, KeyboardInterrupt)
+                          else redact_text(f"interrupted ({type(err).__name__}: {err})")[:4000])
                 clean_up(self.client.set_tag, run_id, tags.ERROR, reason)
                 clean_up(self.client.set_terminated, run_id, "KILLED")
             else:
