@@ -11,7 +11,8 @@
 2. Seconds per configuration-epoch, unpacked vs packed (median `epoch_time_s` of the epochs after
    the first; a packed epoch counts for its 8 members): the 64-32 sweep above, and 128x4 Adam
    batch 32, the same 8 jobs for a few epochs.
-Every process writes to a throwaway store; medians over `--reps`. Absolute seconds on a shared
+Every sweep writes to a throwaway store, created before its clock starts; medians over `--reps`
+(the repetitions alternate the ways, so a slow spell of the machine falls on all of them). Absolute seconds on a shared
 machine are noise; the ratios are the figures.
 """
 
@@ -84,7 +85,7 @@ def per_config_epoch(epochs: list[list[float]], packed: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the 8-job sweep")
-    parser.add_argument("--deep-epochs", type=int, default=3, help="epochs of the 128x4 Adam comparison")
+    parser.add_argument("--deep-epochs", type=int, default=6, help="epochs of the 128x4 Adam comparison")
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--plain-script", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -11,6 +11,7 @@ only the jobs it took down; a rerun resumes. Every wait is bounded; every proces
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import time
 
@@ -142,6 +143,35 @@ def test_a_worker_killed_with_sigkill_fails_the_jobs_it_took_down_and_the_rest_r
     killed = by_name[next(j.info.run_name for j in jobs if j.info.run_id == running[0][0])]
     assert killed.info.status == "FAILED" and "died while the sweep ran" in killed.data.tags["sweeps.error"]
     assert "2 job(s) finished, 2 failed" in stderr
+
+
+def test_a_packed_worker_killed_with_sigkill_fails_its_members_and_the_queued_pack_runs(tmp_path):
+    """The same with `hydra/launcher=packed hydra.launcher.n_jobs=2`: two long packs of two members
+    in two workers, a short pack queued; one worker is killed. Its members end FAILED, the other
+    pack's run ends with its pool; the queued pack never started and is launched again, packed."""
+    db = tmp_path / "mlflow.db"
+    proc = start_cli(tmp_path, "-m", "epochs=400,401,1", "seed=0,1", *FAST, "hydra/launcher=packed",
+                     "hydra.launcher.n_jobs=2")
+    try:
+        running = _wait_for(lambda: _running_jobs(db, 4), 180, proc, "two packs training in two workers")
+        (pid,) = _rows(db, "select value from tags where run_uuid = ? and key = 'sweeps.pid'", running[0][0])[0]
+        psutil.Process(int(pid)).kill()
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 1, stderr[-3000:]
+    _, (parent,), jobs = _sweep_runs(tmp_path)
+    assert len(jobs) == 6 and parent.info.status == "FAILED", stderr[-3000:]
+    killed = [j for j in jobs if j.data.tags["sweeps.pid"] == pid]
+    assert len(killed) == 2 and all(j.info.status == "FAILED" for j in killed)
+    assert all("died while the sweep ran" in j.data.tags["sweeps.error"] for j in killed)
+    by_epochs = {e: [j for j in jobs if j.data.params["epochs"] == e] for e in ("1", "400", "401")}
+    assert all(j.info.status in ("FAILED", "KILLED") for e in ("400", "401") for j in by_epochs[e])
+    relaunched = by_epochs["1"]
+    assert [j.info.status for j in relaunched] == ["FINISHED", "FINISHED"]
+    assert all(json.loads(j.data.tags["sweeps.packed_with"]) for j in relaunched), "still one pack"
+    assert {j.data.tags["sweeps.pid"] for j in relaunched}.isdisjoint({pid}), "in a new worker"
+    assert "2 job(s) finished, 4 failed" in stderr
 
 
 def _ray_missing() -> bool:

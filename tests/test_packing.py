@@ -95,6 +95,13 @@ def test_a_member_sees_the_batches_it_sees_alone_epoch_by_epoch():
     assert not np.array_equal(np.concatenate([b[0] for b in packed[:3]]), epochs[0]), "another seed, another order"
 
 
+def test_members_sharing_one_seed_get_one_batch_for_all_of_them():
+    alone, shared = _batches_of([3]), _batches_of([3, 3, 3])
+    assert len(shared) == len(alone) == 9
+    for mine, theirs in zip(alone, shared):
+        np.testing.assert_array_equal(theirs, mine)  # [B], not [K, B]: one wide matmul in the first layer
+
+
 # ---------------------------------------------------------------- the packed model against Keras
 
 

@@ -76,9 +76,10 @@ class EpochBatches(keras.callbacks.Callback):
     """The training batches of one `fit`, as a dataset one epoch long that Keras iterates once per epoch.
 
     Epoch e shows the examples in the order of TensorFlow's stateless shuffle under seed (s, e),
-    in batches of `batch_size` (the last one smaller), for each seed s of `seeds`: one seed gives
-    `[B, ...]` batches; several give `[len(seeds), B, ...]`, member k's batch under seeds[k]
-    (members sharing a seed share its permutation). The dataset counts its own passes (the
+    in batches of `batch_size` (the last one smaller), for each seed s of `seeds`: one distinct seed
+    gives `[B, ...]` batches (every member sees the same batch); several give
+    `[len(seeds), B, ...]`, member k's batch under seeds[k] (members sharing a seed share its
+    permutation). The dataset counts its own passes (the
     epoch number), from 0 at the start of training; one epoch per pass keeps Keras' multi-step
     calls (`steps_per_execution`) inside the epoch.
 
@@ -97,7 +98,7 @@ class EpochBatches(keras.callbacks.Callback):
         self.passes = tf.Variable(-1, dtype=tf.int64, trainable=False)  # epoch of the latest pass begun
         distinct = sorted(set(int(s) for s in seeds))
         which = tf.constant([distinct.index(int(s)) for s in seeds], tf.int32)
-        shared = len(seeds) == 1
+        shared = len(distinct) == 1  # one permutation: [B, ...] batches, the same for every member
 
         def epoch_order(_):
             epoch = self.passes.assign_add(1, read_value=True)

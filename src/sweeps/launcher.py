@@ -74,7 +74,7 @@ def packs(cfgs: Sequence[DictConfig], max_pack: int) -> list[list[int]]:
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.sweeps_plugins.PackedLauncher"
     max_pack: int = 8  # most jobs trained as one model (1: every job alone, as the basic launcher)
-    jit_compile: bool = True  # XLA for the packed model's steps (measured faster on CPU: make bench)
+    jit_compile: bool = True  # XLA for the packed model's training steps (measured faster on CPU: make bench)
     n_jobs: int = 1  # packs (and lone jobs) trained at once, each in a worker process (1: in this process)
 
 

@@ -202,6 +202,17 @@ class PackedMLP(keras.Model):
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update(x, data_loss, second, penalty)
 
+    def make_test_function(self, force=False):
+        """Validation and evaluation run without XLA even when training steps use it: each new batch
+        shape (every set's smaller last batch, the test and training sets) would be compiled again,
+        about 0.5 s each, for a test step that measured no faster (`PackedLauncherConf.jit_compile`)."""
+        jit = self.jit_compile
+        self.jit_compile = False
+        try:
+            return super().make_test_function(force)
+        finally:
+            self.jit_compile = jit
+
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         out, activity = self.forward(x, training=False)

@@ -146,30 +146,25 @@ def _finish(j: int, slot: Slot, runs: "MemberRuns", logger: MlflowEpochLogger, m
 
 
 class MemberRuns:
-    """The members' MLflow runs, opened together and ended one by one (`tracking.Tracker.job_run` each)."""
+    """The members' MLflow runs, opened together and ended one by one (as `tracking.Tracker.job_run` ends a run)."""
 
     def __init__(self, tracker: tracking.Tracker):
         self.tracker = tracker
         self.ids: list[str] = []
-        self._open: dict[int, object] = {}
+        self._open: set[int] = set()
 
     def open(self, name: str, parent_id: Optional[str], run_tags: dict) -> str:
-        context = self.tracker.job_run(name, parent_id, run_tags)
-        run = context.__enter__()
-        self._open[len(self.ids)] = context
-        self.ids.append(run.info.run_id)
-        return run.info.run_id
+        self.ids.append(self.tracker.open_job_run(name, parent_id, run_tags).info.run_id)
+        self._open.add(len(self.ids) - 1)
+        return self.ids[-1]
 
     def end(self, j: int, err: Optional[BaseException] = None) -> None:
-        """FINISHED, or as `job_run` ends a run that raised `err` (FAILED with its reason; KILLED)."""
-        context = self._open.pop(j)
-        if err is None:
-            context.__exit__(None, None, None)
-        else:
-            context.__exit__(type(err), err, err.__traceback__)
+        """FINISHED, or as a run that raised `err` ends (FAILED with its reason; KILLED)."""
+        self._open.discard(j)
+        self.tracker.end_job_run(self.ids[j], err)
 
     def end_open(self, err: BaseException) -> None:
-        for j in list(self._open):
+        for j in sorted(self._open):
             self.end(j, err)
 
 

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, ContextManager, Iterator, Optional
 from urllib.parse import urlparse, urlunparse
 
 from mlflow.entities import Metric, Run
@@ -383,12 +383,12 @@ def metric_points(values: dict[str, float], step: int = 0) -> list[Metric]:
 
 
 class WholeCalls:
-    """An MlflowClient whose calls Ctrl-C or SIGTERM does not cut in half (`interrupts.deferred`):
-    the run that was being written can still be closed KILLED. For database stores only: a call
-    to a server that hangs must stay interruptible, and the server finishes its own writes."""
+    """An MlflowClient whose every call runs inside `whole()` (`Tracker.whole`: a first Ctrl-C or
+    SIGTERM waits for the call to end, so the run being written can still be closed KILLED)."""
 
-    def __init__(self, client: MlflowClient):
+    def __init__(self, client: MlflowClient, whole: Callable[[], ContextManager]):
         self._client = client
+        self._whole = whole
 
     def __getattr__(self, name: str):
         attr = getattr(self._client, name)
@@ -397,7 +397,7 @@ class WholeCalls:
 
         @functools.wraps(attr)
         def whole(*args, **kwargs):
-            with interrupts.deferred():
+            with self._whole():
                 return attr(*args, **kwargs)
         return whole
 
@@ -408,40 +408,56 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Optional[str]):
         self.uri = uri
         self.database = urlparse(uri).scheme not in SERVER_SCHEMES  # a database store, not a server
-        client = MlflowClient(uri)
-        self.client = WholeCalls(client) if self.database else client
+        self.client = WholeCalls(MlflowClient(uri), self.whole)
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
         self.experiment = experiment
+
+    def whole(self) -> ContextManager:
+        """Where a store write must not be cut in half (`interrupts.deferred`): a SIGINT/SIGTERM inside
+        a database write would leave its transaction open and the store locked. Not for a server: a
+        call to one that hangs must stay interruptible, and the server finishes its own writes."""
+        return interrupts.deferred() if self.database else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def job_run(self, name: str, parent_run_id: Optional[str] = None,
                 extra_tags: Optional[dict] = None) -> Iterator[Run]:
-        """Open a run and always close it: FINISHED, FAILED (reason tag, traceback file) or KILLED.
+        """Open a run and always close it (`end_job_run`): FINISHED, FAILED or KILLED.
 
         Client calls with the run's id only (no fluent active-run stack), so a worker process that
-        runs many jobs carries nothing from one job to the next. Clean-up after an interrupt is best
-        effort: a store that stopped answering never replaces the KeyboardInterrupt (the stale-run
-        check closes what could not be closed).
+        runs many jobs carries nothing from one job to the next.
         """
-        run_tags = {tags.KIND: "job", **process_tags(), **(extra_tags or {})}
-        if parent_run_id:
-            run_tags[tags.PARENT] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=run_tags)
-        run_id = run.info.run_id
+        run = self.open_job_run(name, parent_run_id, extra_tags)
         try:
             yield run
         except BaseException as err:
-            clean_up = CleanUp()
-            if isinstance(err, KeyboardInterrupt) or interrupts.interrupted():  # or Ctrl-C surfaced as another error
-                reason = ("interrupted" if isinstance(err, KeyboardInterrupt)
-                          else redact_text(f"interrupted ({type(err).__name__}: {err})")[:4000])
-                clean_up(self.client.set_tag, run_id, tags.ERROR, reason)
-                clean_up(self.client.set_terminated, run_id, "KILLED")
-            else:
-                clean_up(self.record_error, run_id, err)
-                clean_up(self.client.set_terminated, run_id, "FAILED")
+            self.end_job_run(run.info.run_id, err)
             raise
-        self.client.set_terminated(run_id, "FINISHED")
+        self.end_job_run(run.info.run_id)
+
+    def open_job_run(self, name: str, parent_run_id: Optional[str] = None, extra_tags: Optional[dict] = None) -> Run:
+        """A job's run, RUNNING, tagged as a job of `parent_run_id` (see `job_run`)."""
+        run_tags = {tags.KIND: "job", **process_tags(), **(extra_tags or {})}
+        if parent_run_id:
+            run_tags[tags.PARENT] = parent_run_id
+        return self.client.create_run(self.experiment_id, run_name=name, tags=run_tags)
+
+    def end_job_run(self, run_id: str, err: Optional[BaseException] = None) -> None:
+        """FINISHED; or after `err`: KILLED for an interrupt (or a Ctrl-C that surfaced as another
+        error), else FAILED with the reason tag and traceback file. Clean-up after an error is best
+        effort: a store that stopped answering never replaces the error (the stale-run check closes
+        what could not be closed)."""
+        if err is None:
+            self.client.set_terminated(run_id, "FINISHED")
+            return
+        clean_up = CleanUp()
+        if isinstance(err, KeyboardInterrupt) or interrupts.interrupted():
+            reason = ("interrupted" if isinstance(err, KeyboardInterrupt)
+                      else redact_text(f"interrupted ({type(err).__name__}: {err})")[:4000])
+            clean_up(self.client.set_tag, run_id, tags.ERROR, reason)
+            clean_up(self.client.set_terminated, run_id, "KILLED")
+        else:
+            clean_up(self.record_error, run_id, err)
+            clean_up(self.client.set_terminated, run_id, "FAILED")
 
     def record_error(self, run_id: str, err: BaseException) -> None:
         reason = root_reason(err) if isinstance(err, MlflowException) else f"{type(err).__name__}: {err}"
@@ -481,7 +497,7 @@ class Tracker:
         signature = infer_signature(sample, outputs)
         logged = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id)
         mlflow.set_tracking_uri(self.uri)
-        with interrupts.deferred() if self.database else contextlib.nullcontext():  # as `WholeCalls`
+        with self.whole():
             mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature,
                                         run_id=run_id, model_id=logged.model_id)
 
