@@ -77,3 +77,38 @@ def test_the_activation_list_is_keras_own():
 
     public = {k for k in dir(keras.activations) if not k.startswith("_")} - {"get", "serialize", "deserialize"}
     assert set(ACTIVATIONS) == public
+
+
+def test_a_sweep_composes_each_jobs_config_once_and_hands_out_copies():
+    """The sweeper checks every job's config and the launcher composes it again: once is enough."""
+    import pickle
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from sweeps.config import conf_dir
+    from sweeps.sweeper import ComposedOnce
+
+    class Counting:  # Hydra's real loader, counting its compositions
+        def __init__(self, loader):
+            self.loader, self.calls = loader, 0
+
+        def load_sweep_config(self, master_config, sweep_overrides):
+            self.calls += 1
+            return self.loader.load_sweep_config(master_config, sweep_overrides)
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        real = Counting(GlobalHydra.instance().config_loader())
+        master = real.loader.load_configuration("config", [], RunMode.MULTIRUN)
+        loader = ComposedOnce(real)
+        first = loader.load_sweep_config(master, ["reg=l1", "rate=1e-3"])
+        with open_dict(first):
+            first.hydra.job.num = 7  # what a launcher does to its copy
+        again = loader.load_sweep_config(master_config=master, sweep_overrides=["reg=l1", "rate=1e-3"])
+        other = loader.load_sweep_config(master, ["reg=l2", "rate=1e-3"])
+    assert real.calls == 2, "the second request for the same job is not composed again"
+    assert again.reg.kind == RegKind.l1 and again.rate == 1e-3 and other.reg.kind == RegKind.l2
+    assert OmegaConf.is_missing(again.hydra.job, "num"), "each caller gets its own copy"
+    assert pickle.loads(pickle.dumps(ComposedOnce(real.loader))).composed == {}, "a worker composes its own"
