@@ -17,6 +17,7 @@ scan of installed packages). Absolute seconds on a shared machine are noise; the
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import subprocess
@@ -51,6 +52,7 @@ def run_sweep(args: list[str], folder: Path) -> tuple[float, MlflowClient, list]
     """`python -m sweeps.train -m ARGS` into a throwaway store in `folder`, created before the clock
     starts (creating MLflow's tables takes ~2 s, once per store): (wall seconds, client, job runs)."""
     uri = f"sqlite:///{folder}/mlflow.db"
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its "creating tables" lines are not the bench's output
     MlflowClient(uri).search_experiments()  # the store's tables, made before the clock: a user's store exists
     tic = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "sweeps.train", "-m", *args, f"hydra.sweep.dir={folder}/multirun"],
