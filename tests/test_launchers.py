@@ -120,21 +120,28 @@ def test_ctrl_c_with_two_workers_running_ends_everything_killed_and_stops_the_wo
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], "workers left behind"
 
 
+def _kill_a_worker_while_training(tmp_path, args: list[str], training: int):
+    """`-m ARGS`; once `training` jobs are training, the worker of the first is killed with SIGKILL.
+    Returns (the finished process, the running jobs seen, the killed pid, stderr)."""
+    db = tmp_path / "mlflow.db"
+    proc = start_cli(tmp_path, "-m", *args)
+    try:
+        running = _wait_for(lambda: _running_jobs(db, training), 180, proc, f"{training} jobs training")
+        (pid,) = _rows(db, "select value from tags where run_uuid = ? and key = 'sweeps.pid'", running[0][0])[0]
+        psutil.Process(int(pid)).kill()
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        _kill(proc)
+    return proc, running, pid, stderr
+
+
 def test_a_worker_killed_with_sigkill_fails_the_jobs_it_took_down_and_the_rest_run(tmp_path):
     """Two long jobs in two workers, two short ones queued; one worker is killed with SIGKILL.
 
     loky then stops its whole pool, so both running jobs end FAILED (their processes are gone);
     the two queued jobs never started and are launched again.
     """
-    db = tmp_path / "mlflow.db"
-    proc = start_cli(tmp_path, "-m", "epochs=400,401,1,2", *FAST, *JOBLIB)
-    try:
-        running = _wait_for(lambda: _running_jobs(db, 2), 180, proc, "two jobs training")
-        (pid,) = _rows(db, "select value from tags where run_uuid = ? and key = 'sweeps.pid'", running[0][0])[0]
-        psutil.Process(int(pid)).kill()
-        _, stderr = proc.communicate(timeout=300)
-    finally:
-        _kill(proc)
+    proc, running, _, stderr = _kill_a_worker_while_training(tmp_path, ["epochs=400,401,1,2", *FAST, *JOBLIB], 2)
     assert proc.returncode == 1, stderr[-3000:]
     _, (parent,), jobs = _sweep_runs(tmp_path)
     by_name = {j.info.run_name: j for j in jobs}
@@ -149,16 +156,8 @@ def test_a_packed_worker_killed_with_sigkill_fails_its_members_and_the_queued_pa
     """The same with `hydra/launcher=packed hydra.launcher.n_jobs=2`: two long packs of two members
     in two workers, a short pack queued; one worker is killed. Its members end FAILED, the other
     pack's run ends with its pool; the queued pack never started and is launched again, packed."""
-    db = tmp_path / "mlflow.db"
-    proc = start_cli(tmp_path, "-m", "epochs=400,401,1", "seed=0,1", *FAST, "hydra/launcher=packed",
-                     "hydra.launcher.n_jobs=2")
-    try:
-        running = _wait_for(lambda: _running_jobs(db, 4), 180, proc, "two packs training in two workers")
-        (pid,) = _rows(db, "select value from tags where run_uuid = ? and key = 'sweeps.pid'", running[0][0])[0]
-        psutil.Process(int(pid)).kill()
-        _, stderr = proc.communicate(timeout=300)
-    finally:
-        _kill(proc)
+    packed = ["epochs=400,401,1", "seed=0,1", *FAST, "hydra/launcher=packed", "hydra.launcher.n_jobs=2"]
+    proc, _, pid, stderr = _kill_a_worker_while_training(tmp_path, packed, 4)
     assert proc.returncode == 1, stderr[-3000:]
     _, (parent,), jobs = _sweep_runs(tmp_path)
     assert len(jobs) == 6 and parent.info.status == "FAILED", stderr[-3000:]
