@@ -8,15 +8,20 @@ one run measures, repetition after repetition so that machine noise hits all thr
   1. plain Keras: the same MLP built with keras.Sequential and the same optimizer, fitted with
      `model.fit(x, y, batch_size, epochs, validation_data)`, default steps_per_execution (1), no
      callbacks but an epoch timer (epoch hooks only, so Keras' batch dispatch stays asynchronous);
-  2. `sweeps.train`: the real job, `python -m sweeps.train <preset> epochs=N` in a subprocess into a
-     throwaway SQLite store, its per-epoch `epoch_time_s` read back from the store; per-job overhead
-     outside fit = the run's duration (end - start) minus its `train_time_s` (logging the config,
-     evaluation, curves, the saved model; the TensorFlow import and data loading come before the run);
+  2. `sweeps.train`: the real jobs, `python -m sweeps.train -m <preset> epochs=N seed=0,1` (two jobs
+     in one process, as a sweep runs them) in a subprocess into a throwaway SQLite store, their
+     per-epoch `epoch_time_s` read back from the store; work outside fit = a run's duration
+     (end - start) minus its `train_time_s` (logging the config, evaluating the training and test
+     sets, the curves figure, the saved model), for the first job (which also pays first-time
+     imports of MLflow's Keras flavor and matplotlib) and for the second (warm, as every later job
+     of a sweep);
   3. arithmetic limit: one epoch of the training matmuls at the preset's layer sizes and batch size
      (per layer and step x@W, x^T@dY, and dY@W^T except for the first layer, which needs no input
      gradient), ceil(n/batch) steps in ONE tf.function loop, so no Python runs between steps; the
      weights are carried through the loop (updated at rate 0) so no matmul can be optimised away.
      Validation batches, activations, loss and optimizer arithmetic are left out: a lower bound.
+     Likewise the evaluation's limit: the forward matmuls over the training and test sets in
+     batches of `fitting.EVAL_BATCH`, the part of the work outside fit that is arithmetic.
 Seconds per epoch are the median of epochs 2..N (the first carries tracing) per repetition, then
 the median over repetitions. Absolute seconds on a shared machine are noise; the ratios are the figures.
 """
@@ -47,6 +52,7 @@ from common import EpochTimer  # noqa: E402
 from sweeps.config import conf_dir, register_configs  # noqa: E402
 from sweeps.data import load_dataset  # noqa: E402
 from sweeps.errors import DataError  # noqa: E402
+from sweeps.fitting import EVAL_BATCH  # noqa: E402
 
 PRESETS = {
     "64-32 SGD batch 32": ["model=mlp_64_32", "optimizer=sgd", "batch_size=32"],
@@ -89,12 +95,13 @@ def plain_keras(cfg, data, epochs: int) -> list[float]:
     return timer.times
 
 
-def sweeps_job(overrides: list[str], epochs: int, folder: Path, n: int) -> tuple[list[float], float, float]:
-    """`python -m sweeps.train OVERRIDES epochs=N` into the store in `folder`:
-    (epoch_time_s per epoch, run duration - train_time_s, subprocess wall seconds)."""
+def sweeps_jobs(overrides: list[str], epochs: int, folder: Path, n: int) -> tuple[list[float], list[float], float]:
+    """`python -m sweeps.train -m OVERRIDES epochs=N seed=0,1` into the store in `folder`: (epoch_time_s
+    of every epoch of both jobs, each job's run duration - train_time_s in the order they ran,
+    subprocess wall seconds)."""
     uri = f"sqlite:///{folder}/mlflow.db"
-    cmd = [sys.executable, "-m", "sweeps.train", *overrides, f"epochs={epochs}",
-           f"hydra.run.dir={folder}/outputs/{n}"]
+    cmd = [sys.executable, "-m", "sweeps.train", "-m", *overrides, f"epochs={epochs}", "seed=0,1",
+           f"hydra.sweep.dir={folder}/multirun/{n}"]
     tic = time.perf_counter()
     proc = subprocess.run(cmd, cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
                           capture_output=True, text=True)
@@ -103,16 +110,17 @@ def sweeps_job(overrides: list[str], epochs: int, folder: Path, n: int) -> tuple
         raise SystemExit(f"sweeps.train failed ({' '.join(overrides)}):\n{proc.stderr[-3000:]}")
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id],
-                              "tags.`sweeps.kind` = 'job'", order_by=["attributes.start_time DESC"], max_results=1)
-    run = runs[0]
-    if run.info.status != "FINISHED":
-        raise SystemExit(f"sweeps.train run {run.info.run_id} ended {run.info.status}")
-    history = sorted(client.get_metric_history(run.info.run_id, "epoch_time_s"), key=lambda m: m.step)
-    times = [m.value for m in history]
-    if len(times) != epochs:
-        raise SystemExit(f"sweeps.train run {run.info.run_id} logged {len(times)} epochs, expected {epochs}")
-    overhead = (run.info.end_time - run.info.start_time) / 1000 - run.data.metrics["train_time_s"]
-    return times, overhead, wall
+                              "tags.`sweeps.kind` = 'job'", order_by=["attributes.start_time DESC"], max_results=2)
+    times, outside = [], []
+    for run in reversed(runs):  # in the order they ran
+        if run.info.status != "FINISHED":
+            raise SystemExit(f"sweeps.train run {run.info.run_id} ended {run.info.status}")
+        history = sorted(client.get_metric_history(run.info.run_id, "epoch_time_s"), key=lambda m: m.step)
+        if len(history) != epochs:
+            raise SystemExit(f"sweeps.train run {run.info.run_id} logged {len(history)} epochs, expected {epochs}")
+        times += [m.value for m in history[1:]]  # the first epoch carries tracing
+        outside.append((run.info.end_time - run.info.start_time) / 1000 - run.data.metrics["train_time_s"])
+    return times, outside, wall
 
 
 def matmul_epoch(dims: list[int], batch: int):
@@ -147,6 +155,35 @@ def matmul_epoch(dims: list[int], batch: int):
     return epoch
 
 
+def evaluation_matmuls(dims: list[int], examples: int):
+    """A function timing the forward matmuls of evaluating `examples` examples in batches of
+    EVAL_BATCH for layer sizes `dims` (what `fitting.evaluation` cannot do faster)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((EVAL_BATCH, dims[0])), tf.float32)
+    weights = [tf.constant(rng.standard_normal((a, b)) / math.sqrt(a), tf.float32) for a, b in zip(dims, dims[1:])]
+    steps = tf.constant(math.ceil(examples / EVAL_BATCH))
+
+    @tf.function
+    def run():
+        def step(i, total):
+            h = x * tf.cast(i, tf.float32)  # a new input each batch: nothing is hoisted out of the loop
+            for w in weights:
+                h = tf.matmul(h, w)
+            return i + 1, total + tf.reduce_sum(h)
+
+        return tf.while_loop(lambda i, _: i < steps, step, (tf.constant(0), tf.constant(0.0)),
+                             parallel_iterations=1)[1]
+
+    def timed() -> float:
+        tic = time.perf_counter()
+        run().numpy()
+        return time.perf_counter() - tic
+
+    return timed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (at least 2)")
@@ -165,14 +202,12 @@ def main() -> None:
     say(f"dataset {data.name}: {n} training examples; {args.epochs} epochs x {args.reps} reps; "
         f"{os.cpu_count()} cores")
 
-    limits = {name: matmul_epoch([data.input_dim, *cfg.model.hidden, data.n_classes], cfg.batch_size)
-              for name, cfg in cfgs.items()}
-    plain = {name: [] for name in PRESETS}
-    ours = {name: [] for name in PRESETS}
-    overhead = {name: [] for name in PRESETS}
-    limit = {name: [] for name in PRESETS}
+    dims = {name: [data.input_dim, *cfg.model.hidden, data.n_classes] for name, cfg in cfgs.items()}
+    limits = {name: matmul_epoch(dims[name], cfg.batch_size) for name, cfg in cfgs.items()}
+    eval_limits = {name: evaluation_matmuls(dims[name], n + len(data.x_test)) for name in cfgs}
+    plain, ours, first, later, limit, eval_limit = ({name: [] for name in PRESETS} for _ in range(6))
     with tempfile.TemporaryDirectory(prefix="bench_presets_") as tmp:
-        jobs = 0
+        sweeps = 0
         for rep in range(args.reps):
             for name, cfg in cfgs.items():
                 tag = f"[rep {rep + 1}/{args.reps}] {name}"
@@ -182,27 +217,36 @@ def main() -> None:
                         plain[name].append(after_first(plain_keras(cfg, data, args.epochs)))
                         say(f"{tag}: plain Keras {plain[name][-1]:.2f} s/epoch")
                     else:
-                        times, extra, wall = sweeps_job([*PRESETS[name], f"data={dataset}"], args.epochs,
-                                                        Path(tmp), jobs)
-                        jobs += 1
-                        ours[name].append(after_first(times))
-                        overhead[name].append(extra)
-                        say(f"{tag}: sweeps.train {ours[name][-1]:.2f} s/epoch, overhead outside fit "
-                            f"{extra:.2f} s (subprocess wall {wall:.1f} s)")
+                        times, outside, wall = sweeps_jobs([*PRESETS[name], f"data={dataset}"], args.epochs,
+                                                           Path(tmp), sweeps)
+                        sweeps += 1
+                        ours[name].append(statistics.median(times))
+                        first[name].append(outside[0])
+                        later[name].append(outside[1])
+                        say(f"{tag}: sweeps.train {ours[name][-1]:.2f} s/epoch, work outside fit "
+                            f"{outside[0]:.2f} s (first job) / {outside[1]:.2f} s (second) "
+                            f"(subprocess wall {wall:.1f} s)")
                 steps = math.ceil(n / cfg.batch_size)
                 limit[name].append(after_first([limits[name](steps) for _ in range(args.epochs)]))
-                say(f"{tag}: matmul limit {limit[name][-1]:.3f} s/epoch ({steps} steps)")
+                eval_limit[name].append(after_first([eval_limits[name]() for _ in range(args.epochs)]))
+                say(f"{tag}: matmul limit {limit[name][-1]:.3f} s/epoch ({steps} steps), "
+                    f"evaluation's {eval_limit[name][-1]:.3f} s")
 
     timed = f"median of epochs 2..{args.epochs}" if args.epochs > 2 else "epoch 2"
     print(f"\n{data.name}, {n} training examples, {args.epochs} epochs ({timed}), "
           f"median of {args.reps} reps, {os.cpu_count()} cores; seconds per epoch\n")
     print("| preset | plain Keras (s/epoch) | sweeps.train (s/epoch) | matmul limit (s/epoch) "
-          "| speed-up plain / sweeps.train | sweeps.train / limit | per-job overhead outside fit (s) |")
-    print("|---|---|---|---|---|---|---|")
+          "| speed-up plain / sweeps.train | sweeps.train / limit |")
+    print("|---|---|---|---|---|---|")
     for name in PRESETS:
         p, s, lim = (statistics.median(v[name]) for v in (plain, ours, limit))
-        print(f"| {name} | {p:.2f} | {s:.2f} | {lim:.3f} | {p / s:.2f}x | {s / lim:.1f}x "
-              f"| {statistics.median(overhead[name]):.2f} |")
+        print(f"| {name} | {p:.2f} | {s:.2f} | {lim:.3f} | {p / s:.2f}x | {s / lim:.1f}x |")
+    print(f"\nwork outside fit per job (s): evaluating {n + len(data.x_test)} examples, figure, model, logging\n")
+    print("| preset | first job of a process | later jobs | of which evaluation's matmul limit | the rest |")
+    print("|---|---|---|---|---|")
+    for name in PRESETS:
+        f, w, e = (statistics.median(v[name]) for v in (first, later, eval_limit))
+        print(f"| {name} | {f:.2f} | {w:.2f} | {e:.2f} | {w - e:.2f} |")
     say(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -179,3 +179,11 @@ def test_raw_files_are_read_once_per_process(make_cfg, idx_folder, offline, monk
     for rate in ("1e-4", "1e-3"):
         load_dataset(make_cfg("data=fashion_mnist", f"data.root={idx_folder}", f"rate={rate}").data)
     assert len(calls) == 4
+
+
+def test_a_process_prepares_each_dataset_once_and_shares_it_read_only(make_cfg):
+    a = load_dataset(make_cfg("data=digits", "data.val_seed=5").data)
+    assert load_dataset(make_cfg("data=digits", "data.val_seed=5").data) is a  # the next job of a sweep
+    assert load_dataset(make_cfg("data=digits", "data.val_seed=6").data) is not a
+    with pytest.raises(ValueError, match="read-only"):
+        a.x_train[0, 0] = 1.0  # a job cannot change what the process's later jobs see

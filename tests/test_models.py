@@ -71,3 +71,24 @@ def test_optimizer_group(make_cfg, opt, cls, lr):
     model = compile_model(build_model(make_cfg(f"optimizer={opt}"), 4, 3), make_cfg(f"optimizer={opt}"), "classification")
     assert isinstance(model.optimizer, cls)
     assert float(model.optimizer.learning_rate) == pytest.approx(lr)
+
+
+def test_evaluation_from_the_process_batches_matches_keras_on_the_arrays_and_folds_get_their_own(make_cfg):
+    from dataclasses import replace
+
+    from sweeps.data import load_dataset
+    from sweeps.fitting import EVAL_BATCH, evaluation, evaluation_batches, new_model
+
+    cfg = make_cfg("data=digits", "model.hidden=[16]", "reg=l2", "rate=1e-3")
+    data = load_dataset(cfg.data)
+    model = new_model(cfg, data)
+    got = evaluation(model, data)
+    for split, prefix in (("test", "test_"), ("train", "final_train_")):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        want = model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+        assert got[f"{prefix}loss"] == pytest.approx(want["loss"], rel=1e-6)
+        assert got[f"{prefix}accuracy"] == pytest.approx(want["accuracy"], rel=1e-6)
+    assert evaluation_batches(load_dataset(cfg.data), "test") is evaluation_batches(data, "test")  # built once
+    assert sum(len(y) for _, y in evaluation_batches(data, "val")) == len(data.x_val)
+    fold = replace(data, x_val=data.x_val[:7], y_val=data.y_val[:7])  # as cross-validation makes its folds
+    assert sum(len(y) for _, y in evaluation_batches(fold, "val")) == 7

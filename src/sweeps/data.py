@@ -1,4 +1,4 @@
-"""Datasets: find or download the files, read them once per process, split and scale per job.
+"""Datasets: find or download the files; read, split and scale them once per process.
 
 `load_dataset(cfg.data)` returns a `Dataset` with train/validation/test arrays. File-based
 datasets are looked up, in order, in `data.root`, `$SWEEPS_DATA_DIR/<name>`, the system folder
@@ -19,7 +19,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -86,6 +86,8 @@ class Dataset:
     y_test: np.ndarray
     n_classes: Optional[int]  # None for regression
     source: str  # where the data came from (folder, file or generator)
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # built from the
+    # arrays once, kept for the process's later jobs (`fitting.evaluation_batches`); not copied by `replace`
 
     @property
     def input_dim(self) -> int:
@@ -392,8 +394,17 @@ def _check_sizes(cfg: DataConfig, n_train: int, n_val: int, n_classes: int) -> N
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """Train/validation/test arrays for one job, per `data.*` (see conf/data/*.yaml)."""
+    """Train/validation/test arrays for one job, per `data.*` (see conf/data/*.yaml): the same
+    (read-only) `Dataset` for the same settings within a process, so the jobs of a sweep split and
+    scale the data once."""
     env = (os.environ.get("SWEEPS_DATA_DIR"), os.environ.get("SWEEPS_CACHE_DIR"))
+    return _prepared(tuple((f.name, getattr(cfg, f.name)) for f in fields(DataConfig)), env)
+
+
+@functools.lru_cache(maxsize=4)
+def _prepared(settings: tuple, env: tuple) -> Dataset:
+    """`load_dataset`'s work for the `DataConfig` fields `settings` (name, value pairs)."""
+    cfg = DataConfig(**dict(settings))
     circles = (cfg.n_samples, cfg.noise, cfg.factor, cfg.test_seed)
     raw = _load_raw(cfg.name, cfg.root, cfg.train_file, cfg.test_file, circles, env)
     x, y, x_test, y_test = raw.x, raw.y, raw.x_test, raw.y_test
@@ -412,8 +423,10 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     x, x_val, x_test = _scale(cfg.scale, x, x_val, x_test)
     cast = (lambda a: a.astype(np.float32)) if regression else (lambda a: a.astype(np.int64))
     n_classes = None if regression else int(max(y.max(), y_test.max())) + 1
-    return Dataset(cfg.name.value, "regression" if regression else "classification", x, cast(y), x_val,
-                   cast(y_val), x_test, cast(y_test), n_classes, raw.source)
+    arrays = (x, cast(y), x_val, cast(y_val), x_test, cast(y_test))
+    for array in arrays:
+        array.flags.writeable = False  # shared by every job of the process
+    return Dataset(cfg.name.value, "regression" if regression else "classification", *arrays, n_classes, raw.source)
 
 
 def main(argv: list[str]) -> int:

@@ -67,8 +67,8 @@ def fit_epochs(model: keras.Model, data: Dataset, cfg: DictConfig, seeds: Sequen
                callbacks: Sequence[keras.callbacks.Callback]) -> None:
     """`model.fit` for `cfg.epochs` on our batches (`EpochBatches`), validating every epoch."""
     batches = EpochBatches(data.x_train, data.y_train, cfg.batch_size, seeds)
-    validation = (data.x_val, data.y_val) if len(data.x_val) else None
-    model.fit(batches.dataset, epochs=cfg.epochs, validation_data=validation, validation_batch_size=EVAL_BATCH,
+    validation = evaluation_batches(data, "val") if len(data.x_val) else None
+    model.fit(batches.dataset, epochs=cfg.epochs, validation_data=validation,
               shuffle=False, callbacks=[batches, *callbacks], verbose=0)  # the order is `batches`'
 
 
@@ -122,11 +122,24 @@ class EpochBatches(keras.callbacks.Callback):
         self.passes.assign(-1)  # Keras may have looked at a batch before training began
 
 
+def evaluation_batches(data: Dataset, split: str):
+    """The examples of `split` ("train", "val" or "test") in batches of EVAL_BATCH, as a dataset
+    built once per `Dataset` and held in memory after its first pass: the later jobs of a process
+    validate and evaluate without converting and slicing the arrays again (about half the time
+    of evaluating a 128x4 MLP on Fashion-MNIST)."""
+    import tensorflow as tf
+
+    if split not in data.derived:
+        examples = (getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
+        data.derived[split] = tf.data.Dataset.from_tensor_slices(examples).batch(EVAL_BATCH).cache()
+    return data.derived[split]
+
+
 def evaluation(model: keras.Model, data: Dataset) -> dict:
     """Test metrics and the training set's metrics without dropout, as `model.evaluate` returns them
     (a packed model: one value per member)."""
-    test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
-    train = model.evaluate(data.x_train, data.y_train, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    test = model.evaluate(evaluation_batches(data, "test"), verbose=0, return_dict=True)
+    train = model.evaluate(evaluation_batches(data, "train"), verbose=0, return_dict=True)
     return {**{f"test_{k}": v for k, v in test.items()}, **{f"final_train_{k}": v for k, v in train.items()}}
 
 
