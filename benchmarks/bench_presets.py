@@ -96,12 +96,15 @@ def plain_keras(cfg, data, epochs: int) -> list[float]:
 
 
 def sweeps_jobs(overrides: list[str], epochs: int, folder: Path, n: int) -> tuple[list[float], list[float], float]:
-    """`python -m sweeps.train -m OVERRIDES epochs=N seed=0,1` into the store in `folder`: (epoch_time_s
-    of every epoch of both jobs, each job's run duration - train_time_s in the order they ran,
-    subprocess wall seconds)."""
-    uri = f"sqlite:///{folder}/mlflow.db"
+    """`python -m sweeps.train -m OVERRIDES epochs=N seed=0,1` into a new store in `folder/n` (in a
+    store that holds them already, the jobs would be reused, not trained): (epoch_time_s of every
+    epoch of both jobs, each job's run duration - train_time_s in the order they ran, subprocess
+    wall seconds)."""
+    (folder / str(n)).mkdir()
+    uri = f"sqlite:///{folder}/{n}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # the store's tables, as after a user's first run
     cmd = [sys.executable, "-m", "sweeps.train", "-m", *overrides, f"epochs={epochs}", "seed=0,1",
-           f"hydra.sweep.dir={folder}/multirun/{n}"]
+           f"hydra.sweep.dir={folder}/{n}/multirun"]
     tic = time.perf_counter()
     proc = subprocess.run(cmd, cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
                           capture_output=True, text=True)
