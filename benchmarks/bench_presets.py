@@ -126,13 +126,20 @@ def sweeps_jobs(overrides: list[str], epochs: int, folder: Path, n: int) -> tupl
     return times, outside, wall
 
 
+def operands(dims: list[int], rows: int):
+    """A random `[rows, dims[0]]` input and the weights of layer sizes `dims`, as TensorFlow constants."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((rows, dims[0])), tf.float32)
+    return x, [tf.constant(rng.standard_normal((a, b)) / math.sqrt(a), tf.float32) for a, b in zip(dims, dims[1:])]
+
+
 def matmul_epoch(dims: list[int], batch: int):
     """A function timing one epoch's training matmuls for layer sizes `dims` (inputs, hidden..., classes)."""
     import tensorflow as tf
 
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.standard_normal((batch, dims[0])), tf.float32)
-    weights = [tf.constant(rng.standard_normal((a, b)) / math.sqrt(a), tf.float32) for a, b in zip(dims, dims[1:])]
+    x, weights = operands(dims, batch)
 
     @tf.function
     def run(steps, rate, ws):
@@ -163,9 +170,7 @@ def evaluation_matmuls(dims: list[int], examples: int):
     EVAL_BATCH for layer sizes `dims` (what `fitting.evaluation` cannot do faster)."""
     import tensorflow as tf
 
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.standard_normal((EVAL_BATCH, dims[0])), tf.float32)
-    weights = [tf.constant(rng.standard_normal((a, b)) / math.sqrt(a), tf.float32) for a, b in zip(dims, dims[1:])]
+    x, weights = operands(dims, EVAL_BATCH)
     steps = tf.constant(math.ceil(examples / EVAL_BATCH))
 
     @tf.function

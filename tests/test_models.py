@@ -1,8 +1,12 @@
-"""The builder puts penalties, dropout and batch norm exactly where configured."""
+"""The builder puts penalties, dropout and batch norm exactly where configured; evaluation agrees with Keras."""
+
+from dataclasses import replace
 
 import keras
 import pytest
 
+from sweeps.data import load_dataset
+from sweeps.fitting import EVAL_BATCH, evaluation, evaluation_batches, new_model
 from sweeps.models import build_model, compile_model, hidden_dense_layers
 
 
@@ -74,11 +78,6 @@ def test_optimizer_group(make_cfg, opt, cls, lr):
 
 
 def test_evaluation_from_the_process_batches_matches_keras_on_the_arrays_and_folds_get_their_own(make_cfg):
-    from dataclasses import replace
-
-    from sweeps.data import load_dataset
-    from sweeps.fitting import EVAL_BATCH, evaluation, evaluation_batches, new_model
-
     cfg = make_cfg("data=digits", "model.hidden=[16]", "reg=l2", "rate=1e-3")
     data = load_dataset(cfg.data)
     model = new_model(cfg, data)

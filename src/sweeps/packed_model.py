@@ -185,15 +185,15 @@ class PackedMLP(keras.Model):
         """`grads` of the trainable variables plus the weight penalties' gradients, written out
         (l1 sign(w) + 2 l2 w, what differentiating `weight_penalty` gives) so that XLA fuses them
         into the optimizer's update instead of making extra passes over the weights."""
-        extra = {id(weight): (weight, l1, l2) for weight, l1, l2 in self.penalized}
+        factors = {id(weight): (l1, l2) for weight, l1, l2 in self.penalized}
         out = []
         for variable, grad in zip(self.trainable_variables, grads):
-            if id(variable) in extra:
-                weight, l1, l2 = extra[id(variable)]
+            if id(variable) in factors:
+                l1, l2 = factors[id(variable)]
                 if l1.any():
-                    grad = grad + ops.sign(weight) * l1
+                    grad = grad + ops.sign(variable) * l1
                 if l2.any():
-                    grad = grad + ops.multiply(weight, 2.0 * l2)
+                    grad = grad + ops.multiply(variable, 2.0 * l2)
             out.append(grad)
         return out
 
