@@ -11,6 +11,7 @@ import yaml
 
 from sweeps.errors import ConfigError, DataError, TrackingError
 from sweeps.job import JobContext, train
+from sweeps.runs import list_sweeps
 
 
 def _runs(client, experiment="sweeps"):
@@ -140,6 +141,8 @@ def test_cross_validation_logs_one_child_per_fold_and_mean_and_spread(make_cfg, 
     assert job.data.metrics["cv_val_accuracy_mean"] == pytest.approx(np.mean(accs))
     assert job.data.metrics["cv_val_accuracy_std"] == pytest.approx(np.std(accs))
     assert value == pytest.approx(np.mean(accs)) and "test_accuracy" in job.data.metrics
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    assert list_sweeps(client, experiment) == [], "a job whose folds are its children is no sweep"
 
 
 # ---------------------------------------------------------------- reading a sweep: names, params, progress, quiet

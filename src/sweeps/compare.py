@@ -20,12 +20,14 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from mlflow.tracking import MlflowClient
-
-from sweeps import report, runs, table
 from sweeps.errors import CompareError, SweepsError
+
+if TYPE_CHECKING:  # MLflow and pandas are imported once the arguments are read (`--help` answers at once)
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import runs
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -62,6 +64,8 @@ def _keys(text: str) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    from sweeps import runs
+
     try:
         client = runs.open_store(args.tracking_uri)
         experiment = runs.experiment_id(client, args.experiment)
@@ -74,6 +78,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
+    from sweeps import report, runs, table
+
     sweep = runs.find_sweep(client, experiment, args.experiment, args.sweep)
     if args.metric:  # the one a user typed must exist; the default ranks even a sweep with no metrics yet
         runs.check_metric(sweep, args.metric)
@@ -123,6 +129,8 @@ def check_group_keys(sweep: runs.SweepRuns, keys: list[str]) -> None:
 
 
 def list_sweeps(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
+    from sweeps import runs, table
+
     sweeps = runs.list_sweeps(client, experiment)
     if not sweeps:
         raise CompareError(f"no sweeps in experiment {args.experiment!r}: run one with "

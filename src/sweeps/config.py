@@ -301,6 +301,8 @@ EPOCH_METRIC = re.compile(r"^(val_)?(loss|data_loss|accuracy|mae)$")
 def validate(cfg: DictConfig) -> None:
     """Reject values Hydra's types let through. Called before data is read or a run is opened."""
     _check(math.isfinite(cfg.rate) and cfg.rate >= 0, "rate", cfg.rate, "use a finite value >= 0, e.g. rate=1e-4")
+    if cfg.reg.kind != RegKind.none and cfg.rate == 0:  # a penalty of strength 0 would silently train none
+        raise ConfigError(f"reg={cfg.reg.kind.value} needs rate > 0, e.g. rate=1e-4 (reg=none trains without a penalty)")
     _check(cfg.seed >= 0, "seed", cfg.seed, "use an integer >= 0, e.g. seed=0")
     _check(0 <= cfg.optimizer.momentum < 1, "optimizer.momentum", cfg.optimizer.momentum, "use a value in [0, 1), e.g. 0.9")
     for key in ("val_seed", "test_seed"):
@@ -390,6 +392,11 @@ _NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution",
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Stable hash of everything that determines a run's result (used to recognise finished jobs)."""
+    """Stable hash of everything that determines a run's result (used to recognise finished jobs).
+
+    Without a penalty (`reg=none`) the rate changes nothing: it is hashed as 0, so `-m reg=none,l1
+    rate=1e-4,1e-3` trains its unpenalized job once (and earlier reg=none runs keep their hash)."""
     plain = {k: v for k, v in to_plain(cfg).items() if k not in _NOT_HASHED}
+    if plain["reg"]["kind"] == RegKind.none.value:
+        plain["rate"] = 0.0
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]

@@ -24,7 +24,7 @@ from sweeps.callbacks import MlflowEpochLogger, OptunaPruning
 from sweeps.config import config_hash, validate
 from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
-from sweeps.errors import ConfigError
+from sweeps.errors import ConfigError, DataError
 from sweeps.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
 from sweeps.models import hidden_dense_layers, summary_text
 
@@ -84,7 +84,7 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
     parent = find_parent(tracker, job)  # 4. the sweep this job belongs to, from the store
     name, run_tags = job_identity(cfg, job, data.source, parent)
     title = announce(name, job, parent)
-    done = recovery.find_finished(tracker, config_hash(cfg)) if parent and cfg.resume else None
+    done = finished_twin(tracker, cfg, parent)
     if done is not None:  # 5. already FINISHED in this experiment: not retrained
         return reuse(cfg, tracker, parent, done, name, run_tags, title)
     threads = thread_share(cfg, job)
@@ -110,6 +110,15 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
     progress.say(progress.result_line(title, result, (cfg.optimized_metric, *progress.RESULT_KEYS),
                                       time.monotonic() - started))
     return result.get(cfg.optimized_metric, math.nan)
+
+
+def finished_twin(tracker: tracking.Tracker, cfg: DictConfig, parent):
+    """A FINISHED run of this very config that the job can stand for instead of training: any in the
+    experiment (resume), or with resume=false one of this sweep only (a job that repeats another
+    job's config, e.g. reg=none at several rates, is trained once per sweep all the same)."""
+    if parent is None:
+        return None
+    return recovery.find_finished(tracker, config_hash(cfg), None if cfg.resume else parent.info.run_id)
 
 
 def check_folds(cfg: DictConfig, data: Dataset) -> None:
@@ -166,8 +175,10 @@ def reuse(cfg: DictConfig, tracker: tracking.Tracker, parent, done, name: str, r
     """Stand in for a job that already FINISHED: a linked run under this sweep, the earlier result."""
     recovery.record_reuse(tracker, done, name, parent.info.run_id, run_tags)
     shown = progress.values(done.data.metrics, (cfg.optimized_metric, *progress.RESULT_KEYS))
+    twin = done.data.tags.get(tags.SWEEP) == parent.info.run_id  # the same config as a job of this sweep
+    why = "another job of this sweep has the same config" if twin else "resume=false retrains it"
     progress.say(f"{title} not retrained: it FINISHED in run {recovery.original_of(done)} "
-                 f"(resume=false retrains it){': ' + shown if shown else ''}")
+                 f"({why}){': ' + shown if shown else ''}")
     return done.data.metrics.get(cfg.optimized_metric, math.nan)
 
 
@@ -176,7 +187,6 @@ def log_artifacts(tracker: tracking.Tracker, run_id: str, model, data: Dataset, 
     tracker.client.log_text(run_id, summary_text(model), "model_summary.txt")
     fig = plots.history_figure(history, title)
     tracker.client.log_figure(run_id, fig, "curves.png")
-    plots.close(fig)
     if with_model:
         tracker.log_keras_model(run_id, model, data.x_test[:5])
 
@@ -199,6 +209,8 @@ def record_failure(cfg: DictConfig, job: JobContext, err: BaseException) -> None
 
 def store_lost(cfg: DictConfig, err: BaseException) -> Optional[str]:
     """When a job failed because its store stopped answering: the one line that says so (else None)."""
+    if isinstance(err, (ConfigError, DataError)):  # bad input or data: said as such even before mlruns/ exists
+        return None
     uri = tracking.resolve_uri(cfg.tracking.uri)
     problem = tracking.store_problem(uri)
     if problem is None:

@@ -4,7 +4,7 @@
 
 The launcher composes every job's config as Hydra's basic launcher does, groups the jobs with
 `packs` (same data, architecture, optimizer, batch size, epochs and early stopping; at
-most `hydra.launcher.max_pack` per model), trains each pack as one model (`train.task_pack`) and
+most `hydra.launcher.max_pack` per model), trains each pack as one model (the task function's `pack`: `train.task_pack`) and
 runs every other job alone through Hydra's `run_job`, exactly as the basic launcher would. Packs
 and lone jobs run in this process one after another, or with `hydra.launcher.n_jobs=N`, N at a
 time in worker processes (joblib's loky pool, as `hydra/launcher=joblib`): a worker learns what
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -62,20 +61,12 @@ def packs(cfgs: Sequence[DictConfig], max_pack: int) -> list[list[int]]:
     groups: dict[str, list[int]] = {}
     alone: list[list[int]] = []
     for i, cfg in enumerate(cfgs):
-        if why_alone(cfg) or max_pack < 2:
+        if max_pack < 2 or why_alone(cfg):
             alone.append([i])
         else:
             groups.setdefault(pack_key(cfg), []).append(i)
     chunks = [group[j:j + max_pack] for group in groups.values() for j in range(0, len(group), max_pack)]
     return sorted(alone + chunks, key=lambda chunk: chunk[0])
-
-
-@dataclass
-class PackedLauncherConf:
-    _target_: str = "hydra_plugins.sweeps_plugins.PackedLauncher"
-    max_pack: int = 8  # most jobs trained as one model (1: every job alone, as the basic launcher)
-    jit_compile: bool = True  # XLA for the packed model's training steps (measured faster on CPU: make bench)
-    n_jobs: int = 1  # packs (and lone jobs) trained at once, each in a worker process (1: in this process)
 
 
 class PackedLauncher(Launcher):
@@ -104,7 +95,10 @@ class PackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         composed = [self._compose(list(overrides), initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
-        units = packs([task_config(c) for c in composed], self.max_pack)
+        # The task function says whether and how its jobs train as packs (`sweeps.train.task.pack`);
+        # any other Hydra app's jobs run one by one, exactly as under Hydra's basic launcher.
+        packable = getattr(self.task_function, "pack", None) is not None
+        units = packs([task_config(c) for c in composed], self.max_pack if packable else 1)
         args = [([composed[i] for i in unit], self.hydra_context, self.task_function, self.jit_compile)
                 for unit in units]
         if self.n_jobs == 1:
@@ -145,10 +139,8 @@ def run_unit(composed: list[DictConfig], hydra_context: HydraContext, task_funct
     if len(composed) == 1:
         return [run_job(hydra_context=hydra_context, task_function=task_function, config=composed[0],
                         job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")]
-    from sweeps.train import task_pack
-
     returns = []
-    for cfg, value in zip(composed, task_pack(composed, jit_compile)):
+    for cfg, value in zip(composed, task_function.pack(composed, jit_compile)):
         ret = JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=OmegaConf.create({}), hydra_cfg=cfg,
                         working_dir=str(Path.cwd()), task_name=cfg.hydra.job.name)
         ret.return_value = value

@@ -29,9 +29,9 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sweeps import interrupts, job as jobs, progress, recovery, tags, tracking
+from sweeps import interrupts, job as jobs, progress, tags, tracking
 from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
-from sweeps.config import config_hash, higher_is_better, validate
+from sweeps.config import higher_is_better, validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import DivergedError
 from sweeps.fitting import best_values, diverged_message, evaluation, fit_epochs, last_epoch, new_model, results
@@ -68,7 +68,7 @@ def train_pack(cfgs: Sequence[DictConfig], contexts: Sequence[jobs.JobContext], 
     for i, (cfg, job) in enumerate(zip(cfgs, contexts)):
         name, run_tags = jobs.job_identity(cfg, job, data.source, parent)
         title = jobs.announce(name, job, parent)
-        done = recovery.find_finished(tracker, config_hash(cfg)) if parent and cfg.resume else None
+        done = jobs.finished_twin(tracker, cfg, parent)
         if done is not None:
             values[i] = jobs.reuse(cfg, tracker, parent, done, name, run_tags, title)
         else:

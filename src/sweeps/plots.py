@@ -1,4 +1,10 @@
-"""Matplotlib figures for runs and sweeps (Agg backend: no display needed)."""
+"""Matplotlib figures for runs and sweeps.
+
+Each figure is a plain `matplotlib.figure.Figure`, drawn by the Agg canvas when it is saved: no
+display needed, and no pyplot, so importing this module changes nothing for anyone else in the
+process (no `matplotlib.use`: a notebook's or another app's backend stays theirs). A figure is
+freed with its last reference (pyplot's figure registry is never involved).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def history_figure(history: dict[str, list[float]], title: str):
@@ -18,7 +22,7 @@ def history_figure(history: dict[str, list[float]], title: str):
     second = next((m for m in ("accuracy", "mae") if m in history), None)
     loss = "data_loss" if "val_data_loss" in history else "loss"  # the data term: the penalty is not a fit
     panels = [(loss, f"val_{loss}")] + ([(second, f"val_{second}")] if second else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, (train_key, val_key) in zip(axes[0], panels):
         for key, label in ((train_key, "train"), (val_key, "validation")):
             if key in history:
@@ -37,7 +41,7 @@ def history_figure(history: dict[str, list[float]], title: str):
 
 def colors(n: int) -> list:
     """n distinct colors: tab10 up to 10 lines, tab20 up to 20, then a continuous map."""
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20" if n <= 20 else "viridis")
+    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
     return [cmap(i) if n <= 20 else cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
@@ -56,16 +60,16 @@ def family_color(kind: Optional[str], shade: float = 0.75):
     """The colour of regularizer `kind` (l1 blue, l2 orange, l1_l2 green), light (0) to dark (1)."""
     if kind in (None, "none"):
         return "black"
-    return plt.get_cmap(FAMILIES.get(kind, "Purples"))(0.35 + 0.6 * shade)
+    return colormaps[FAMILIES.get(kind, "Purples")](0.35 + 0.6 * shade)
 
 
 def other_colors(n: int) -> list:
     """n colours for jobs that differ in something else than the penalty: none of the regularizers'
     blue, orange or green (nor brown or cyan, close to them), so a colour never suggests L1 or L2;
     tab10's others, then a continuous map."""
-    tab10 = plt.get_cmap("tab10")
+    tab10 = colormaps["tab10"]
     palette = [tab10(i) for i in (3, 4, 6, 8, 7)]  # red, purple, pink, olive, grey
-    return palette[:n] if n <= len(palette) else [plt.get_cmap("viridis")(i / (n - 1)) for i in range(n)]
+    return palette[:n] if n <= len(palette) else [colormaps["viridis"](i / (n - 1)) for i in range(n)]
 
 
 def job_styles(jobs: list[tuple[str, Optional[str], Optional[float]]]) -> dict[str, Style]:
@@ -100,7 +104,7 @@ def _legend(ax, n: int, title: Optional[str] = None) -> None:
 def overlay_figure(curves: dict[str, list[float]], metric: str, title: str, legend_title: Optional[str] = None,
                    styles: Optional[dict[str, Style]] = None):
     """One line per job: the same metric over epochs; legend labels name the job's swept values."""
-    fig, ax = plt.subplots(figsize=(8.5 if len(curves) > 6 else 7.5, 4.5))
+    fig, ax = subplots(figsize=(8.5 if len(curves) > 6 else 7.5, 4.5))
     default = dict(zip(curves, colors(len(curves))))
     for label, values in curves.items():
         style = (styles or {}).get(label, Style(default[label]))
@@ -122,7 +126,7 @@ def small_multiples(panels: dict[str, dict[str, list[float]]], pair: tuple[str, 
     n = len(panels)
     ncols = min(4, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.6), sharex=True,
+    fig, axes = subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.6), sharex=True,
                              sharey=True, squeeze=False)
     for ax, (label, history) in zip(axes.flat, panels.items()):
         for key, name, color in ((pair[0], "train", "tab:blue"), (pair[1], "validation", "tab:orange")):
@@ -162,7 +166,7 @@ def rate_figure(panels: list[RatePanel], title: str, legend_title: Optional[str]
     labels = list(dict.fromkeys(k for p in panels for k in (*p.series, *p.baselines)))
     color = dict(zip(labels, colors(len(labels))))
     color.update({label: style.color for label, style in (styles or {}).items() if label in color})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1.5, 4.2), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(5.2 * len(panels) + 1.5, 4.2), squeeze=False)
     intervals = False
     for ax, panel in zip(axes[0], panels):
         for label, points in panel.series.items():
@@ -193,9 +197,11 @@ def rate_figure(panels: list[RatePanel], title: str, legend_title: Optional[str]
     return fig
 
 
+def subplots(*args, figsize: tuple[float, float], **kwargs):
+    """`pyplot.subplots` without pyplot: (figure, axes) of a standalone Figure."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
 def _integer_epochs(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def close(fig) -> None:
-    plt.close(fig)

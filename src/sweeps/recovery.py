@@ -66,13 +66,15 @@ def close_stale_runs(tracker: Tracker, reason: str = "ended without closing the 
     return closed
 
 
-def find_finished(tracker: Tracker, config_hash: str) -> Optional[Run]:
-    """The newest FINISHED job run of the experiment with this config hash that trained to the end
-    (a search trial stopped by its pruner is FINISHED but not a full result), if any."""
+def find_finished(tracker: Tracker, config_hash: str, sweep: Optional[str] = None) -> Optional[Run]:
+    """The newest FINISHED job run of the experiment (of sweep `sweep` only, when given) with this
+    config hash that trained to the end (a search trial stopped by its pruner is FINISHED but not a
+    full result), if any."""
+    within = f" and tags.`{tags.SWEEP}` = '{sweep}'" if sweep else ""
     runs = tracker.client.search_runs(
         [tracker.experiment_id],
-        f"tags.`{tags.HASH}` = '{config_hash}' and tags.`{tags.KIND}` = 'job' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=100)
+        f"tags.`{tags.HASH}` = '{config_hash}' and tags.`{tags.KIND}` = 'job' and attributes.status = 'FINISHED'"
+        + within, order_by=["attributes.start_time DESC"], max_results=100)
     return next((run for run in runs if tags.PRUNED_AT not in run.data.tags), None)
 
 

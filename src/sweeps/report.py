@@ -117,7 +117,6 @@ def draw(folder: Path, sweep: SweepRuns, metric: str) -> tuple[list[Plot], list[
             skipped.append((plot, str(why)))
             continue
         fig.savefig(folder / plot.file, dpi=110, bbox_inches="tight")
-        plots.close(fig)
         drawn.append(plot)
     return drawn, skipped
 

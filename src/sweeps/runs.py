@@ -174,7 +174,9 @@ def list_sweeps(client: MlflowClient, experiment: str) -> list[tuple[Run, list[R
     for run in runs:
         if tags.PARENT in run.data.tags:
             children[run.data.tags[tags.PARENT]].append(run)
-    parents = [r for r in runs if r.data.tags.get(tags.KIND) == "sweep" or r.info.run_id in children]
+    # a sweep's parent says so; a job with cross-validation folds also has children, but is no sweep
+    # (a run without our kind tag and with children is counted: a parent made before the tag existed)
+    parents = [r for r in runs if r.data.tags.get(tags.KIND, "sweep" if r.info.run_id in children else None) == "sweep"]
     parents.sort(key=lambda r: r.info.start_time or 0, reverse=True)
     return [(p, sorted(children[p.info.run_id], key=lambda r: r.info.start_time or 0)) for p in parents]
 

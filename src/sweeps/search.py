@@ -26,7 +26,6 @@ import logging
 import math
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
@@ -48,20 +47,6 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "random", "gp", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 STALE = "sweeps_stale_trials"  # study attribute: numbers of trials closed because their process was gone
-
-
-@dataclass
-class OptunaSweeperConf:
-    _target_: str = "hydra_plugins.sweeps_plugins.OptunaSweeper"
-    n_trials: int = 20  # trials in the study in all (a rerun of the command continues up to this many)
-    n_jobs: int = 1  # trials in flight at once, run through hydra/launcher
-    sampler: str = "tpe"  # tpe | random | gp (needs PyTorch) | qmc | grid
-    pruner: str = "median"  # median (no pruning in the first 2 trials or epochs) | hyperband | successive_halving | none
-    seed: Optional[int] = None  # the sampler's seed
-    direction: Optional[str] = None  # minimize | maximize; null: from optimized_metric (accuracy: maximize)
-    study_name: Optional[str] = None  # null: derived from the command, so a rerun continues the study
-    storage: Optional[str] = None  # null: sqlite optuna.db beside a SQLite tracking store; a database URL for a team
-    params: Optional[Dict[str, str]] = None  # search space in Hydra's override grammar, e.g. {rate: "tag(log, interval(1e-6, 1e-2))"}
 
 
 # --- the search space ----------------------------------------------------------------------------

@@ -89,7 +89,8 @@ class Outcome:
     launched: int  # jobs the sweeper launched
     finished: int = 0  # job runs FINISHED (reused and pruned ones included)
     pruned: int = 0  # of those, search trials stopped early by the pruner
-    reused: int = 0  # of those, jobs not retrained: their config already FINISHED earlier
+    reused: int = 0  # of those, jobs not retrained: their config already FINISHED in an earlier sweep
+    twins: int = 0  # of those, jobs not trained because another job of this sweep has the same config
     failures: list[tuple[str, str]] = field(default_factory=list)  # (job, one-line reason)
     killed: int = 0  # job runs ended KILLED (the sweep was interrupted)
     missing: int = 0  # launched jobs that left no run (not started, or their process never reached the store)
@@ -105,6 +106,9 @@ class Outcome:
             lines[0] += f" ({self.pruned} stopped early by the pruner)"
         if self.reused:
             lines[0] += f" ({self.reused} finished earlier and not retrained; rerun with resume=false to retrain)"
+        if self.twins:
+            lines[0] += (f" ({self.twins} the same config as another job of this sweep, e.g. reg=none at another "
+                         "rate: trained once, linked)")
         if self.status == "KILLED":
             lines[0] += f", {self.killed} stopped, {self.missing} not started"
         lines += [f"  FAILED {job}: {reason}" for job, reason in self.failures]
@@ -124,7 +128,9 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
         if job.status == "FINISHED":
             outcome.finished += 1
             outcome.pruned += tags.PRUNED_AT in job.run.data.tags
-            if tags.RESUMED_FROM in job.run.data.tags:
+            if job.run.data.tags.get(tags.RESUMED_SWEEP) == parent_run_id:
+                outcome.twins += 1
+            elif tags.RESUMED_FROM in job.run.data.tags:
                 outcome.reused += 1
                 earlier.append(job.run.data.tags.get(tags.RESUMED_SWEEP))
         elif job.status == "KILLED":
@@ -136,6 +142,7 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
         outcome.status = "FAILED" if outcome.failed else "FINISHED"
     try:
         metrics = {"jobs_finished": outcome.finished, "jobs_failed": outcome.failed, "jobs_reused": outcome.reused,
+                   "jobs_linked_to_twin": outcome.twins,
                    "jobs_pruned": outcome.pruned}
         for key, value in metrics.items():
             client.log_metric(parent_run_id, key, value)

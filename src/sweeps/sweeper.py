@@ -25,15 +25,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from sweeps import sweep
-from sweeps.config import validate
+from sweeps.config import config_hash, validate
 from sweeps.errors import ConfigError, StoreUnavailable, SweepsError
-
-
-@dataclass
-class GridSweeperConf:
-    _target_: str = "hydra_plugins.sweeps_plugins.GridSweeper"
-    max_batch_size: Optional[int] = None  # jobs handed to the launcher at once (null: all of them)
-    params: Optional[Dict[str, str]] = None  # sweep axes written in a config file, e.g. {rate: "1e-4,1e-3"}
 
 
 def grid(items: list[str]) -> tuple[list[list[str]], list[str]]:
@@ -52,15 +45,33 @@ def grid(items: list[str]) -> tuple[list[list[str]], list[str]]:
     return [list(job) for job in itertools.product(*axes)], swept
 
 
-def check_jobs(hydra_context: HydraContext, config: DictConfig, jobs: list[list[str]]) -> None:
-    """Compose and validate every job's config before anything runs."""
+def check_jobs(hydra_context: HydraContext, config: DictConfig, jobs: list[list[str]]) -> list[DictConfig]:
+    """Compose and validate every job's config before anything runs; returns the configs."""
     loader = hydra_context.config_loader
+    composed = []
     for job in jobs:
         try:
             cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
         except HydraException as err:
             raise ConfigError(f"{' '.join(job)}: {str(err).splitlines()[0]}") from None
         validate(cfg)
+        composed.append(cfg)
+    return composed
+
+
+def once_each(jobs: list[list[str]], composed: list[DictConfig]) -> tuple[list[list[str]], list[list[str]]]:
+    """The jobs split into the first of each distinct configuration and the ones that repeat an
+    earlier job's (`reg=none` with several rates: the rate changes nothing). The repeats run after
+    all the others, so each finds its twin FINISHED and links it instead of training it again."""
+    from sweeps.launcher import task_config
+
+    seen: set[str] = set()
+    first, again = [], []
+    for job, cfg in zip(jobs, composed):
+        digest = config_hash(task_config(cfg))
+        (again if digest in seen else first).append(job)
+        seen.add(digest)
+    return first, again
 
 
 class ComposedOnce(ConfigLoader):
@@ -166,5 +177,6 @@ class GridSweeper(TrackedSweeper):
 
     def plan(self, items: list[str]) -> Plan:
         jobs, swept = grid(items)
-        check_jobs(self.hydra_context, self.config, jobs)
-        return Plan(sweep.chunks(jobs, self.max_batch_size), swept, len(jobs))
+        first, again = once_each(jobs, check_jobs(self.hydra_context, self.config, jobs))
+        batches = itertools.chain(sweep.chunks(first, self.max_batch_size), sweep.chunks(again, self.max_batch_size))
+        return Plan(batches, swept, len(jobs))

@@ -36,16 +36,12 @@ from sweeps import interrupts, tags
 from sweeps.redact import redact_text, redact_uri  # noqa: F401 - part of this module's interface
 from sweeps.config import applicable, config_hash, dotted_keys, to_plain
 from sweeps.errors import TrackingError
+from sweeps.patience import STORE_PATIENCE, set_store_patience  # noqa: F401 - part of this module's interface
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("mlruns") / "mlflow.db"
 
-# MLflow retries an HTTP call for about 4 minutes by default; a sweep against a server that went
-# away would hang that long per call. These defaults fail a call within about half a minute
-# (3 tries of at most 10 s, 1 + 2 s apart); MLFLOW_HTTP_REQUEST_* set by the user win.
-STORE_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 # Clean-up after a failure or an interrupt: one quick try per call.
 IMPATIENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -57,12 +53,6 @@ DRIVER_HINTS = {"psycopg2": "pip install psycopg2-binary, or write postgresql+ps
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 SERVER_SCHEMES = ("http", "https")  # a tracking URI with these is an `mlflow server`, else a database
 MIN_FREE_BYTES = 1 << 20  # a SQLite store's folder with less free space than this counts as full
-
-
-def set_store_patience() -> None:
-    """The command lines' policy for MLflow's HTTP retries (see STORE_PATIENCE); workers inherit it."""
-    for key, value in STORE_PATIENCE.items():
-        os.environ.setdefault(key, value)
 
 
 @contextlib.contextmanager

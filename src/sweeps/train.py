@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from sweeps import interrupts
 from sweeps.config import check_overrides, conf_dir, register_configs
 from sweeps.redact import redact_text
-from sweeps.tracking import set_store_patience
+from sweeps.patience import set_store_patience
 from sweeps.errors import StoreUnavailable, SweepsError
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,9 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
     for cfg, job in zip(cfgs, contexts):
         jobs.record_failure(cfg, job, failure)
     return [math.nan] * len(cfgs)
+
+
+task.pack = task_pack  # how hydra/launcher=packed trains several of this task's jobs as one model
 
 
 def cannot_start(err: Exception, run_name) -> float:
