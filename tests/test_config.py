@@ -64,10 +64,20 @@ def test_validate_names_the_key_and_the_fix(make_cfg, override, key):
 
 
 def test_config_hash_tracks_what_changes_results(make_cfg, tmp_path):
-    base = config_hash(make_cfg("rate=1e-4"))
-    assert base == config_hash(make_cfg("rate=1e-4"))
-    assert base != config_hash(make_cfg("rate=1e-3"))
-    assert base == config_hash(make_cfg("rate=1e-4", f"tracking.uri=sqlite:///{tmp_path}/other.db"))
+    base = config_hash(make_cfg("reg=l2", "rate=1e-4"))
+    assert base == config_hash(make_cfg("reg=l2", "rate=1e-4"))
+    assert base != config_hash(make_cfg("reg=l2", "rate=1e-3"))
+    assert base == config_hash(make_cfg("reg=l2", "rate=1e-4", f"tracking.uri=sqlite:///{tmp_path}/other.db"))
+    # without a penalty the rate changes nothing: hashed as 0 (so an old reg=none run keeps its hash)
+    assert config_hash(make_cfg("reg=none", "rate=1e-3")) == config_hash(make_cfg("reg=none")) != base
+
+
+def test_a_penalty_has_a_rate_by_default_and_a_rate_of_0_is_refused(make_cfg):
+    assert make_cfg("reg=l1").rate == 1e-4 and make_cfg("reg=l1", "rate=1e-3").rate == 1e-3
+    assert make_cfg().rate == 0.0 and make_cfg("reg=none").reg.kind.value == "none"
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg("reg=l1_l2", "rate=0"))
+    assert str(err.value) == "reg=l1_l2 needs rate > 0, e.g. rate=1e-4 (reg=none trains without a penalty)"
 
 
 def test_the_activation_list_is_keras_own():

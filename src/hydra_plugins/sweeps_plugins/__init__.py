@@ -8,16 +8,49 @@ interfaces, and each class below imports its implementation when Hydra instantia
 only in an app that chose it. `sweeps`' own app picks `grid` in `conf/config.yaml`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Hydra's scan may execute this module before it is in
+# sys.modules, where dataclasses cannot resolve string annotations.
 import importlib
-from typing import Any, List, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 
-from hydra_plugins.sweeps_plugins.config import GridSweeperConf, OptunaSweeperConf, PackedLauncherConf
+
+# The plugins' options (`hydra.sweeper.*`, `hydra.launcher.*`). They live in this module, next to the
+# line that registers them: Hydra's plugin scan executes every module under hydra_plugins/ again, and
+# a class registered by one execution but replaced by another would no longer pickle (a worker pool
+# receives the config loader, and with it these nodes).
+@dataclass
+class GridSweeperConf:
+    _target_: str = "hydra_plugins.sweeps_plugins.GridSweeper"
+    max_batch_size: Optional[int] = None  # jobs handed to the launcher at once (null: all of them)
+    params: Optional[Dict[str, str]] = None  # sweep axes written in a config file, e.g. {rate: "1e-4,1e-3"}
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.sweeps_plugins.OptunaSweeper"
+    n_trials: int = 20  # trials in the study in all (a rerun of the command continues up to this many)
+    n_jobs: int = 1  # trials in flight at once, run through hydra/launcher
+    sampler: str = "tpe"  # tpe | random | gp (needs PyTorch) | qmc | grid
+    pruner: str = "median"  # median (no pruning in the first 2 trials or epochs) | hyperband | successive_halving | none
+    seed: Optional[int] = None  # the sampler's seed
+    direction: Optional[str] = None  # minimize | maximize; null: from optimized_metric (accuracy: maximize)
+    study_name: Optional[str] = None  # null: derived from the command, so a rerun continues the study
+    storage: Optional[str] = None  # null: sqlite optuna.db beside a SQLite tracking store; a database URL for a team
+    params: Optional[Dict[str, str]] = None  # search space in Hydra's override grammar, e.g. {rate: "tag(log, interval(1e-6, 1e-2))"}
+
+
+@dataclass
+class PackedLauncherConf:
+    _target_: str = "hydra_plugins.sweeps_plugins.PackedLauncher"
+    max_pack: int = 8  # most jobs trained as one model (1: every job alone, as the basic launcher)
+    jit_compile: bool = True  # XLA for the packed model's training steps (measured faster on CPU: make bench)
+    n_jobs: int = 1  # packs (and lone jobs) trained at once, each in a worker process (1: in this process)
+
 
 
 def _implementation(path: str, settings: dict) -> Any:
