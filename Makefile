@@ -30,13 +30,19 @@ data: ## Debian's dataset-fashion-mnist package (skipped when present or apt is 
 	  echo "note: could not apt-get install dataset-fashion-mnist; see README (data)"; \
 	else echo "note: Fashion-MNIST not installed; run: sudo apt-get install dataset-fashion-mnist"; fi
 
-system: ## Debian's postgresql (the team server and its test; skipped when present or apt is unavailable)
+system: ## Debian's postgresql (the team server and its test) and chromium (the UI's test); each skipped when present or apt is unavailable
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get install -y -qq postgresql >/dev/null 2>&1 || \
 	   (apt-get update -qq && apt-get install -y -qq postgresql)) || \
 	  echo "note: could not apt-get install postgresql; the team-server test will be skipped"; \
 	else echo "note: PostgreSQL not installed (sudo apt-get install postgresql); the team-server test will be skipped"; fi
+	@if command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq chromium)) || \
+	  echo "note: could not apt-get install chromium; the UI test will be skipped"; \
+	else echo "note: chromium not installed (sudo apt-get install chromium); the UI test will be skipped"; fi
 
 test: install ## the whole test suite (what CI runs)
 	$(BIN)/pytest -q -m "slow or not slow"
@@ -57,20 +63,20 @@ report: install ## compare the latest sweep: table here, report in reports/<id>/
 
 ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000, printing the link to the runs table (SWEEPS_HOST=, PORT=, STORE=)
 	mkdir -p mlruns
-	@$(BIN)/python -c 'import sys; from sweeps.tracking import ui_hint; print(ui_hint(*sys.argv[1:]))' \
-	  '$(STORE)' '$(SWEEPS_HOST)' '$(PORT)'
-	@$(BIN)/mlflow ui --backend-store-uri '$(STORE)' --host $(SWEEPS_HOST) --port $(PORT)  # not echoed: STORE may hold a password
+	@exec $(BIN)/python -m sweeps.server --ui '$(STORE)' --host $(SWEEPS_HOST) --port $(PORT)  # not echoed, and exec: no command line keeps STORE, which may hold a password
 
 server: install ## team store: mlflow server on PostgreSQL in mlruns/server, artifacts proxied (SWEEPS_HOST=, PORT=)
 	$(BIN)/python -m sweeps.server --host $(SWEEPS_HOST) --port $(PORT)
 
-bench: install ## side by side: tracking overhead, NaN check, launchers, grid vs Optuna, presets (plain Keras / sweeps / matmul limit), packed sweeps
+bench: install ## side by side: tracking overhead, NaN check, launchers, grid vs Optuna, presets (plain Keras / sweeps / matmul limit), packed sweeps, UI/server footprint, start-up
 	$(BIN)/python benchmarks/bench_logging.py
 	$(BIN)/python benchmarks/bench_nan_check.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_presets.py
 	$(BIN)/python benchmarks/bench_packed.py
+	$(BIN)/python benchmarks/bench_footprint.py
+	$(BIN)/python benchmarks/bench_startup.py
 
 clean: ## remove run outputs and caches (keeps mlruns/ and the venv)
 	rm -rf multirun outputs reports .pytest_cache

@@ -125,12 +125,15 @@ class InProcessSweep:
     def __init__(self, uri: str, sweep_dir: Path, swept: list[str], experiment: str = "sweeps", command: str = ""):
         from omegaconf import OmegaConf
 
+        import uuid
+
         from sweeps import sweep, tracking
 
         self.tracker = tracking.connect(OmegaConf.create({"uri": uri, "experiment": experiment, "artifact_root": None}))
         self.sweep_dir = str(sweep_dir)
+        self.key = uuid.uuid4().hex  # as `sweep.assign_key` gives every sweep
         self.parent_run_id = sweep.open_parent(self.tracker, command or " ".join(swept), self.sweep_dir,
-                                               [s.split("=")[0] for s in swept], 0)
+                                               [s.split("=")[0] for s in swept], 0, key=self.key)
         self.launched = 0
         self.outcome = None
 
@@ -138,7 +141,7 @@ class InProcessSweep:
         from sweeps.job import JobContext
 
         self.launched += 1
-        return JobContext(tuple(overrides), self.sweep_dir)
+        return JobContext(tuple(overrides), self.sweep_dir, sweep_key=self.key)
 
     def end(self):
         from sweeps import sweep
@@ -223,17 +226,14 @@ def _server_process(tmp_path_factory):
     """`mlflow server` on a free 127.0.0.1 port over SQLite, artifacts proxied into its folder, started
     (not yet answering); stopped with its workers when the session ends."""
     import subprocess
-    import sys
 
-    from sweeps.server import stop_process_group
+    from sweeps.server import mlflow_command, stop_process_group
 
     folder = tmp_path_factory.mktemp("server")
     port = _free_port()
     log = open(folder / "server.log", "w")
-    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1", "--backend-store-uri", f"sqlite:///{folder}/server.db",
-               "--artifacts-destination", str(folder / "server-artifacts")]
-    proc = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    command, env = mlflow_command(f"sqlite:///{folder}/server.db", "127.0.0.1", port, 1, folder / "server-artifacts")
+    proc = subprocess.Popen(command, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield {"url": f"http://127.0.0.1:{port}", "port": port, "folder": folder, "proc": proc}
     finally:

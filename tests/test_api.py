@@ -97,6 +97,8 @@ def test_histories_long_format_match_mlflow(sweep):
         assert list(val["epoch"]) == [m.step for m in logged] and len(logged) == 2
         assert list(val["value"]) == [m.value for m in logged]
         assert list(rows[rows["metric"] == "test_accuracy"]["value"]) == [client.get_run(run_id).data.metrics["test_accuracy"]]
+    one = sweeps.load_histories(metrics="val_loss", tracking_uri=sweep["uri"])  # a name, not its characters
+    assert one.equals(curves[curves["metric"] == "val_loss"].reset_index(drop=True))
     every = sweeps.load_histories(sweep_id=sweep["id"], tracking_uri=sweep["uri"])
     run_id = curves["run_id"].iloc[0]
     assert set(every[every["run_id"] == run_id]["metric"]) == set(client.get_run(run_id).data.metrics)

@@ -56,7 +56,7 @@ def test_smoke_sweep_one_parent_four_finished_children(tmp_path):
     experiment_id = parents[0].info.experiment_id  # where the results are: parent, store, compare, the runs table
     assert f"results: sweep {parent_id} in experiment sweeps, store sqlite:///{tmp_path}/mlflow.db\n" in proc.stderr
     assert f"  compare: python -m sweeps.compare --sweep {parent_id}\n" in proc.stderr
-    assert re.search(rf"  MLflow UI: http://[^/ ]+/#/experiments/{experiment_id}/runs \(after `make ui", proc.stderr)
+    assert re.search(rf"  MLflow UI: http://[^/ ]+/#/experiments/{experiment_id}/runs(\?\S*)? \(after `make ui", proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.startswith(("job ", "  epoch "))]
     assert len(lines) == 12, lines  # stderr is a pipe: per job its start, its first epoch, its result
     assert lines[0] == "job 1/4 (l1 rate=1e-4)" and lines[1].startswith("  epoch 1/2: ") and "val_accuracy" in lines[1]
@@ -85,6 +85,9 @@ def test_bad_value_is_one_line_exit_2_and_no_run(tmp_path):
     ("rat=1e-3", "error: rat: no such key; did you mean rate? (every key is listed in src/sweeps/config.py)"),
     ("rate=abc", "error: rate=abc: Value 'abc' of type 'str' could not be converted to Float; "
                  "see the key's type in src/sweeps/config.py"),
+    ("model.name='a\n![k](/etc/hostname)\nb'", "error: model.name='a\\n![k](/etc/hostname)\\nb': a value holds a "
+                                              "control character (a newline, tab or escape); give it on one line "
+                                              "without them"),  # issue 20 §1: it would split the recorded command
 ])
 def test_typo_or_wrong_type_is_one_line_naming_the_key_before_any_run(tmp_path, override, message):
     proc = run_cli(tmp_path, "-m", override, "data=digits")

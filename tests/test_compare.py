@@ -161,6 +161,26 @@ def test_seeds_are_grouped_one_row_per_configuration(store, capsys):
     assert rows[0]["tied_with_best"] is True and rows[1]["tied_with_best"] is bool(p >= 0.05)
 
 
+def test_stats_bootstrap_adds_bootstrap_intervals_and_the_chance_of_beating_the_best(store, capsys):
+    """--stats bootstrap: the default rows plus the ranking column's bootstrap interval and P(beats best)."""
+    from sweeps import stats
+
+    plain = table(store, capsys, "--sweep", store["c"])
+    rows = table(store, capsys, "--sweep", store["c"], "--stats", "bootstrap")
+    jobs = table(store, capsys, "--sweep", store["c"], "--no-group")
+    assert [{k: r[k] for k in p} for r, p in zip(rows, plain)] == plain  # nothing of the default changes
+    best, other = ([j["final_val_data_loss"] for j in jobs if j["rate"] == r["rate"]] for r in rows)
+    assert (rows[1]["final_val_data_loss_boot95_low"], rows[1]["final_val_data_loss_boot95_high"]) == \
+        pytest.approx(stats.bootstrap_ci(other))
+    assert rows[1]["p_beats_best"] == stats.probability_of_improvement(other, best, higher_is_better=False)
+    assert rows[0]["p_beats_best"] is None and rows[1]["p_vs_best_holm"] == pytest.approx(stats.welch_p(best, other))
+    code, out, _ = cli(store, capsys, "--sweep", store["c"], "--stats", "bootstrap", "--out", str(store["folder"] / "rb"))
+    assert code == 0 and all(len(line) <= 120 for line in table_lines(out)) and "p_beats" in out and "_boot" in out
+    code, out, err = cli(store, capsys, "--sweep", store["a"], "--stats", "bootstrap")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: --stats bootstrap: sweep {store['a']} has one job per configuration; group jobs")
+
+
 def test_the_grouped_text_table_fits_120_columns_and_wide_shows_every_column(store, capsys):
     out_c = ("--out", str(store["folder"] / "report-c"))
     code, out, _ = cli(store, capsys, "--sweep", store["c"], *out_c)
@@ -226,7 +246,7 @@ def test_report_folder_has_the_report_the_table_and_every_plot(store, capsys, tm
     assert code == 0 and f"report written to {folder}/" in out
     assert "reg  rate" in out and "  val_data_loss" in out  # the table, for reading (short headers)
     plots = ["val_data_loss.png", "penalty.png", "val_accuracy.png", "train_vs_val.png", "val_data_loss_vs_rate.png",
-             "sparsity_vs_rate.png"]
+             "sparsity_vs_rate.png", "expected_best.png"]
     for name in plots:
         assert png_size(folder / name) > (300, 200), name
     report = (folder / "report.md").read_text()

@@ -160,7 +160,7 @@ def interrupt_after_first_epoch(tmp_path: Path, args: list[str], signum: int = s
     return proc, stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
 def test_an_interrupt_ends_the_run_and_the_sweep_killed(tmp_path, signum):
     proc, stderr = interrupt_after_first_epoch(tmp_path, ["-m", "seed=0,1", "epochs=500", *FAST], signum)
     assert proc.returncode == 128 + signum, stderr[-2000:]
@@ -168,6 +168,59 @@ def test_an_interrupt_ends_the_run_and_the_sweep_killed(tmp_path, signum):
     _, runs = _all_runs(tmp_path)
     statuses = sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs)
     assert statuses == [("job", "KILLED"), ("sweep", "KILLED")], "the second job never started"
+    job = next(r for r in runs if r.data.tags["sweeps.kind"] == "job")
+    assert job.data.tags["sweeps.error"] == "interrupted"
+
+
+def test_closing_the_terminal_ends_the_run_and_the_sweep_killed(tmp_path):
+    """Issue 20 §3: the sweep runs on a terminal (a pty it controls) that is closed after the first
+    epoch: the kernel sends SIGHUP and every later write to the terminal fails. Before: exit 129
+    within 0.5 s, the job and the parent left RUNNING."""
+    import fcntl
+    import pty
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    db = tmp_path / "mlflow.db"
+
+    def controlling_terminal():  # in the child, after setsid: the pty becomes its terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "sweeps.train", "-m", "seed=0,1", "epochs=500", *FAST],
+                            cwd=tmp_path, env=_env(tmp_path), stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True, preexec_fn=controlling_terminal)
+    os.close(slave)
+    shown, done = [], threading.Event()
+
+    def drain():  # what a terminal does: read everything, so the command never blocks on a full pty
+        while not done.is_set():
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 180, proc, "the first job's run")[0]
+        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
+                  120, proc, "the first epoch")
+        done.set()
+        os.close(master)  # the terminal window is closed
+        proc.wait(timeout=120)
+    finally:
+        done.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 128 + signal.SIGHUP, b"".join(shown)[-2000:]
+    _, runs = _all_runs(tmp_path)
+    statuses = sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs)
+    assert statuses == [("job", "KILLED"), ("sweep", "KILLED")], b"".join(shown)[-2000:]
     job = next(r for r in runs if r.data.tags["sweeps.kind"] == "job")
     assert job.data.tags["sweeps.error"] == "interrupted"
 
@@ -214,6 +267,38 @@ def test_sigkill_leaves_running_runs_that_a_rerun_closes_and_resumes(tmp_path):
 
 # ---------------------------------------------------------------- concurrency
 
+
+def test_two_sweeps_started_at_once_from_one_folder_keep_their_own_parents(tmp_path):
+    """Issue 20 §2: jobs found their parent by sweep folder, which has a one-second resolution (here
+    the same on purpose): two sweeps started together were merged. One on the basic launcher, one on
+    joblib workers, different grids: each parent holds exactly its own jobs and counts them."""
+    import json
+
+    same = ["hydra.sweep.dir=multirun/same", "epochs=1", "model.hidden=[8]", *FAST[:1], *FAST[2:]]
+    sweeps = {"seed=0,1": start_cli(tmp_path, "-m", "seed=0,1", *same),
+              "seed=2,3": start_cli(tmp_path, "-m", "seed=2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                    *same)}
+    try:
+        ended = {grid: proc.communicate(timeout=600) for grid, proc in sweeps.items()}
+    finally:
+        for proc in sweeps.values():
+            _kill(proc)
+    for grid, proc in sweeps.items():
+        assert proc.returncode == 0, ended[grid][1][-3000:]
+        assert "2 job(s) finished, 0 failed" in ended[grid][1], ended[grid][1][-3000:]
+    client, runs = _all_runs(tmp_path)
+    parents = {r.data.tags["sweeps.command"].split()[0]: r for r in runs if r.data.tags["sweeps.kind"] == "sweep"}
+    assert sorted(parents) == ["seed=0,1", "seed=2,3"]
+    assert len({p.data.tags["sweeps.sweep_key"] for p in parents.values()}) == 2
+    for grid, parent in parents.items():
+        jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        seeds = sorted(next(o for o in json.loads(r.data.tags["sweeps.overrides"]) if o.startswith("seed="))
+                       for r in jobs)
+        assert seeds == [f"seed={s}" for s in grid[5:].split(",")], (grid, seeds)
+        assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 2
+        assert len(open(client.download_artifacts(parent.info.run_id, "jobs.csv")).read().splitlines()) == 3
+
+
 WRITER = """
 import os, sys, time
 from mlflow.entities import Metric
@@ -255,6 +340,51 @@ def test_four_concurrent_writers_on_a_fresh_store_lose_no_metric(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
     points = sum(len(client.get_metric_history(r.info.run_id, f"m{k}")) for r in runs for k in range(keys))
     assert points == 4 * batches * keys
+
+
+LOCKER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=120)
+con.execute("BEGIN IMMEDIATE")  # a write transaction, as `sqlite3 mlflow.db` or a backup holds one
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("COMMIT")
+print("released", flush=True)
+"""
+
+
+def test_a_store_locked_by_another_process_for_30_s_loses_no_result(tmp_path):
+    """Issue 20 §3: another process holds the SQLite store in a write transaction for 30 s (MLflow
+    itself waits 20 s) from the first epoch of the first job on. Before: that job failed `database
+    is locked` and its training was lost. Now every store write waits (tracking.lock_wait_s), and
+    the sweep ends as if nothing happened."""
+    db = tmp_path / "mlflow.db"
+    proc = start_cli(tmp_path, "-m", "seed=0,1", "epochs=3", "model.hidden=[8]", *FAST[:1], *FAST[2:])
+    locker = None
+    try:
+        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 180, proc, "the first job's run")[0]
+        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
+                  120, proc, "the first epoch")
+        locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), "30"], stdout=subprocess.PIPE, text=True)
+        assert locker.stdout.readline().strip() == "locked"
+        locked_at = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=300)
+        ended_at = time.monotonic()
+        assert locker.wait(timeout=60) == 0 and locker.stdout.readline().strip() == "released"
+    finally:
+        _kill(proc)
+        if locker is not None and locker.poll() is None:
+            locker.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert ended_at - locked_at >= 29, "the sweep really waited for the lock"
+    assert "2 job(s) finished, 0 failed" in stderr, stderr[-3000:]
+    assert "the tracking store is locked by another process; waiting up to 300 s" in stdout + stderr
+    client, runs = _all_runs(tmp_path)
+    assert sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs) == [
+        ("job", "FINISHED"), ("job", "FINISHED"), ("sweep", "FINISHED")]
+    first = client.get_run(run_id)
+    assert len(client.get_metric_history(run_id, "loss")) == 3 and "test_accuracy" in first.data.metrics
+    assert "curves.png" in {f.path for f in client.list_artifacts(run_id)}
 
 
 # ---------------------------------------------------------------- bad input

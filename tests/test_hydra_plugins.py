@@ -96,9 +96,23 @@ def test_help_imports_neither_mlflow_nor_tensorflow_and_plots_leave_the_backend_
     assert "matplotlib" in _imported_after(backend)
 
 
+@pytest.fixture
+def hydras_own_version_base():
+    """Hydra's suites expect the version base of a fresh process (1.1: a job runs in its own folder);
+    our in-process tests compose with version_base="1.3", which Hydra keeps process-wide."""
+    from hydra import version
+    from hydra.core.singleton import Singleton
+
+    state = Singleton.get_state()
+    version.setbase("1.1")
+    yield
+    Singleton.set_state(state)
+
+
 # Hydra's own launcher suites against hydra/launcher=packed (an app that is not a `sweeps` app: its
 # jobs simply run, one by one, as under the basic launcher). Every case of both suites applies.
 @pytest.mark.slow
+@pytest.mark.usefixtures("hydras_own_version_base")
 @pytest.mark.parametrize("launcher_name, overrides", [("packed", [])])
 class TestPackedLauncherSuite(LauncherTestSuite):
     pass

@@ -1,6 +1,7 @@
 """One colour per job in every figure of a sweep: the regularizer's family, darker for a higher rate."""
 
 import matplotlib.colors as mcolors
+import pytest
 
 from sweeps import plots
 
@@ -46,3 +47,17 @@ def test_the_overlay_draws_each_job_in_its_style():
     assert mcolors.to_hex(lines["l1 rate=1e-3"].get_color()) == mcolors.to_hex(styles["l1 rate=1e-3"].color)
     assert list(lines["none"].get_xdata()) == [1, 2]  # epochs counted from 1, as MLflow's steps
     plots.close(fig)
+
+
+def test_a_band_is_drawn_around_a_mean_curve_and_only_there():
+    fig = plots.overlay_figure({"l1 (n=3)": [1.0, 0.8, 0.7], "l2": [1.1, 0.9, 0.8]}, "val data loss", "t",
+                               bands={"l1 (n=3)": [0.1, 0.05, float("nan")]})
+    (band,) = fig.axes[0].collections  # fill_between: one shaded area, for the curve with a band
+    xs, ys = band.get_paths()[0].vertices.T  # epochs 1 and 2 (NaN at 3: no interval there), mean ± half-width
+    assert set(xs) == {1, 2} and min(ys) == pytest.approx(0.8 - 0.05) and max(ys) == pytest.approx(1.0 + 0.1)
+
+
+def test_the_expected_best_figure_draws_the_curve_and_the_best_so_far():
+    fig = plots.expected_best_figure([0.5, 0.45, 0.42], [0.5, 0.6, 0.4], "val data loss", "t", higher_is_better=False)
+    expected, running = fig.axes[0].get_lines()
+    assert list(expected.get_ydata()) == [0.5, 0.45, 0.42] and list(running.get_ydata()) == [0.5, 0.5, 0.4]

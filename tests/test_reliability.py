@@ -294,6 +294,32 @@ def test_a_swallowed_interrupt_is_raised_again_at_the_next_epoch():
     assert signal.getsignal(signal.SIGINT) is before, "handlers restored"
 
 
+def test_sighup_is_an_interrupt_unless_nohup_ignores_it():
+    """Issue 20 §3: the terminal closed (SIGHUP) ends a job like SIGTERM; under `nohup` (SIGHUP
+    ignored when the process starts) the sweep goes on, as the user asked."""
+    import signal
+
+    from sweeps import interrupts
+
+    before = signal.getsignal(signal.SIGHUP)
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with interrupts.handling():
+            with pytest.raises(KeyboardInterrupt, match="SIGHUP"):
+                os.kill(os.getpid(), signal.SIGHUP)
+                time.sleep(5)
+            assert interrupts.received() == "SIGHUP"
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL, "handler restored"
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does before starting the command
+        with interrupts.handling():
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.2)
+            assert interrupts.received() is None
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 def test_a_signal_inside_a_store_call_waits_for_its_end_and_a_second_one_does_not():
     import signal
 
@@ -424,6 +450,9 @@ def test_safe_mode_refuses_a_model_that_carries_code(make_cfg):
     ("+rat=1e-3", "rat: no such key; + adds keys the schema lacks, and every key of sweeps is in it; did you mean rate?"),
     ("+foo=1", "foo: no such key; + adds keys the schema lacks"),
     ("~rate", "~rate: keys of sweeps cannot be removed; set a value instead"),
+    ("model.name='a\n![k](/etc/hostname)\nb'", "model.name='a\\n![k](/etc/hostname)\\nb': a value holds a control"),
+    ("seed=1\x1b[2J", "seed=1\\x1b[2J: a value holds a control character"),
+    ("reg=l1,l2\u2028x", "reg=l1,l2\\u2028x: a value holds a control character"),
 ])
 def test_bad_overrides_are_one_line_naming_the_key(override, message):
     with pytest.raises(ConfigError) as err:

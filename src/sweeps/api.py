@@ -3,6 +3,7 @@
     import sweeps
     jobs = sweeps.load_sweep()                      # latest sweep of experiment `sweeps`, one row per job
     sweeps.group_seeds(jobs)                        # one row per configuration: n, <m>_mean, <m>_ci95, tied_with_best
+    sweeps.group_seeds(jobs, stats="bootstrap")     # ... and bootstrap intervals, P(beats the best row)
     curves = sweeps.load_histories(metrics=["val_loss"])   # long: run_id, run_name, swept keys, metric, epoch, value
     sweeps.list_sweeps()                            # every sweep of the experiment, newest first
 
@@ -21,6 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from sweeps import runs, table
 from sweeps.errors import CompareError
+from sweeps.repeats import REPEATED
+from sweeps.stats import KINDS as stats_kinds
 
 
 def load_sweep(sweep_id: Optional[str] = None, experiment: str = "sweeps", tracking_uri: Optional[str] = None,
@@ -41,15 +44,20 @@ def load_sweep(sweep_id: Optional[str] = None, experiment: str = "sweeps", track
     return _grouped(frame) if group_seeds else frame
 
 
-def group_seeds(frame: pd.DataFrame, metric: Optional[str] = None) -> pd.DataFrame:
-    """The jobs of a `load_sweep` frame (filtered or not) that differ only in `seed`, one row each.
+def group_seeds(frame: pd.DataFrame, metric: Optional[str] = None, stats: str = "t") -> pd.DataFrame:
+    """The jobs of a `load_sweep` frame (filtered or not) that differ only in `seed` and
+    `data.val_seed` (the keys `repeat=K` varies), one row each.
 
     The same rows as `python -m sweeps.compare` shows for a sweep with seeds: status counts, the
-    other swept keys, `n`, `tied_with_best` (Welch's t-test, two-sided, 5 %, of the ranking metric
-    against the best row), `<column>_mean` and `<column>_ci95` (95 % interval half-width, Student's
-    t) of every number, what all jobs of each row share, and `run_ids`. Best mean first.
+    other swept keys, `n`, `tied_with_best` (Welch's t-test, two-sided, of the ranking metric against
+    the best row, Holm-Bonferroni corrected over every pair of rows, family-wise 5 %),
+    `<column>_mean` and `<column>_ci95` (95 % interval half-width, Student's t) of every number,
+    what all jobs of each row share, and `run_ids`. Best mean first. `stats="bootstrap"` adds, as
+    `compare --stats bootstrap`, the ranking column's 95 % percentile bootstrap interval
+    (`<rank>_boot95_low`, `_high`) and `p_beats_best` (probability that a job of the row beats a job
+    of the best row; `_low`, `_high`: its stratified bootstrap interval), `p_vs_best_holm`.
     """
-    return _grouped(frame, metric)
+    return _grouped(frame, metric, stats)
 
 
 def load_histories(sweep_id: Optional[str] = None, metrics: Optional[list[str]] = None, experiment: str = "sweeps",
@@ -60,6 +68,8 @@ def load_histories(sweep_id: Optional[str] = None, metrics: Optional[list[str]] 
     epoch (the step the value was logged at: counted from 1, as `best_epoch` and the plots), value.
     A job's end-of-run metrics (`test_loss`, ...) have a single value.
     """
+    if isinstance(metrics, str):  # one metric by name: not its characters
+        metrics = [metrics]
     client, sweep = _open(sweep_id, experiment, tracking_uri)
     for metric in metrics or ():
         runs.check_metric(sweep, metric, runs.ARGUMENTS)
@@ -82,6 +92,11 @@ def list_sweeps(experiment: str = "sweeps", tracking_uri: Optional[str] = None) 
 
 
 def _open(sweep_id: Optional[str], experiment: str, tracking_uri: Optional[str]) -> tuple[MlflowClient, runs.SweepRuns]:
+    for name, value, what in (("sweep_id", sweep_id, "a sweep's run id or a unique prefix of it"),
+                              ("experiment", experiment, "an experiment name"),
+                              ("tracking_uri", tracking_uri, "a store URI")):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be {what} (a str), not {type(value).__name__} {value!r}")
     client = runs.open_store(tracking_uri, runs.ARGUMENTS)
     found = runs.experiment_id(client, experiment, runs.ARGUMENTS)
     return client, runs.find_sweep(client, found, experiment, sweep_id, runs.ARGUMENTS)
@@ -98,14 +113,19 @@ def _job_rows(sweep: runs.SweepRuns, metric: str) -> list[dict]:
     return rows
 
 
-def _grouped(frame: pd.DataFrame, metric: Optional[str] = None) -> pd.DataFrame:
+def _grouped(frame: pd.DataFrame, metric: Optional[str] = None, stats: str = "t") -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"group_seeds takes the DataFrame sweeps.load_sweep returned, not "
+                        f"{type(frame).__name__} {frame!r:.60}")
     if "swept" not in frame.attrs or "metric" not in frame.attrs:
         raise CompareError("group_seeds: the frame does not say which keys were swept (frame.attrs['swept']); "
                            "pass the frame sweeps.load_sweep returned, or one filtered from it")
+    if stats not in stats_kinds:
+        raise CompareError(f"group_seeds: stats={stats!r}; use one of {', '.join(map(repr, stats_kinds))}")
     swept, metric = frame.attrs["swept"], metric or frame.attrs["metric"]
-    keys = [k for k in swept if k != "seed"]
-    records = [{k: v for k, v in row.items() if k != "seed"} for row in frame.to_dict("records")]
-    grouped = _frame(table.group_rows(records, keys, metric), keys)
+    keys = table.config_keys(swept)
+    records = [{k: v for k, v in row.items() if k not in REPEATED} for row in frame.to_dict("records")]
+    grouped = _frame(table.group_rows(records, keys, metric, stats), keys)
     grouped.attrs.update(frame.attrs, metric=metric, grouped_by=keys)
     return grouped
 

@@ -5,10 +5,12 @@
     python -m sweeps.compare --sweep 3f2a --metric val_accuracy
     python -m sweeps.compare --group-by reg,rate        # mean over the other swept keys (e.g. seeds)
     python -m sweeps.compare --no-group                 # one row per job even when seeds were swept
+    python -m sweeps.compare --stats bootstrap          # grouped rows: bootstrap intervals, P(beats the best)
     python -m sweeps.compare --format csv > jobs.csv    # for scripts: only the table, on stdout
 
-A sweep that ran several seeds (`seed=0,1,2`) is shown one row per configuration (every other swept
-key): n, mean ± 95 % CI, and whether Welch's t-test tells it from the best (see `table`).
+A sweep that ran several seeds (`seed=0,1,2`, or `repeat=3`: seeds and validation splits) is shown
+one row per configuration (every other swept key): n, mean ± 95 % CI, and whether Welch's t-test,
+Holm-Bonferroni corrected, tells it from the best (see `table` and `stats`).
 
 Reading the store is `runs`, the table `table`, the report folder `report`; this module is the
 command line around them. Errors a user can fix print one line and exit 2.
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from sweeps.errors import CompareError, SweepsError
+from sweeps.stats import KINDS
 
 if TYPE_CHECKING:  # MLflow and pandas are imported once the arguments are read (`--help` answers at once)
     from mlflow.tracking import MlflowClient
@@ -47,6 +50,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                "over the rest (default when seeds were swept: every swept key but seed)")
     grouping.add_argument("--no-group", action="store_true",
                           help="one row per job, even when the sweep ran several seeds")
+    parser.add_argument("--stats", choices=KINDS, default="t",
+                        help="grouped rows: t (default: mean, 95%% Student's t interval, Holm-corrected Welch "
+                             "ties) or bootstrap (also the percentile bootstrap interval and the probability "
+                             "of beating the best row, with its stratified bootstrap interval)")
     parser.add_argument("--wide", action="store_true",
                         help="every column in the terminal table (default: fit 120 characters)")
     parser.add_argument("--format", choices=["csv", "md", "json"],
@@ -78,22 +85,27 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
-    from sweeps import report, runs, table
+    from sweeps import mdtext, report, runs, table
 
     sweep = runs.find_sweep(client, experiment, args.experiment, args.sweep)
     if args.metric:  # the one a user typed must exist; the default ranks even a sweep with no metrics yet
         runs.check_metric(sweep, args.metric)
     args.metric = args.metric or table.default_metric(sweep)
     check_group_keys(sweep, args.group_by or [])
+    keys = table.grouping(sweep, args.group_by, group=not args.no_group)
+    if keys is None and args.stats != "t":
+        raise CompareError(f"--stats {args.stats}: sweep {sweep.id} has one job per configuration; group jobs "
+                           "(sweep seeds, e.g. repeat=3, or give --group-by KEYS) to compare groups")
     folder = report_folder(args.out or (None if args.format else Path("reports") / sweep.id))
     runs.load_histories(client, sweep, report.history_keys(args.metric))
-    keys = table.grouping(sweep, args.group_by, group=not args.no_group)
-    rows = table.sweep_rows(sweep, args.metric, keys)
+    rows = table.sweep_rows(sweep, args.metric, keys, args.stats)
     if args.format:
         sys.stdout.write(table.FORMATS[args.format](rows))
     else:
-        print(f"sweep {sweep.id} ({sweep.started}): {sweep.command}\n")
-        sys.stdout.write(table.to_text(rows, None if args.wide else table.TEXT_WIDTH, (table.sort_column(args.metric),)))
+        print(f"sweep {sweep.id} ({sweep.started}): {mdtext.visible(sweep.command)}\n")  # a tag: no escapes
+        rank = table.sort_column(args.metric)
+        keep = (rank, f"{rank}_boot95", "p_beats_best") if args.stats == "bootstrap" else (rank,)
+        sys.stdout.write(table.to_text(rows, None if args.wide else table.TEXT_WIDTH, keep))
         if keys is not None:
             note = table.grouping_note(sweep, keys, args.metric) + ("" if args.group_by else " --no-group: one row per job.")
             print("\n" + textwrap.fill(note, table.TEXT_WIDTH, break_on_hyphens=False))

@@ -147,6 +147,7 @@ class TrackingConfig:
     experiment: str = "sweeps"  # MLflow experiment name
     artifact_root: Optional[str] = None  # null: mlruns/artifacts next to a SQLite store
     log_model: bool = True  # save the trained model as an MLflow Keras model at `model`
+    lock_wait_s: float = 300.0  # a SQLite store locked by another process (a backup): wait this long, past MLflow's 20 s
 
 
 @dataclass
@@ -162,6 +163,7 @@ class Config:
     batch_size: int = 32  # mini-batch size
     epochs: int = 10  # training epochs
     seed: int = 0  # seeds Python, NumPy and TensorFlow
+    repeat: int = 0  # grid multirun: each configuration this many times, seed and data.val_seed +0..+K-1 (0 = off)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     cv: CVConfig = field(default_factory=CVConfig)  # k-fold cross-validation
     optimized_metric: str = RANK_METRIC  # metric the run returns, a search optimises and reports rank by
@@ -227,6 +229,13 @@ def check_overrides(overrides: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    from sweeps.mdtext import has_control, visible
+    from sweeps.redact import redact_text
+
+    for item in overrides:  # a newline would split the command the sweep records (and its report)
+        if has_control(item):
+            raise ConfigError(f"{redact_text(visible(item))}: a value holds a control character (a newline, tab "
+                              "or escape); give it on one line without them")
     schema = OmegaConf.structured(Config)
     keys = dotted_keys()
     root = conf_dir()
@@ -334,11 +343,111 @@ def validate(cfg: DictConfig) -> None:
     _check(spe is None or spe >= 1, "steps_per_execution", spe, "use an integer >= 1 or null (automatic)")
     _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "use an integer >= 1 or null")
     _check(cfg.cv.folds == 0 or cfg.cv.folds >= 2, "cv.folds", cfg.cv.folds, "use 0 (off) or at least 2")
+    _check(cfg.repeat == 0 or cfg.repeat >= 2, "repeat", cfg.repeat, "use 0 (off) or at least 2, e.g. repeat=3")
     _check(bool(RESULT_METRIC.match(cfg.optimized_metric)), "optimized_metric", cfg.optimized_metric,
            "use a logged result such as val_data_loss, val_accuracy, test_accuracy, test_mae or generalization_gap")
     n_hidden = len(cfg.model.hidden)
     _check_layers("reg.layers", cfg.reg.layers, n_hidden)
     _check_layers("dropout_layers", cfg.dropout_layers, n_hidden)
+    _check_every_value(cfg)
+    _check_metrics_apply(cfg)
+    _check_store_settings(cfg.tracking)
+
+
+# Every integer a job uses ends up in TensorFlow or NumPy as a 32-bit value (seeds, sizes, counts).
+INT_LIMIT = 2**31 - 1
+PARAM_LIMIT = 6000  # MLflow keeps at most this many characters of a param's value
+_UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")  # a path separator or control character in a name
+
+
+def _check_every_value(cfg: DictConfig) -> None:
+    """The range checks that hold for every key of a kind: integers within 32 bits, floats finite,
+    values short enough to be logged whole (one check per class, so a new key is covered too)."""
+    plain = {name: _plain(cfg[name]) for name in typing.get_type_hints(Config)}  # not Hydra's own node, if any
+    for key in dotted_keys():
+        value = _select(plain, key)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, bool) or item is None:
+                continue
+            if isinstance(item, int) and abs(item) > INT_LIMIT:
+                raise ConfigError(f"{key}={item} is out of range: use an integer of at most {INT_LIMIT} "
+                                  "(TensorFlow and NumPy take 32-bit values)")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{key}={item} is invalid: use a finite number")
+        if not isinstance(value, dict) and len(str(value)) > PARAM_LIMIT:
+            raise ConfigError(f"{key}: its value has {len(str(value))} characters and MLflow keeps at most "
+                              f"{PARAM_LIMIT} of a param; shorten it")
+    _check(not _UNSAFE_NAME.search(cfg.model.name), "model.name", repr(cfg.model.name),
+           "a name may not hold / or \\ or control characters (it names the run's files); e.g. model.name=mlp_64_32")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True, enum_to_str=True) if OmegaConf.is_config(value) else value
+
+
+def _select(plain: dict, key: str) -> Any:
+    node: Any = plain
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _check_metrics_apply(cfg: DictConfig) -> None:
+    """Metrics named by `optimized_metric` and `early_stopping.monitor` must be ones this job logs:
+    a validation metric needs validation data, accuracy a classifier, MAE a regression, cv_* folds."""
+    regression = cfg.data.name in REGRESSION
+    no_validation = cfg.data.validation == Validation.split and cfg.data.val_split == 0
+    for key, metric in (("optimized_metric", cfg.optimized_metric), ("early_stopping.monitor", cfg.early_stopping.monitor)):
+        if key == "early_stopping.monitor" and not cfg.early_stopping.enabled:
+            continue
+        if "accuracy" in metric and regression:
+            raise ConfigError(f"{key}={metric}: data={cfg.data.name.value} is a regression (it logs mae, not "
+                              f"accuracy); use {metric.replace('accuracy', 'mae')}")
+        if "mae" in metric and not regression:
+            raise ConfigError(f"{key}={metric}: data={cfg.data.name.value} is a classification (it logs accuracy, "
+                              f"not mae); use {metric.replace('mae', 'accuracy')}")
+        if metric.startswith(("val_", "best_val_")) and no_validation:
+            raise ConfigError(f"{key}={metric}: data.val_split=0 leaves no validation data to compute it; use "
+                              "data.val_split=0.1, data.validation=test, or a test_ or final_train_ metric")
+        if metric.startswith("cv_") and not cfg.cv.folds:
+            raise ConfigError(f"{key}={metric}: only a cross-validated job logs it; add cv.folds=5 or pick "
+                              "val_data_loss")
+
+
+# Tracking URI schemes MLflow opens (a `+driver` suffix is allowed: postgresql+psycopg://)
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+# Artifact locations that need an extra package: scheme -> (module, pip package)
+ARTIFACT_DRIVERS = {"s3": ("boto3", "boto3"), "gs": ("google.cloud.storage", "google-cloud-storage"),
+                    "wasbs": ("azure.storage.blob", "azure-storage-blob"),
+                    "abfss": ("azure.storage.filedatalake", "azure-storage-file-datalake"),
+                    "hdfs": ("pyarrow", "pyarrow")}
+
+
+def _check_store_settings(tracking: DictConfig) -> None:
+    """`tracking.uri` and `tracking.artifact_root` that cannot work, before anything is trained."""
+    import importlib.util
+
+    uri = tracking.uri
+    if uri is not None:
+        _check(bool(uri.strip()), "tracking.uri", repr(uri),
+               "leave it out (the store is then $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db) or give a URI")
+        scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+        if scheme and scheme not in STORE_SCHEMES + ("file",):  # file: and plain folders get their own message
+            from sweeps.redact import redact_uri
+
+            raise ConfigError(f"tracking.uri={redact_uri(uri)}: MLflow cannot open a {scheme}:// store; use "
+                              "sqlite:///path/mlflow.db, postgresql://..., mysql://... or http(s)://server")
+    root = tracking.artifact_root
+    scheme = root.split("://", 1)[0].lower() if root and "://" in root else ""
+    if scheme in ARTIFACT_DRIVERS:
+        module, package = ARTIFACT_DRIVERS[scheme]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise ConfigError(f"tracking.artifact_root={root}: {scheme}:// needs the {package} package; "
+                              f"pip install {package} (or leave tracking.artifact_root out)")
 
 
 def to_plain(cfg: DictConfig) -> dict:
@@ -346,6 +455,7 @@ def to_plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
+REGRESSION = (DatasetName.california_housing,)  # datasets whose target is a number (the others: a class)
 _READ_FROM_FILES = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fashion_mnist_csv,
                     DatasetName.california_housing)  # `data.root` is where their files are
 _OWN_TEST_SET = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fashion_mnist_csv)
@@ -371,6 +481,7 @@ _APPLIES_WHEN = {
     "early_stopping.min_delta": lambda c: c.early_stopping.enabled,
     "early_stopping.restore_best_weights": lambda c: c.early_stopping.enabled,
     "search": lambda c: c.search.trial is not None,
+    "repeat": lambda c: c.repeat > 0,
 }
 
 
@@ -388,7 +499,7 @@ def applicable(cfg: DictConfig) -> dict:
 
 
 # Keys that do not change what is trained, so they stay out of the config hash.
-_NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution", "optimized_metric")
+_NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution", "optimized_metric", "repeat")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import logging
+import math
 import os
 import struct
 import sys
@@ -25,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from sweeps.config import DataConfig, DatasetName, Scale, Validation
+from sweeps.config import REGRESSION, DataConfig, DatasetName, Scale, Validation
 from sweeps.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ CALIFORNIA = {
 }
 CSV_DEFAULTS = ("fashion-mnist_train.csv", "fashion-mnist_test.csv")  # Kaggle's file names
 N_PIXELS = 784
+N_CLASSES = 10  # the Kaggle CSV layout holds Fashion-MNIST: labels 0..9
 
 
 @dataclass
@@ -273,7 +275,18 @@ def read_pixel_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         row = int(values.isna().any(axis=1).to_numpy().argmax())
         raise DataError(f"{path}: non-numeric or empty value in data row {row + 1}; fix or re-export the file")
     arr = values.to_numpy()
-    return arr[:, 1:].astype(np.uint8), arr[:, 0].astype(np.int64)
+    pixels, labels = arr[:, 1:], arr[:, 0]
+    bad = ((pixels < 0) | (pixels > 255) | (pixels != np.round(pixels))).any(axis=1)
+    if bad.any():  # uint8 would wrap 256 around to 0 and cut 0.5 to 0, silently
+        row = int(bad.argmax())
+        raise DataError(f"{path}: data row {row + 1} has a pixel outside the grey levels 0..255 (or not a whole "
+                        "number); fix or re-export the file")
+    bad = (labels < 0) | (labels >= N_CLASSES) | (labels != np.round(labels))
+    if bad.any():  # a label of 12 would widen the model to 13 outputs, a negative one breaks the loss
+        row = int(bad.argmax())
+        raise DataError(f"{path}: data row {row + 1} has label {labels[row]:g}, not a class 0..{N_CLASSES - 1}; "
+                        "fix or re-export the file")
+    return pixels.astype(np.uint8), labels.astype(np.int64)
 
 
 def load_csv_dataset(name: str, root: Optional[str], train_file: str, test_file: str) -> Raw:
@@ -368,6 +381,18 @@ def _split(x, y, fraction: float, seed: int):
     return train_test_split(x, y, test_size=fraction, random_state=seed)
 
 
+def _check_test_split(cfg: DataConfig, y) -> None:
+    """The part a test split leaves must still hold a training and a validation example per class."""
+    from sweeps.errors import ConfigError
+
+    n = len(y)
+    left = n - math.ceil((cfg.test_split or 0.2) * n)  # sklearn's rounding
+    need = 2 * (1 if cfg.name in REGRESSION else len(np.unique(y)))
+    if left < need:
+        raise ConfigError(f"data.test_split={cfg.test_split} leaves {left} of {n} examples for training and "
+                          f"validation, fewer than {need}; use a smaller fraction, e.g. data.test_split=0.2")
+
+
 def _scale(kind: Scale, x_train, *others):
     x_train = x_train.astype(np.float32)
     others = [o.astype(np.float32) for o in others]
@@ -409,6 +434,7 @@ def _prepared(settings: tuple, env: tuple) -> Dataset:
     raw = _load_raw(cfg.name, cfg.root, cfg.train_file, cfg.test_file, circles, env)
     x, y, x_test, y_test = raw.x, raw.y, raw.x_test, raw.y_test
     if cfg.test_split is not None or x_test is None:
+        _check_test_split(cfg, y)
         x, x_test, y, y_test = _split(x, y, cfg.test_split or 0.2, cfg.test_seed)
     if cfg.limit:
         x, y = x[: cfg.limit], y[: cfg.limit]
@@ -418,7 +444,7 @@ def _prepared(settings: tuple, env: tuple) -> Dataset:
         x, x_val, y, y_val = _split(x, y, cfg.val_split, cfg.val_seed)
     else:
         x_val, y_val = x[:0], y[:0]
-    regression = cfg.name == DatasetName.california_housing
+    regression = cfg.name in REGRESSION
     _check_sizes(cfg, len(x), len(x_val), 1 if regression else len(np.unique(y)))
     x, x_val, x_test = _scale(cfg.scale, x, x_val, x_test)
     cast = (lambda a: a.astype(np.float32)) if regression else (lambda a: a.astype(np.int64))

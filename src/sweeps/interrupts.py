@@ -1,8 +1,10 @@
-"""Ctrl-C and SIGTERM always stop a job or a sweep, even when a library swallows the exception.
+"""Ctrl-C, SIGTERM and SIGHUP always stop a job or a sweep, even when a library swallows the exception.
 
-`handling()` installs, while it is active and only in the main thread, a handler for SIGINT and
-SIGTERM that remembers the signal and raises `KeyboardInterrupt`. Code that swallows a
-`KeyboardInterrupt` it did not expect (a broad `except` in a library, C code that checks for
+`handling()` installs, while it is active and only in the main thread, a handler for SIGINT,
+SIGTERM and SIGHUP (the terminal closed, an ssh connection dropped: Python's default would end the
+process on the spot, leaving its runs RUNNING) that remembers the signal and raises
+`KeyboardInterrupt`; a SIGHUP that `nohup` told the process to ignore stays ignored. Code that
+swallows a `KeyboardInterrupt` it did not expect (a broad `except` in a library, C code that checks for
 signals and turns them into its own error) cannot make the interrupt disappear: `check()` raises
 it again at the next safe point (every epoch end through `callbacks.StopOnInterrupt`, before each job,
 between launches). The remembered signal belongs to the process, like the signal itself.
@@ -24,6 +26,8 @@ _received: list[str] = []  # signals received while `handling()` was active (cle
 _depth = [0]  # how many `handling()` blocks are active (a job inside the launching process nests)
 _deferring = [0]  # how many `deferred()` blocks are active
 _held: list[str] = []  # the signal a `deferred()` block holds until it ends
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends the job or sweep KILLED, exit 128 + its number
+NAMES = tuple(s.name for s in SIGNALS)
 
 
 def _handler(signum: int, frame) -> None:
@@ -37,13 +41,15 @@ def _handler(signum: int, frame) -> None:
 
 @contextlib.contextmanager
 def handling() -> Iterator[None]:
-    """SIGINT/SIGTERM -> KeyboardInterrupt(<signal name>) while inside (main thread only; nests)."""
+    """SIGINT/SIGTERM/SIGHUP -> KeyboardInterrupt(<signal name>) while inside (main thread only; nests)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     if _depth[0] == 0:
         _received.clear()  # a pool worker starting its next job starts afresh
-    previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP ignored when we start is the user's choice (`nohup`: the sweep outlives its terminal), kept
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS
+                if not (s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN)}
     _depth[0] += 1
     try:
         yield
@@ -86,4 +92,4 @@ def check() -> None:
 
 
 def name_of(err: KeyboardInterrupt) -> str:
-    return err.args[0] if err.args and err.args[0] in ("SIGINT", "SIGTERM") else "SIGINT"
+    return err.args[0] if err.args and err.args[0] in NAMES else "SIGINT"

@@ -39,6 +39,7 @@ class JobContext:
     sweep_dir: Optional[str] = None  # absolute `hydra.sweep.dir` in a multirun; None for a single run
     parallel: int = 1  # jobs the launcher runs at once on this machine (for the thread share)
     number: Optional[int] = None  # `hydra.job.num` in a multirun (from 0): which job of the sweep this is
+    sweep_key: Optional[str] = None  # the key our sweeper gave the sweep (`sweep.assign_key`): finds the parent
 
     @classmethod
     def from_hydra(cls) -> "JobContext":
@@ -56,7 +57,8 @@ class JobContext:
 
         multirun = hc.mode == RunMode.MULTIRUN
         return cls(tuple(hc.overrides.task), sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd) if multirun else None,
-                   parallel_jobs(hc.launcher) if multirun else 1, hc.job.num if multirun else None)
+                   parallel_jobs(hc.launcher) if multirun else 1, hc.job.num if multirun else None,
+                   sweep.key_of(hc) if multirun else None)
 
 
 def parallel_jobs(launcher: DictConfig) -> int:
@@ -141,10 +143,10 @@ def find_parent(tracker: tracking.Tracker, job: JobContext):
     if job.sweep_dir is None:
         recovery.close_stale_runs(tracker)  # a sweep's launcher did this once for all its jobs
         return None
-    parent = sweep.find_parent(tracker, job.sweep_dir)
+    parent = sweep.find_parent(tracker, job.sweep_key)
     if parent is None:
-        log.warning("no RUNNING sweep for %s in the store: this job is tracked as a run of its own",
-                    job.sweep_dir)
+        log.warning("no RUNNING sweep for %s in the store (key %s): this job is tracked as a run of its own",
+                    job.sweep_dir, job.sweep_key)
     return parent
 
 
@@ -195,7 +197,7 @@ def record_failure(cfg: DictConfig, job: JobContext, err: BaseException) -> None
     """A job of a sweep that failed before opening its run still leaves a FAILED run under the parent."""
     try:
         tracker = tracking.connect(cfg.tracking)
-        parent = sweep.find_parent(tracker, job.sweep_dir)
+        parent = sweep.find_parent(tracker, job.sweep_key)
         if parent is None:
             return
         name, run_tags = job_identity(cfg, job, "", parent)
@@ -213,6 +215,9 @@ def store_lost(cfg: DictConfig, err: BaseException) -> Optional[str]:
         return None
     uri = tracking.resolve_uri(cfg.tracking.uri)
     problem = tracking.store_problem(uri)
+    if problem is None and tracking.locked(err):  # tracking.lock_wait_s ran out: every later job would wait as long
+        problem = (f"another process held the database locked for more than MLflow's 20 s and "
+                   f"tracking.lock_wait_s={cfg.tracking.get('lock_wait_s', tracking.LOCK_WAIT_S):g}")
     if problem is None:
         return None
     reason = tracking.redact_text(f"{problem}; {tracking.root_reason(err)}")

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -102,14 +103,20 @@ def _legend(ax, n: int, title: Optional[str] = None) -> None:
 
 
 def overlay_figure(curves: dict[str, list[float]], metric: str, title: str, legend_title: Optional[str] = None,
-                   styles: Optional[dict[str, Style]] = None):
-    """One line per job: the same metric over epochs; legend labels name the job's swept values."""
+                   styles: Optional[dict[str, Style]] = None, bands: Optional[dict[str, list[float]]] = None):
+    """One line per job: the same metric over epochs; legend labels name the job's swept values.
+    `bands`: label -> the half-width of a 95 % interval per epoch (NaN: none), drawn around that
+    label's curve (a mean over repeats) as a shaded band."""
     fig, ax = subplots(figsize=(8.5 if len(curves) > 6 else 7.5, 4.5))
     default = dict(zip(curves, colors(len(curves))))
     for label, values in curves.items():
         style = (styles or {}).get(label, Style(default[label]))
-        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label, color=style.color,
+        epochs = range(1, len(values) + 1)
+        ax.plot(epochs, values, marker="o", markersize=3, label=label, color=style.color,
                 linestyle="--" if style.baseline else "-", linewidth=2 if style.baseline else 1.5)
+        if label in (bands or {}):
+            mean, half = np.asarray(values, float), np.asarray(bands[label], float)
+            ax.fill_between(epochs, mean - half, mean + half, color=style.color, alpha=0.18, linewidth=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title)
@@ -193,6 +200,27 @@ def rate_figure(panels: list[RatePanel], title: str, legend_title: Optional[str]
                fontsize="small", title=legend_title)
     fig.suptitle(title + ("\n(mean and 95% confidence interval over the jobs of each point, e.g. seeds)"
                           if intervals else ""))
+    fig.tight_layout()
+    return fig
+
+
+def expected_best_figure(expected: list[float], observed: list[float], metric: str, title: str,
+                         higher_is_better: bool):
+    """The expected best `metric` after n = 1 .. N jobs (Dodge et al.; `stats.expected_best_curve`)
+    and the best so far in the order the jobs ran: a curve still rising (falling, for a loss) at N
+    says more trials would likely still help; a flat one that they would not."""
+    n = range(1, len(expected) + 1)
+    running = (np.maximum if higher_is_better else np.minimum).accumulate(np.asarray(observed, float))
+    fig, ax = subplots(figsize=(7.5, 4.5))
+    ax.plot(n, expected, marker="o", markersize=3, color="tab:blue",
+            label=f"expected best of n jobs drawn from the {len(expected)}")
+    ax.step(n, running, where="post", color="grey", linewidth=1, label="best so far, in the order they ran")
+    ax.set_xlabel("number of jobs (trials)")
+    ax.set_ylabel(f"best {metric.replace('_', ' ')} ({'max' if higher_is_better else 'min'})")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _integer_epochs(ax)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
 

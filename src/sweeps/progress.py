@@ -28,8 +28,12 @@ RESULT_KEYS = ("test_accuracy", "test_mae")  # shown at a job's end, after the r
 
 
 def say(line: str) -> None:
-    """One progress line on stderr, at once (stderr may be a pipe or a worker's log file)."""
-    print(line, file=sys.stderr, flush=True)
+    """One progress line on stderr, at once (stderr may be a pipe or a worker's log file); a line that
+    cannot be written (the terminal was closed: SIGHUP follows) is dropped, never a job's failure."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def duration(seconds: float) -> str:
@@ -98,8 +102,7 @@ class EpochProgress(keras.callbacks.Callback):
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         metrics.update({k: v for k, v in penalty(metrics).items() if v > 0})  # shown for penalized jobs only
         text = f"  epoch {epoch + 1}/{self.epochs}: {values(metrics, self.keys)} ({duration(now - self.started)})"
-        self.stream.write(f"\r\033[K{text}" if self.live else text + "\n")
-        self.stream.flush()
+        self._write(f"\r\033[K{text}" if self.live else text + "\n")
         self.last_line, self.open_line = now, self.live
 
     def on_train_end(self, logs=None):
@@ -108,6 +111,14 @@ class EpochProgress(keras.callbacks.Callback):
     def close(self) -> None:
         """End a live line with its newline (also after an interrupted `fit`, which skips on_train_end)."""
         if getattr(self, "open_line", False):
-            self.stream.write("\n")
-            self.stream.flush()
             self.open_line = False
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        """As `say`: a closed terminal (SIGHUP follows) loses the line, it never fails the job or
+        replaces the interrupt being handled."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError:
+            pass

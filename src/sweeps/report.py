@@ -8,6 +8,7 @@ support (say `rate` was not varied) is not drawn, and report.md says why.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,15 @@ from typing import Callable, Optional
 
 from mlflow.tracking import MlflowClient
 
-from sweeps import plots, report_html, runs, table
+from sweeps import plots, report_html, runs, stats, table, tags
+from sweeps.mdtext import code, text, visible
 from sweeps.config import higher_is_better
+from sweeps.repeats import REPEATED
 from sweeps.runs import Job, SweepRuns
 
 CURVES = ["data_loss", "val_data_loss", "penalty", "loss", "val_loss", "accuracy", "val_accuracy", "mae",
           "val_mae"]  # per-epoch keys the plots use
-NOT_A_SERIES = {"rate", "reg", "reg.kind", "seed"}  # swept keys that do not get their own line against rate
+NOT_A_SERIES = {"rate", "reg", "reg.kind", *REPEATED}  # swept keys that do not get their own line against rate
 MANIFEST = ".sweeps-report"  # in a report folder: the files the report wrote (cleared before the next one)
 
 
@@ -68,7 +71,7 @@ def write(folder: Path, sweep: SweepRuns, rows: list[dict], metric: str,
         files.append(_write(folder / "jobs.csv", table.to_csv(table.job_rows(sweep, metric))))
     drawn, skipped = draw(folder, sweep, metric)
     report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped, keys))
-    page = report_html.write(folder)  # the same report, plots embedded, for MLflow's artifact viewer
+    page = report_html.write(folder, [p.file for p in drawn])  # the same report, its plots embedded
     written = [report, page, *files, *(folder / p.file for p in drawn)]
     _write(folder / MANIFEST, "\n".join(path.name for path in written) + "\n")
     return written
@@ -102,9 +105,16 @@ def plots_for(sweep: SweepRuns, metric: str) -> list[Plot]:
         Plot("penalty.png", "Regularization penalty of every job (loss - data loss, per epoch)", overlay("penalty")),
         Plot(f"{second}.png", f"{nice(second).capitalize()} of every job", overlay(second)),
         Plot("train_vs_val.png", "Training vs validation loss, one panel per job", train_vs_val),
-        Plot(f"{metric}_vs_rate.png", f"Final {nice(metric)} against rate", metric_vs_rate),
+        Plot(f"{file_part(metric)}_vs_rate.png", f"Final {nice(metric)} against rate", metric_vs_rate),
         Plot("sparsity_vs_rate.png", "Kernel sparsity against rate, L1 vs L2", sparsity_vs_rate),
+        Plot("expected_best.png", f"How many jobs were needed: expected best {nice(metric)} of n jobs", expected_best),
     ]
+
+
+def file_part(name: str) -> str:
+    """A metric name as part of a file name: letters, digits, `_`, `.`, `-` only, no leading dot (the
+    name comes from the store; a file the report writes stays inside its folder)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "metric"
 
 
 def draw(folder: Path, sweep: SweepRuns, metric: str) -> tuple[list[Plot], list[tuple[Plot, str]]]:
@@ -143,15 +153,50 @@ def styles(sweep: SweepRuns) -> dict[str, plots.Style]:
     return plots.job_styles([(names[j.id], j.value("reg"), j.number("rate")) for j in sweep.jobs])
 
 
+def curve_groups(sweep: SweepRuns) -> dict[str, list[Job]]:
+    """Legend label -> the jobs drawn as one curve: each job alone, or in a sweep with repeats (seeds,
+    `repeat=K`: `table.grouping`) the repeats of each configuration, `reg=l1, rate=1e-3 (n=3)`."""
+    keys = table.grouping(sweep)
+    if keys is None:
+        return {label: [job] for job, label in zip(sweep.jobs, labels(sweep).values())}
+    groups: dict[str, list[Job]] = defaultdict(list)
+    for job in sweep.jobs:
+        groups[", ".join(f"{k}={job.value(k)}" for k in keys) or "every job"].append(job)
+    return {f"{label} (n={len(jobs)})": jobs for label, jobs in groups.items()}
+
+
 def overlay(key: str) -> Callable[[SweepRuns, str], object]:
+    """One curve per job, or per configuration with repeats: their mean with a 95 % band."""
     def build(sweep: SweepRuns, metric: str):
-        names = labels(sweep)
-        curves = {names[j.id]: j.history[key] for j in sweep.jobs if j.history.get(key)}
+        groups = curve_groups(sweep)
+        curves, bands = {}, {}
+        for label, jobs in groups.items():
+            series = [j.history[key] for j in jobs if j.history.get(key)]
+            if len(series) == 1:
+                curves[label] = series[0]
+            elif series:
+                curves[label], bands[label] = stats.mean_band(series)
         if not any(v for values in curves.values() for v in values):  # e.g. no penalty anywhere
             raise SkipPlot(f"no job logged a nonzero {key} per epoch")
-        return plots.overlay_figure(curves, nice(key), f"{nice(key).capitalize()} of every job", styles=styles(sweep))
+        style = plots.job_styles([(label, jobs[0].value("reg"), jobs[0].number("rate"))
+                                  for label, jobs in groups.items()])
+        title = f"{nice(key).capitalize()} of every job" + (", mean and 95% interval over repeats" if bands else "")
+        return plots.overlay_figure(curves, nice(key), title, styles=style, bands=bands)
 
     return build
+
+
+def expected_best(sweep: SweepRuns, metric: str):
+    """Dodge et al.'s expected best `metric` of n jobs drawn from the sweep's, n = 1 .. N (finished,
+    not pruned, in the order they ran), and the best so far."""
+    values = [job.metrics.get(metric) for job in sweep.jobs
+              if job.status == "FINISHED" and tags.PRUNED_AT not in job.run.data.tags]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if len(values) < 3:
+        raise SkipPlot(f"fewer than 3 finished jobs logged {metric}")
+    higher = higher_is_better(metric)
+    return plots.expected_best_figure(stats.expected_best_curve(values, higher), values, nice(metric),
+                                      f"Expected best final {nice(metric)} of n jobs (Dodge et al.)", higher)
 
 
 def train_vs_val(sweep: SweepRuns, metric: str):
@@ -234,20 +279,51 @@ def markdown(sweep: SweepRuns, rows: list[dict], metric: str, drawn: list[Plot],
              skipped: list[tuple[Plot, str]], keys: Optional[list[str]] = None) -> str:
     parts = [header(sweep, rows, metric)]
     if keys is None:
-        parts.append(f"## Jobs, best {metric} first\n\n{table.to_markdown(rows)}")
+        parts.append(f"## Jobs, best {text(metric)} first\n\n{table.to_markdown(rows)}")
     else:
-        parts += [f"## Configurations, best mean {metric} first\n\n{table.grouping_note(sweep, keys, metric)} "
-                  f"Every job: the next table, or `python -m sweeps.compare --sweep {sweep.id} --no-group`.\n\n"
+        parts += [f"## Configurations, best mean {text(metric)} first\n\n{text(table.grouping_note(sweep, keys, metric))} "
+                  f"Every job: the next table, or {code(f'python -m sweeps.compare --sweep {sweep.id} --no-group')}.\n\n"
                   f"{table.to_markdown(rows)}",
-                  f"## Every job, best {metric} first\n\n{table.to_markdown(table.job_rows(sweep, metric))}"]
+                  certainty(sweep, metric, keys),
+                  f"## Every job, best {text(metric)} first\n\n{table.to_markdown(table.job_rows(sweep, metric))}"]
     failed = [j for j in sweep.jobs if j.status != "FINISHED"]
     if failed:
         parts.append("## Jobs that did not finish\n\n" + "".join(
-            f"- `{j.label()}`: {j.status}{': ' + j.error.splitlines()[0] if j.error else ''}\n" for j in failed))
-    parts += [f"## {p.title}\n\n![{p.title}]({p.file})\n" for p in drawn]
-    if skipped:
-        parts.append("## Not drawn\n\n" + "".join(f"- {p.title}: {why}\n" for p, why in skipped))
+            f"- {code(j.label())}: {j.status}{': ' + text(j.error.splitlines()[0]) if (j.error or '').strip() else ''}\n"
+            for j in failed))
+    parts += [f"## {text(p.title)}\n\n![{alt(p.title)}]({p.file})\n" for p in drawn]
+    if skipped:  # the reasons are ours (Markdown), the titles may name a metric from the store
+        parts.append("## Not drawn\n\n" + "".join(f"- {text(p.title)}: {why}\n" for p, why in skipped))
     return "\n".join(parts)
+
+
+def certainty(sweep: SweepRuns, metric: str, keys: list[str]) -> str:
+    """"How sure is the answer": the ranking metric of each row with its t and bootstrap intervals,
+    the probability of beating the best row, and the Holm-corrected test behind the ties."""
+    rows = table.sweep_rows(sweep, metric, keys, "bootstrap")
+    rank = table.sort_column(metric)
+    shown = [*keys, "n", f"{rank}_mean", f"{rank}_ci95", f"{rank}_boot95_low", f"{rank}_boot95_high", "p_beats_best",
+             "p_beats_best_low", "p_beats_best_high", "p_vs_best_holm", "tied_with_best"]
+    tested = sum(1 for row in rows if (row.get("n") or 0) >= 2)
+    pairs = tested * (tested - 1) // 2
+    over = [k for k in sweep.swept if k not in keys]
+    varied = (table.sources_note(sweep, over).strip()
+              or f"The jobs of a row differ in {', '.join(over) or 'nothing swept'}.")
+    note = (f"{rank} of each row: its mean ± the 95% Student's t interval; [low, high] after it, the 95% percentile "
+            f"bootstrap interval of the mean ({stats.N_BOOT:,} resamples: no normality assumed, but too narrow with 3 "
+            f"to 5 jobs); p_beats_best, the probability that a job of the row does better than a job of the best row "
+            f"(ties count half, 0.5 = no difference; Agarwal et al. 2021), with its 95% stratified bootstrap "
+            f"interval; p_vs_best_holm, the p-value of Welch's t-test against the best row, Holm-Bonferroni adjusted "
+            f"over the {pairs} pair{'s' * (pairs != 1)} of the {tested} rows with 2 or more jobs: tied_with_best "
+            f"when it is 0.05 or more (family-wise 5%). {varied}")
+    return (f"## How sure is the answer\n\n{text(note)} The same numbers: "
+            f"{code(f'python -m sweeps.compare --sweep {sweep.id} --stats bootstrap')}; what each one is: "
+            f"docs/statistics.md.\n\n{table.to_markdown([{k: row.get(k) for k in shown} for row in rows])}")
+
+
+def alt(title: str) -> str:
+    """A plot's title as the text of its image line (no brackets or escapes: the line stays an image)."""
+    return re.sub(r"[\[\]()\\`*!<>|]", "", visible(title))
 
 
 def ranking_note(metric: str) -> str:
@@ -255,22 +331,25 @@ def ranking_note(metric: str) -> str:
     if "data_loss" in metric:
         return " (the data term alone: Keras' `loss` adds the penalty, which would favour weak regularization)"
     if metric.endswith("loss") and metric != "data_loss":
-        return (f" (includes the regularization penalty; `--metric {metric.replace('loss', 'data_loss')}` ranks on the "
+        return (f" (includes the regularization penalty; {code('--metric ' + metric.replace('loss', 'data_loss'))} ranks on the "
                 "data term, for sweeps that logged it)")
     return ""
 
 
 def header(sweep: SweepRuns, rows: list[dict], metric: str) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(sweep.status_counts().items()))
-    lines = [f"# Sweep `{sweep.command}`\n",
-             f"- sweep `{sweep.id}` in experiment `{sweep.experiment}`, started {sweep.started}",
-             f"- command: `python -m sweeps.train -m {sweep.command}`",
-             f"- jobs: {len(sweep.jobs)} ({counts or 'none'})",
-             f"- ranked by `{metric}`, {'higher' if higher_is_better(metric) else 'lower'} is better{ranking_note(metric)}"]
+    # The command, names and values come from the store (anyone can tag a run on a team server): as
+    # code spans or escaped text, never Markdown of their own (see mdtext).
+    lines = [f"# Sweep {code(sweep.command)}\n",
+             f"- sweep {code(sweep.id)} in experiment {code(sweep.experiment)}, started {sweep.started}",
+             f"- command: {code('python -m sweeps.train -m ' + sweep.command)}",
+             f"- jobs: {len(sweep.jobs)} ({text(counts or 'none')})",
+             f"- ranked by {code(metric)}, {'higher' if higher_is_better(metric) else 'lower'} is better{ranking_note(metric)}"]
     if rows and rows[0].get(table.rank_column(rows, metric)) is not None:
         best = rows[0]
         values = [f"{k}={best[k]}" for k in sweep.swept if k in best] + ([f"n={best['n']}"] if "n" in best else [])
         shown = table.reading([best])[0][table.sort_column(metric)]  # mean ± CI for grouped rows
-        lines.append(f"- best {metric}: {table.fmt(shown)} ({', '.join(values) or best.get('run_name', '')})")
-    lines.append(f"- again: `python -m sweeps.compare --sweep {sweep.id}`")
+        lines.append(f"- best {text(metric)}: {text(table.fmt(shown))} "
+                     f"({text(', '.join(values) or best.get('run_name', ''))})")
+    lines.append(f"- again: {code(f'python -m sweeps.compare --sweep {sweep.id}')}")
     return "\n".join(lines) + "\n"

@@ -13,9 +13,12 @@ import base64
 import html
 import re
 from pathlib import Path
+from typing import Iterable
 
 IMAGE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<src>[^)\s]+)\)$")
-INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)")
+# A backslash escape, a code span (fenced by a run of backticks), **bold**, [a link](url).
+INLINE = re.compile(r"\\([!-/:-@\[-`{-~])|(?<!`)(`+)(?!`)(.+?)(?<!`)\2(?!`)|\*\*([^*]+)\*\*"
+                    r"|\[([^\]]+)\]\(([^)\s]+)\)")
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -53,17 +56,19 @@ document.querySelectorAll('table').forEach(function (table) {
 """
 
 
-def write(folder: Path) -> Path:
-    """report.html next to report.md in `folder`, with the images report.md shows embedded."""
+def write(folder: Path, figures: Iterable[str]) -> Path:
+    """report.html next to report.md in `folder`, with the images report.md shows embedded: only
+    those among `figures`, the names of the files the report drew in `folder`."""
     markdown = (folder / "report.md").read_text()
-    page = render(markdown, folder)
+    page = render(markdown, folder, figures)
     path = folder / "report.html"
     path.write_text(page)
     return path
 
 
-def render(markdown: str, folder: Path) -> str:
-    """The page for `markdown`; images are read from `folder`."""
+def render(markdown: str, folder: Path, figures: Iterable[str] = ()) -> str:
+    """The page for `markdown`; images are read from `folder`, those named in `figures` only."""
+    figures = frozenset(figures)
     lines = markdown.splitlines()
     title = next((line[2:].strip() for line in lines if line.startswith("# ")), "sweep report")
     body, i = [], 0
@@ -83,14 +88,14 @@ def render(markdown: str, folder: Path) -> str:
                 i += 1
             body.append("<ul>" + "".join(items) + "</ul>")
             continue
-        body.append(_line(line.strip(), folder))
+        body.append(_line(line.strip(), folder, figures))
         i += 1
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(_plain(title))}</title>"
             f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(b for b in body if b)
             + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
 
 
-def _line(line: str, folder: Path) -> str:
+def _line(line: str, folder: Path, figures: frozenset[str]) -> str:
     if not line:
         return ""
     heading = re.match(r"^(#{1,4}) (.*)$", line)
@@ -99,13 +104,17 @@ def _line(line: str, folder: Path) -> str:
         return f"<h{level}>{_inline(heading.group(2))}</h{level}>"
     image = IMAGE.match(line)
     if image:
-        return _figure(image.group("alt"), folder / image.group("src"))
+        return _figure(image.group("alt"), image.group("src"), folder, figures)
     return f"<p>{_inline(line)}</p>"
 
 
-def _figure(alt: str, path: Path) -> str:
-    if not path.is_file():
-        return f"<p><em>{html.escape(alt)}: {html.escape(path.name)} is missing</em></p>"
+def _figure(alt: str, name: str, folder: Path, figures: frozenset[str]) -> str:
+    """A figure the report drew, embedded; anything else named by an image line stays text."""
+    if name not in figures or Path(name).name != name or name in (".", ".."):
+        return f"<p>{html.escape(f'![{alt}]({name})')}</p>"  # as typed: neither read nor a link
+    path = folder / name
+    if path.is_symlink() or not path.is_file():
+        return f"<p><em>{html.escape(alt)}: {html.escape(name)} is missing</em></p>"
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{html.escape(alt)}</figcaption></figure>")
@@ -124,16 +133,20 @@ def _cells(row: str) -> list[str]:
     inner = row.strip()
     inner = inner[1:] if inner.startswith("|") else inner
     inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
+    return [c.strip() for c in re.split(r"(?<!\\)\|", inner)]  # `\|` stays: _inline reads the escape
 
 
 def _inline(text: str) -> str:
-    """Escape, then `code`, **bold** and [links](url) (http(s) and relative links only)."""
+    """Escape, then backslash escapes, `code`, **bold** and [links](url) (http(s) and relative links only)."""
     out, last = [], 0
     for match in INLINE.finditer(text):
         out.append(html.escape(text[last:match.start()]))
-        code, bold, label, url = match.groups()
-        if code is not None:
+        escaped, _, code, bold, label, url = match.groups()
+        if escaped is not None:
+            out.append(html.escape(escaped))
+        elif code is not None:
+            if code.startswith(" ") and code.endswith(" ") and code.strip():
+                code = code[1:-1]  # CommonMark: one space each side is padding
             out.append(f"<code>{html.escape(code)}</code>")
         elif bold is not None:
             out.append(f"<strong>{html.escape(bold)}</strong>")

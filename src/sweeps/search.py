@@ -38,7 +38,8 @@ from omegaconf import DictConfig
 from sweeps import interrupts, tags
 from sweeps.config import metric_direction, validate
 from sweeps.errors import ConfigError
-from sweeps.redact import redact_uri
+from sweeps.mdtext import code, text
+from sweeps.redact import redact_text, redact_uri
 from sweeps.sweeper import Plan, TrackedSweeper
 from sweeps.tracking import resolve_uri, sqlite_path
 
@@ -155,6 +156,21 @@ def default_storage(tracking_uri: str) -> str:
     return f"sqlite:///{db.parent / 'optuna.db'}"
 
 
+def check_storage(storage: str, tracking_uri: str) -> None:
+    """The study's storage must be a database URL of its own: Optuna would create its tables inside
+    MLflow's database if given that one."""
+    if "://" not in storage:
+        raise ConfigError(f"hydra.sweeper.storage={redact_uri(storage)}: not a database URL; use e.g. "
+                          "sqlite:///optuna.db or postgresql+psycopg://user@host/optuna")
+    same = storage == tracking_uri
+    db, tracking_db = sqlite_path(storage), sqlite_path(tracking_uri)
+    if db is not None and tracking_db is not None:
+        same = db.expanduser().resolve() == tracking_db.expanduser().resolve()
+    if same:
+        raise ConfigError(f"hydra.sweeper.storage={redact_uri(storage)} is the tracking store's own database; give "
+                          "the study a database of its own, e.g. the default (optuna.db beside a SQLite store)")
+
+
 STUDY_FORMAT = 2  # bumped when what trials report changes (2: data loss by default, epochs from 1)
 
 
@@ -215,12 +231,21 @@ class Search:
             raise ConfigError(f"hydra.sweeper.direction={direction}: use minimize or maximize (or leave it out)")
         space, fixed = parse_space(items)
         check_space(hydra_context, config, space, fixed)
-        storage = storage or default_storage(resolve_uri(config.tracking.uri))
+        tracking_uri = resolve_uri(config.tracking.uri)
+        storage = storage or default_storage(tracking_uri)
+        check_storage(storage, tracking_uri)
         name = study_name or study_name_for(str(config.tracking.experiment), items, str(config.optimized_metric))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                    sampler=make_sampler(sampler, seed, space), pruner=make_pruner(pruner),
-                                    direction=direction or metric_direction(str(config.optimized_metric)))
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                        sampler=make_sampler(sampler, seed, space), pruner=make_pruner(pruner),
+                                        direction=direction or metric_direction(str(config.optimized_metric)))
+        except ConfigError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a bad URL, a corrupt file, a database that does not answer
+            reason = redact_text(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+            raise ConfigError(f"hydra.sweeper.storage={redact_uri(storage)}: Optuna cannot open it ({reason[:300]}); "
+                              "give a SQLite file (sqlite:///optuna.db) or a database every worker reaches") from None
         search = cls(config, study, space, fixed, n_trials, n_jobs, pruner, storage)
         search.close_stale()
         search.remaining = max(0, n_trials - search.counted())
@@ -312,16 +337,16 @@ class Search:
                   (("complete", state.COMPLETE), ("pruned", state.PRUNED), ("failed", state.FAIL))}
         for name, n in counts.items():
             self.client.log_metric(parent_run_id, f"trials_{name}", n)
-        lines = [f"## Search: study `{self.study.study_name}`\n",
+        lines = [f"## Search: study {code(self.study.study_name)}\n",
                  f"- {len(trials)} trial(s): {counts['complete']} complete, {counts['pruned']} pruned, "
-                 f"{counts['failed']} failed; {self.study.direction.name.lower()} {self.metric}"]
+                 f"{counts['failed']} failed; {self.study.direction.name.lower()} {text(self.metric)}"]
         if counts["complete"]:
             best = self.study.best_trial
             self.client.log_metric(parent_run_id, f"best_{self.metric}", best.value)
             for key, value in best.params.items():
                 self.client.set_tag(parent_run_id, f"sweeps.best.{key}", str(value))
-            lines.append(f"- best: trial {best.number}, {self.metric} = {best.value:.4g}, "
-                         + ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items()))
+            lines.append(f"- best: trial {best.number}, {text(self.metric)} = {best.value:.4g}, "
+                         + text(", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())))
         for file, title, draw in _plots():
             try:
                 with warnings.catch_warnings():
@@ -334,7 +359,7 @@ class Search:
                 plt.close(figure)
                 lines.append(f"\n### {title}\n\n![{title}]({file})")
             except Exception as err:  # noqa: BLE001 - e.g. importances need two complete trials
-                lines.append(f"\n- {title}: not drawn ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
+                lines.append(f"\n- {title}: not drawn ({text(str(err).splitlines()[0] if str(err) else type(err).__name__)})")
         return "\n".join(lines) + "\n"
 
     def summary(self) -> str:

@@ -2,12 +2,14 @@
 
     python -m sweeps.server                       # PostgreSQL in mlruns/server/postgres, UI + API on 127.0.0.1:5000
     python -m sweeps.server --host 0.0.0.0        # reachable by other machines (see README: working as a team)
+    python -m sweeps.server --ui STORE            # `make ui`: the runs table's link, then STORE served (no PostgreSQL)
 
 The PostgreSQL cluster is Debian's `postgresql` run as a plain server process (`initdb` once, then
 `pg_ctl start` on its own port and socket folder; no systemd, no root: as root it runs as the
 `postgres` user, which PostgreSQL requires). The server stores artifacts itself
 (`--artifacts-destination`), so workers need only the server's URL, not a shared disk. Ctrl-C
-stops the server and the database.
+stops the server and the database. Both start only MLflow's web server (`mlflow_command`): no
+job runner or job-queue consumers for MLflow's GenAI jobs, and one or two web workers, not four.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from sweeps.errors import SweepsError
 
@@ -95,15 +98,50 @@ class Postgres:
         self._run(pg_bin("pg_ctl"), "-D", str(self.folder), "-m", "fast", "-w", "stop", check=False)
 
 
+UI_WORKERS = 1  # `make ui`: one person browsing; one uvicorn process serves the page's requests on its threads
+TEAM_WORKERS = 2  # `make server`: several machines logging at once
+
+
+def mlflow_command(store_uri: str, host: str, port: int, workers: int, artifacts: Optional[Path] = None,
+                   allowed_hosts: str = "") -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `mlflow server` for `make ui` (`artifacts` None: MLflow's
+    default) and `make server`: only what browsing and tracking need. Each option or variable set
+    here is public in MLflow (`mlflow server --help`, `mlflow.environment_variables`); one the user
+    exported wins, except the store."""
+    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", host, "--port", str(port)]
+    if artifacts is not None:
+        command += ["--artifacts-destination", str(artifacts)]
+    if allowed_hosts:  # MLflow 3 answers only requests addressed to localhost unless told otherwise
+        command += ["--allowed-hosts", allowed_hosts]
+    env = dict(os.environ)
+    # --backend-store-uri's variable, not the command line: `ps` shows command lines to every user, and
+    # STORE may hold a password.
+    env["MLFLOW_BACKEND_STORE_URI"] = store_uri
+    # --workers' variable: uvicorn worker processes, 4 by default at ~250 MB each.
+    env.setdefault("MLFLOW_WORKERS", str(workers))
+    # MLflow's GenAI jobs (LLM judges, scorers, trace roll-ups): a job runner and 7 job-queue
+    # consumers, ~230 MB each; sweeps logs no traces and runs no judges.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return command, env
+
+
 def mlflow_server(store_uri: str, artifacts: Path, host: str, port: int, allowed_hosts: str = "",
                   **popen) -> subprocess.Popen:
     """`mlflow server` on `store_uri` with artifacts proxied from `artifacts` (a new process group)."""
     artifacts.mkdir(parents=True, exist_ok=True)
-    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", host, "--port", str(port),
-               "--workers", "2", "--backend-store-uri", store_uri, "--artifacts-destination", str(artifacts)]
-    if allowed_hosts:  # MLflow 3 answers only requests addressed to localhost unless told otherwise
-        command += ["--allowed-hosts", allowed_hosts]
-    return subprocess.Popen(command, start_new_session=True, **popen)
+    command, env = mlflow_command(store_uri, host, port, TEAM_WORKERS, artifacts, allowed_hosts)
+    return subprocess.Popen(command, env=env, start_new_session=True, **popen)
+
+
+def serve_ui(store: str, host: str, port: int, allowed_hosts: str = "") -> None:
+    """`make ui`: print the link to the runs table of experiment `sweeps` in `store` (not `store`
+    itself: it may hold a password), then become `mlflow server` on it (exec: no process left between
+    the terminal's Ctrl-C and MLflow)."""
+    from sweeps.tracking import ui_hint  # MLflow: not for --help or the team server
+
+    print(ui_hint(store, host, str(port)), flush=True)
+    command, env = mlflow_command(store, host, port, UI_WORKERS, allowed_hosts=allowed_hosts)
+    os.execve(command[0], command, env)
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -122,6 +160,15 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
             continue
 
 
+def exposed_without_names(host: str, allowed_hosts: str) -> Optional[str]:
+    """Listening for other machines without --allowed-hosts: MLflow 3 then answers them 403 (it accepts
+    only requests addressed to localhost) while /health still says OK. Said at start, not found later."""
+    if host in ("127.0.0.1", "localhost", "::1") or allowed_hosts:
+        return None
+    return (f"--host {host} without --allowed-hosts: MLflow answers 403 to every other machine; add "
+            "--allowed-hosts with the names they use, e.g. --allowed-hosts 'gpu-box.lab,gpu-box.lab:5000'")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="mlruns/server", help="where the database and the artifacts live")
@@ -131,7 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allowed-hosts", default="",
                         help="host names other machines use to reach the server (MLflow's --allowed-hosts), "
                              "e.g. 'gpu-box.lab,gpu-box.lab:5000'")
+    parser.add_argument("--ui", metavar="STORE",
+                        help="what `make ui` runs: print the link to the runs table, then serve this tracking "
+                             "store (e.g. sqlite:///mlruns/mlflow.db) as MLflow's UI; no PostgreSQL, --dir unused")
     args = parser.parse_args(argv)
+    unreachable = exposed_without_names(args.host, args.allowed_hosts)
+    if unreachable:
+        print(f"warning: {unreachable}", file=sys.stderr)
+    if args.ui is not None:
+        serve_ui(args.ui, args.host, args.port, args.allowed_hosts)  # returns only by raising
     folder = Path(args.dir).resolve()
     db = Postgres(folder / "postgres", args.db_port)
     previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),

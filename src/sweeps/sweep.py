@@ -2,13 +2,18 @@
 
 The sweep lives in the tracking store, not in any process's memory:
 
+- `assign_key()` (our sweepers, before any job is composed) gives the sweep a unique key and adds
+  it to the overrides every job's config is composed with (`hydra.job.env_set.SWEEPS_SWEEP_KEY`):
+  so every job carries it, whatever runs it (this process, a pool worker, a fresh process, a
+  SLURM job on another machine), and so does its environment (Hydra's `run_job` sets env_set).
 - `run()` (called by our sweepers, in the launching process, before any launcher starts) checks
-  every job's config, creates the parent run tagged with the sweep's folder (`sweeps.sweep_dir`,
-  absolute), launches the jobs, and at the end reads them back from the store to write the
-  counts, the report and the final status (FINISHED, FAILED, or KILLED after Ctrl-C/SIGTERM).
-- `find_parent()` is how a job, in the launching process, a pool worker, a fresh process or
-  another machine, finds its parent: the RUNNING sweep run whose `sweeps.sweep_dir` is the job's
-  own `hydra.sweep.dir` (Hydra resolves `${now:}` once and hands every job the same value).
+  every job's config, creates the parent run tagged with that key (`sweeps.sweep_key`) and the
+  sweep's folder (`sweeps.sweep_dir`, absolute, for reading), launches the jobs, and at the end
+  reads them back from the store to write the counts, the report and the final status
+  (FINISHED, FAILED, or KILLED after Ctrl-C/SIGTERM).
+- `find_parent()` is how a job finds its parent: the RUNNING sweep run with the job's key. Not by
+  folder: the default folder has a one-second resolution, and two sweeps started in the same
+  second from one folder (a script, two terminals) would share it, and one parent.
 - `record_failed_job()` leaves a FAILED run for a job that failed before its own run was opened,
   so the report shows every job the sweep launched.
 """
@@ -23,6 +28,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
@@ -39,6 +45,25 @@ from sweeps.tracking import (CleanUp, Tracker, best_effort, connect, process_tag
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0  # after Ctrl-C: how long workers get to end their runs before they are killed
+KEY_ENV = "SWEEPS_SWEEP_KEY"  # the sweep's key: in every job's `hydra.job.env_set`, so in its environment too
+
+
+def assign_key(config: DictConfig) -> str:
+    """A new key for the sweep of `config` (Hydra's master config), handed to every job: added to the
+    Hydra overrides each job's config is composed with, and to `config` itself; returns it."""
+    from omegaconf import open_dict, read_write
+
+    key = uuid.uuid4().hex
+    with read_write(config), open_dict(config):
+        config.hydra.overrides.hydra.append(f"+hydra.job.env_set.{KEY_ENV}={key}")
+        config.hydra.job.env_set[KEY_ENV] = key
+    return key
+
+
+def key_of(hydra: DictConfig) -> Optional[str]:
+    """The sweep key a job's (or the master's) `hydra` node carries (None: not launched by our sweepers)."""
+    env_set = OmegaConf.select(hydra, "job.env_set") or {}
+    return env_set.get(KEY_ENV) or None
 
 
 def absolute_dir(sweep_dir: str, cwd: Optional[str] = None) -> str:
@@ -47,11 +72,13 @@ def absolute_dir(sweep_dir: str, cwd: Optional[str] = None) -> str:
 
 
 def open_parent(tracker: Tracker, command: str, sweep_dir: str, swept: list[str], n_jobs: int,
-                extra_tags: Optional[dict] = None) -> str:
-    """Create the sweep's parent run (RUNNING until `finish`), with `extra_tags`; returns its id."""
+                extra_tags: Optional[dict] = None, key: Optional[str] = None) -> str:
+    """Create the sweep's parent run (RUNNING until `finish`), found by its jobs by `key` (see
+    `assign_key`), with `extra_tags`; returns its id."""
     run = tracker.client.create_run(
         tracker.experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={tags.KIND: "sweep", tags.COMMAND: redact_text(command), tags.SWEEP_DIR: sweep_dir,
+              **({tags.SWEEP_KEY: key} if key else {}),
               tags.SWEPT: json.dumps(swept), tags.JOBS: str(n_jobs), **process_tags(), **(extra_tags or {})})
     run_id = run.info.run_id
     tracker.client.set_tag(run_id, tags.SWEEP, run_id)
@@ -59,13 +86,15 @@ def open_parent(tracker: Tracker, command: str, sweep_dir: str, swept: list[str]
     return run_id
 
 
-def find_parent(tracker: Tracker, sweep_dir: str) -> Optional[Run]:
-    """The RUNNING parent run of the sweep whose folder is `sweep_dir` (None outside our sweepers)."""
+def find_parent(tracker: Tracker, key: Optional[str]) -> Optional[Run]:
+    """The RUNNING parent run of the sweep whose key is `key` (None outside our sweepers)."""
+    if not key or not key.isalnum():  # ours are hex; anything else finds nothing (and goes into no filter)
+        return None
     found = tracker.client.search_runs(
         [tracker.experiment_id],
-        f"tags.`{tags.KIND}` = 'sweep' and tags.`{tags.SWEEP_DIR}` = '{sweep_dir}' and attributes.status = 'RUNNING'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    return found[0] if found else None
+        f"tags.`{tags.KIND}` = 'sweep' and tags.`{tags.SWEEP_KEY}` = '{key}' and attributes.status = 'RUNNING'",
+        max_results=2)
+    return found[0] if len(found) == 1 else None
 
 
 def swept_of(parent: Run) -> list[str]:
@@ -157,7 +186,9 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
                 section = report_extra(parent_run_id, Path(tmp))
                 with open(Path(tmp) / "report.md", "a") as fh:
                     fh.write("\n" + section)
-                report_html.write(Path(tmp))  # again, with the extra section
+                # again, with the extra section; the figures: every plot in this fresh folder, all drawn by
+                # the report and the extra section (never a path named in the text)
+                report_html.write(Path(tmp), [p.name for p in Path(tmp).glob("*.png")])
             client.log_artifacts(parent_run_id, tmp)
     except Exception:  # the report must never hide the jobs' own outcome
         log.exception("could not write the sweep report")
@@ -237,13 +268,14 @@ def run(config: DictConfig, batches: Iterable[list[list[str]]], swept: list[str]
     sweep KILLED; a launcher that fails (a worker process died) fails the jobs it took down, and
     the jobs it never started are launched again.
     """
+    key = key_of(config.hydra) or assign_key(config)  # our sweepers assign it before composing any job
     tracker = connect(config.tracking)
     recovery.close_stale_runs(tracker)
     sweep_dir = absolute_dir(str(config.hydra.sweep.dir))
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     (Path(sweep_dir) / "multirun.yaml").write_text(redact_text(OmegaConf.to_yaml(config)))  # Hydra's file, scrubbed
     command = " ".join(config.hydra.overrides.task)
-    parent = open_parent(tracker, command, sweep_dir, swept, planned, parent_tags)
+    parent = open_parent(tracker, command, sweep_dir, swept, planned, parent_tags, key)
     launched = index = 0  # distinct jobs handed to the launcher; Hydra job numbers used (relaunches get new ones)
     relaunch = local_launcher(config)
     try:

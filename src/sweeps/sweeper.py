@@ -24,7 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from sweeps import sweep
+from sweeps import repeats, sweep
 from sweeps.config import config_hash, validate
 from sweeps.errors import ConfigError, StoreUnavailable, SweepsError
 
@@ -153,6 +153,7 @@ class TrackedSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         items = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        sweep.assign_key(self.config)  # before any job is composed: every job's config carries it
         try:
             getattr(self.launcher, "check", lambda: None)()  # a launcher's own settings (hydra/launcher=packed)
             plan = self.plan(items)
@@ -176,7 +177,7 @@ class GridSweeper(TrackedSweeper):
         self.max_batch_size = max_batch_size
 
     def plan(self, items: list[str]) -> Plan:
-        jobs, swept = grid(items)
+        jobs, swept = repeats.expand(*grid(items), self.config)  # repeat=K: K jobs per configuration
         first, again = once_each(jobs, check_jobs(self.hydra_context, self.config, jobs))
         batches = itertools.chain(sweep.chunks(first, self.max_batch_size), sweep.chunks(again, self.max_batch_size))
         return Plan(batches, swept, len(jobs))

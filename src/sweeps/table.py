@@ -7,12 +7,20 @@ Columns: status, the swept values, final and best of each validation metric (`--
 final training loss (no dropout), test metrics, generalization gap, train time, parameter count,
 run name and id.
 
-Grouped rows (jobs that differ only in `seed`, or `--group-by KEYS`): the status counts, the keys,
-`n` (jobs with the ranking metric), `tied_with_best`, then `<column>_mean` and `<column>_ci95` (the
-half-width of the 95 % confidence interval of the mean, Student's t) of every measured column, the
-columns every job of every group shares (`n_params`), and `run_ids`. `tied_with_best` is Welch's
-t-test (unequal variances, two-sided, 5 %) of the ranking metric against the best row's jobs: true
-when the test cannot tell the two apart, null when either side has fewer than two values.
+Grouped rows (jobs that differ only in `seed` and `data.val_seed`, the keys `repeat=K` varies, or
+`--group-by KEYS`): the status counts, the keys, `n` (jobs with the ranking metric),
+`tied_with_best`, then `<column>_mean` and `<column>_ci95` (the half-width of the 95 % confidence
+interval of the mean, Student's t) of every measured column, the columns every job of every group
+shares (`n_params`), and `run_ids`. `tied_with_best` is Welch's t-test (unequal variances,
+two-sided) of the ranking metric against the best row's jobs, Holm-Bonferroni corrected over every
+pair of rows, family-wise 5 % (`stats.ties_with_best` says why every pair): true when the test
+cannot tell the two apart, null when either side has fewer than two values.
+
+`stats="bootstrap"` adds, for the ranking column `<rank>`: `<rank>_boot95_low` / `_high` (95 %
+percentile bootstrap interval of the mean), `p_beats_best` with `p_beats_best_low` / `_high` (the
+probability that a job of the row beats a job of the best row, ties half, and its 95 % stratified
+bootstrap interval; null on the best row) and `p_vs_best_holm` (the Holm-adjusted p-value behind
+`tied_with_best`). The text and Markdown tables show each `_low` / `_high` pair as `[low, high]`.
 """
 
 from __future__ import annotations
@@ -22,16 +30,16 @@ import io
 import json
 import math
 import numbers
-import statistics
 import textwrap
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
-from sweeps import tags
+from sweeps import mdtext, stats, tags
 from sweeps.config import RANK_METRIC, VALIDATION_METRICS, higher_is_better
+from sweeps.repeats import REPEATED, SOURCES
 from sweeps.runs import Job, SweepRuns
+from sweeps.stats import ALPHA, CONFIDENCE, mean_ci, tied, welch_p  # noqa: F401 - part of this module's interface
 
 VALIDATION = list(VALIDATION_METRICS)
 END_METRICS = ["final_train_data_loss", "test_data_loss", "final_train_loss", "test_loss", "test_accuracy", "test_mae",
@@ -39,11 +47,10 @@ END_METRICS = ["final_train_data_loss", "test_data_loss", "final_train_loss", "t
 HIDDEN_IN_READING = ("run_name", "run_id", "run_ids")  # left out of the text and Markdown tables
 PER_JOB = ("status", "run_name", "run_id")  # a group's row summarizes these instead of carrying them
 CONFIG_NUMBERS = ("n_params",)  # numbers that describe a configuration: carried, never averaged
-CONFIDENCE = 0.95  # of the interval around each mean
-ALPHA = 0.05  # level of Welch's t-test behind tied_with_best
 TEXT_WIDTH = 120  # the terminal table fits this many characters unless --wide
 SHORT_NAMES = [("final_", ""), ("accuracy", "acc"), ("generalization_gap", "gap"), ("train_time_s", "time_s"),
-               ("tied_with_best", "tied")]  # header abbreviations of the fitted text table
+               ("tied_with_best", "tied"), ("p_beats_best", "p_beats"), ("_boot95", "_boot"),
+               ("p_vs_best_holm", "p_holm")]  # header abbreviations of the fitted text table
 
 
 def is_per_epoch(metric: str) -> bool:
@@ -123,19 +130,25 @@ def _rank_key(column: str, metric: str):
 # --- grouping ---------------------------------------------------------------------------------
 
 def grouping(sweep: SweepRuns, group_by: Optional[list[str]] = None, group: bool = True) -> Optional[list[str]]:
-    """The keys rows are grouped by: `group_by` when given, else every swept key but `seed` when the
-    sweep ran several seeds (and `group`), else None: one row per job."""
+    """The keys rows are grouped by: `group_by` when given, else every swept key but `seed` and
+    `data.val_seed` (`repeats.REPEATED`) when the sweep ran several of them (and `group`), else
+    None: one row per job."""
     if group_by is not None:
         return list(group_by)
-    if group and "seed" in sweep.swept and len({job.value("seed") for job in sweep.jobs}) > 1:
-        return [key for key in sweep.swept if key != "seed"]
+    if group and any(k in sweep.swept and len({job.value(k) for job in sweep.jobs}) > 1 for k in REPEATED):
+        return config_keys(sweep.swept)
     return None
 
 
-def sweep_rows(sweep: SweepRuns, metric: str, keys: Optional[list[str]] = None) -> list[dict]:
+def config_keys(swept: list[str]) -> list[str]:
+    """The swept keys that make a configuration: all but the ones a repeat varies."""
+    return [key for key in swept if key not in REPEATED]
+
+
+def sweep_rows(sweep: SweepRuns, metric: str, keys: Optional[list[str]] = None, stats_kind: str = "t") -> list[dict]:
     """The comparison table: one row per job, or per combination of `keys` (see `grouping`)."""
     rows = job_rows(sweep, metric, tuple(k for k in keys or () if k not in sweep.swept))
-    return rows if keys is None else group_rows(rows, keys, metric)
+    return rows if keys is None else group_rows(rows, keys, metric, stats_kind)
 
 
 def grouping_note(sweep: SweepRuns, keys: list[str], metric: str) -> str:
@@ -143,11 +156,31 @@ def grouping_note(sweep: SweepRuns, keys: list[str], metric: str) -> str:
     over = [k for k in sweep.swept if k not in keys]
     return (f"One row per {', '.join(keys) or 'sweep'} over {', '.join(over) or 'its jobs'}: n jobs, mean ± 95% "
             f"confidence interval (Student's t); tied_with_best = Welch's t-test (two-sided, 5%) cannot tell its "
-            f"{sort_column(metric)} from the best row's (blank: fewer than 2 jobs on a side).")
+            f"{sort_column(metric)} from the best row's, Holm-Bonferroni corrected over every pair of rows "
+            f"(family-wise 5%; blank: fewer than 2 jobs on a side).{sources_note(sweep, over)}")
 
 
-def group_rows(rows: list[dict], keys: list[str], metric: str) -> list[dict]:
-    """One row per combination of `keys`, best mean first (see the module's docstring for the columns)."""
+def varied_sources(sweep: SweepRuns, over: list[str]) -> list[str]:
+    """The repeat keys among `over` that took several values in the jobs' configs (`data.val_seed`
+    counts only where a validation split was drawn: the param is logged only then)."""
+    return [k for k in REPEATED if k in over and len({job.params.get(k) for job in sweep.jobs} - {None}) > 1]
+
+
+def sources_note(sweep: SweepRuns, over: list[str]) -> str:
+    """Which sources of variance the repeats of each row varied, in one sentence ('' when none)."""
+    varied = varied_sources(sweep, over)
+    if not varied:
+        return ""
+    said = " and ".join(f"{k} ({SOURCES[k]})" for k in varied)
+    if "data.val_seed" in varied:
+        return f" Repeats varied {said}."
+    return (f" Repeats varied {said} only: the validation split (data.val_seed) was the same for every job, so "
+            f"the intervals leave out its share of the variance; repeat=K varies both.")
+
+
+def group_rows(rows: list[dict], keys: list[str], metric: str, stats_kind: str = "t") -> list[dict]:
+    """One row per combination of `keys`, best mean first (see the module's docstring for the columns);
+    `stats_kind="bootstrap"` adds the bootstrap's columns."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
@@ -167,49 +200,37 @@ def group_rows(rows: list[dict], keys: list[str], metric: str) -> list[dict]:
         row["run_ids"] = ",".join(m["run_id"] for m in members if m.get("run_id"))
         out.append((row, _values(members, rank)))
     out.sort(key=lambda pair: _rank_key(f"{rank}_mean", metric)(pair[0]))
-    best = out[0][1] if out else []
-    for i, (row, values) in enumerate(out):  # the best row itself: tied, when it has the 2 values a test needs
-        row["tied_with_best"] = (True if len(values) >= 2 else None) if i == 0 else tied(best, values)
+    samples = [values for _, values in out]
+    ties, adjusted = stats.ties_with_best(samples)  # the best row itself: tied, when it has the 2 values a test needs
+    for (row, _), tie in zip(out, ties):
+        row["tied_with_best"] = tie
+    if stats_kind == "bootstrap":
+        return [with_bootstrap(row, values, samples[0], p, rank, higher_is_better(metric), i == 0)
+                for i, ((row, values), p) in enumerate(zip(out, adjusted))]
     return [row for row, _ in out]
+
+
+def with_bootstrap(row: dict, values: list[float], best: list[float], p_holm: Optional[float], rank: str,
+                   higher: bool, is_best: bool) -> dict:
+    """`row` with the bootstrap's columns of the ranking column `rank` (see the module's docstring)."""
+    low, high = stats.bootstrap_ci(values)
+    beats = None if is_best else stats.probability_of_improvement(values, best, higher)
+    beats_low, beats_high = (None, None) if is_best else stats.improvement_ci(values, best, higher)
+    out = {}
+    for key, value in row.items():
+        out[key] = value
+        if key == "tied_with_best":
+            out.update(p_beats_best=beats, p_beats_best_low=beats_low, p_beats_best_high=beats_high,
+                       p_vs_best_holm=p_holm)
+        elif key == f"{rank}_ci95":
+            out.update({f"{rank}_boot95_low": low, f"{rank}_boot95_high": high})
+    return out
 
 
 def status_counts(rows: list[dict]) -> str:
     """`3 FINISHED` or `1 FAILED, 2 FINISHED`: the statuses of a group's jobs (pruned ones as PRUNED)."""
     counts = Counter("PRUNED" if str(r.get("status")).startswith("PRUNED") else r.get("status") for r in rows)
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda item: str(item[0])))
-
-
-def mean_ci(values: list[float]) -> tuple[Optional[float], Optional[float]]:
-    """The mean and the half-width of its 95 % confidence interval (Student's t; None below two values)."""
-    if not values:
-        return None, None
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    from scipy import stats  # here, not at the top: `import scipy.stats` takes a second or two
-
-    quantile = stats.t.ppf((1 + CONFIDENCE) / 2, len(values) - 1)
-    return mean, float(quantile * statistics.stdev(values) / math.sqrt(len(values)))
-
-
-def welch_p(a: list[float], b: list[float]) -> Optional[float]:
-    """Two-sided p-value of Welch's t-test (unequal variances) that `a` and `b` share a mean; None below 2 each."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy import stats
-
-    with warnings.catch_warnings():  # identical values: scipy warns and returns NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    if math.isnan(p):  # no spread on either side: the means are plainly equal or plainly not
-        return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
-    return p
-
-
-def tied(best: list[float], values: list[float]) -> Optional[bool]:
-    """Whether Welch's test at 5 % cannot tell `values` from `best`; None when it cannot run."""
-    p = welch_p(best, values)
-    return None if p is None else p >= ALPHA
 
 
 def _same(rows: list[dict], column: str) -> bool:
@@ -246,21 +267,49 @@ class MeanCI:
         return fmt(self.mean) + ("" if _missing(self.ci) else f" ± {self.ci:.2g}")
 
 
+@dataclass(frozen=True)
+class Interval:
+    """A value (or none) and an interval around it, read as `0.1667 [0, 0.4444]` or `[0.41, 0.43]`."""
+
+    value: Optional[float]
+    low: Optional[float]
+    high: Optional[float]
+
+    def __str__(self) -> str:
+        if _missing(self.low) or _missing(self.high):
+            return fmt(self.value)
+        return ("" if _missing(self.value) else fmt(self.value) + " ") + f"[{fmt(self.low)}, {fmt(self.high)}]"
+
+
+CELLS = (MeanCI, Interval)  # cells made of several columns: numbers, for alignment and fitting
+
+
 def reading(rows: list[dict]) -> list[dict]:
-    """Rows for people: run ids left out, each `<m>_mean` / `<m>_ci95` pair as one `<m>` cell."""
+    """Rows for people: run ids left out, each `<m>_mean` / `<m>_ci95` pair as one `<m>` cell, each
+    `<m>_low` / `<m>_high` pair as one interval cell (`<m>` with its value, when there is one)."""
     out = []
     for row in rows:
         cells = {}
         for key, value in row.items():
-            stem = key.rsplit("_", 1)[0]
-            if key in HIDDEN_IN_READING or (key.endswith("_ci95") and f"{stem}_mean" in row):
+            stem, _, end = key.rpartition("_")
+            if key in HIDDEN_IN_READING or _folded(row, stem, end):
                 continue
-            if key.endswith("_mean") and f"{stem}_ci95" in row:
+            if end == "mean" and f"{stem}_ci95" in row:
                 cells[stem] = MeanCI(value, row[f"{stem}_ci95"])
+            elif f"{key}_low" in row and f"{key}_high" in row:
+                cells[key] = Interval(value, row[f"{key}_low"], row[f"{key}_high"])
+            elif end == "low" and f"{stem}_high" in row:
+                cells[stem] = Interval(None, value, row[f"{stem}_high"])
             else:
                 cells[key] = value
         out.append(cells)
     return out
+
+
+def _folded(row: dict, stem: str, end: str) -> bool:
+    """Whether a column is shown inside another one's cell (see `reading`)."""
+    return ((end == "ci95" and f"{stem}_mean" in row) or (end == "high" and f"{stem}_low" in row)
+            or (end == "low" and stem in row and f"{stem}_high" in row))
 
 
 def columns_of(rows: list[dict]) -> list[str]:
@@ -297,7 +346,7 @@ def to_markdown(rows: list[dict]) -> str:
         return "_no jobs_\n"
     rows = reading(rows)
     cols = columns_of(rows)
-    cell = lambda value: fmt(value).replace("|", "\\|")  # noqa: E731 - a `|` in a value would split its cell
+    cell = lambda value: mdtext.text(fmt(value))  # noqa: E731 - a `|` or newline in a value is no structure
     lines = ["| " + " | ".join(map(cell, cols)) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -342,7 +391,7 @@ def _drop_order(rows: list[dict], cols: list[str], keep: tuple[str, ...]) -> lis
             return 2
         return 3 if col.startswith("final_val_") else 4
 
-    numeric = [c for c in cols if c not in (*keep, "n") and any(_is_number(r.get(c)) or isinstance(r.get(c), MeanCI)
+    numeric = [c for c in cols if c not in (*keep, "n") and any(_is_number(r.get(c)) or isinstance(r.get(c), CELLS)
                                                                for r in rows)]
     return sorted(numeric, key=lambda c: (priority(c), -cols.index(c)))
 
@@ -352,9 +401,9 @@ def _width(text: str) -> int:
 
 
 def _aligned(rows: list[dict], cols: list[str], headers: list[str]) -> str:
-    cells = [headers] + [[fmt(r.get(c)) for c in cols] for r in rows]
+    cells = [headers] + [[mdtext.visible(fmt(r.get(c))) for c in cols] for r in rows]  # one line, no escapes
     widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
-    numeric = [any(_is_number(r.get(c)) or isinstance(r.get(c), MeanCI) for r in rows) for c in cols]
+    numeric = [any(_is_number(r.get(c)) or isinstance(r.get(c), CELLS) for r in rows) for c in cols]
     lines = ["  ".join(cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(line, widths, numeric))
              for line in cells]
     return "\n".join(line.rstrip() for line in lines) + "\n"

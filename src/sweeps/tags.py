@@ -2,7 +2,8 @@
 
 KIND = "sweeps.kind"  # "job", "sweep" (a parent run) or "fold" (a cross-validation child)
 SWEEP = "sweeps.sweep_id"  # on a job: parent run id of its sweep (on a parent: its own id)
-SWEEP_DIR = "sweeps.sweep_dir"  # on a parent: Hydra's multirun folder, absolute; how a job finds its parent
+SWEEP_DIR = "sweeps.sweep_dir"  # on a parent: Hydra's multirun folder, absolute (for reading; two sweeps may share it)
+SWEEP_KEY = "sweeps.sweep_key"  # on a parent: the unique key its sweeper handed every job; how a job finds its parent
 SWEPT = "sweeps.swept"  # on a parent: JSON list of the keys the sweep varies
 COMMAND = "sweeps.command"  # on a parent: the sweep's overrides as typed (credentials redacted)
 JOBS = "sweeps.jobs"  # on a parent: how many jobs the sweeper launched

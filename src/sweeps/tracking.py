@@ -25,7 +25,7 @@ import urllib.request
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator, Optional
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import quote, urlencode, urlparse, urlunparse
 
 from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 
 from sweeps import interrupts, tags
 from sweeps.redact import redact_text, redact_uri  # noqa: F401 - part of this module's interface
-from sweeps.config import applicable, config_hash, dotted_keys, to_plain
+from sweeps.config import RANK_METRIC, applicable, config_hash, dotted_keys, higher_is_better, to_plain
 from sweeps.errors import TrackingError
 from sweeps.patience import STORE_PATIENCE, set_store_patience  # noqa: F401 - part of this module's interface
 
@@ -53,6 +53,10 @@ DRIVER_HINTS = {"psycopg2": "pip install psycopg2-binary, or write postgresql+ps
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 SERVER_SCHEMES = ("http", "https")  # a tracking URI with these is an `mlflow server`, else a database
 MIN_FREE_BYTES = 1 << 20  # a SQLite store's folder with less free space than this counts as full
+LOCK_WAIT_S = 300.0  # default of tracking.lock_wait_s (see `patiently`)
+
+
+_impatient = [0]  # how many `impatient()` blocks are active (no waiting on a locked database inside)
 
 
 @contextlib.contextmanager
@@ -60,9 +64,11 @@ def impatient() -> Iterator[None]:
     """MLflow calls inside give up after one quick try (clean-up must not hang on a dead store)."""
     saved = {key: os.environ.get(key) for key in IMPATIENT}
     os.environ.update(IMPATIENT)
+    _impatient[0] += 1
     try:
         yield
     finally:
+        _impatient[0] -= 1
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -96,6 +102,34 @@ def error_chain(err: BaseException) -> list[BaseException]:
         if inner is None or any(inner is seen for seen in chain):
             return chain
         chain.append(inner)
+
+
+def locked(err: BaseException) -> bool:
+    """Whether an error is SQLite's "database is locked": another process (a backup, an open `sqlite3`
+    transaction, a long writer) held the database longer than MLflow's own wait of 20 s."""
+    return any("database is locked" in str(e) or "database table is locked" in str(e) for e in error_chain(err))
+
+
+def patiently(call: Callable, wait_s: float, *args, **kwargs):
+    """`call(*args, **kwargs)`, tried again while the database is locked by another process, for at
+    most `wait_s` seconds after the first refusal (each try itself waits MLflow's 20 s), so a
+    transient lock never costs a trained result. A failed SQLite write is rolled back, so trying it
+    again writes it once. Not inside `impatient()` (clean-up after Ctrl-C must not wait)."""
+    deadline = None
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:
+            if not locked(err) or _impatient[0]:
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + wait_s
+                log.warning("the tracking store is locked by another process; waiting up to %.0f s more for it "
+                            "(tracking.lock_wait_s)", wait_s)
+            if now >= deadline:
+                raise
+            time.sleep(min(1.0, deadline - now))
 
 
 def root_reason(err: BaseException) -> str:
@@ -233,22 +267,33 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-# The UI's own "experiment type" setting: model training, not GenAI. (MLflow 3.x still opens an
-# experiment on its overview page; the links sweeps prints go straight to the runs table.)
+# The UI's own "experiment type" setting: model training, not GenAI. (MLflow 3.17's UI reads the
+# mode from the link's `workflowType` or the browser's last choice instead: see runs_table_link.)
 EXPERIMENT_KIND, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
+# The runs table as sweeps shows it: a view stored the way the UI's own "Share" button stores one (an
+# experiment tag `mlflow.sharedViewState.<key>`, opened by a link with `viewStateShareKey=<key>`):
+# jobs ranked by the ranking metric, with it, the test result and the regularization as columns.
+RUNS_VIEW_KEY = "sweeps"
+RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"
+RUNS_VIEW = json.dumps({"orderByKey": f"metrics.`{RANK_METRIC}`", "orderByAsc": not higher_is_better(RANK_METRIC),
+                        "selectedColumns": [*(f"metrics.`{m}`" for m in (RANK_METRIC, "test_accuracy", "test_mae")),
+                                            *(f"params.`{p}`" for p in ("reg.kind", "rate"))]})
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: Optional[str]) -> str:
-    """Experiment id for `name`, creating (or restoring) it; safe when several processes race."""
+    """Experiment id for `name`, creating (or restoring) it, with sweeps' runs view (RUNS_VIEW, also
+    added to an experiment made before it); safe when several processes race."""
     for _ in range(3):
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 client.restore_experiment(exp.experiment_id)
+            if exp.tags.get(RUNS_VIEW_TAG) != RUNS_VIEW:
+                client.set_experiment_tag(exp.experiment_id, RUNS_VIEW_TAG, RUNS_VIEW)
             return exp.experiment_id
         try:
             return client.create_experiment(name, artifact_location=artifact_location,
-                                            tags={EXPERIMENT_KIND: TRAINING_EXPERIMENT})
+                                            tags={EXPERIMENT_KIND: TRAINING_EXPERIMENT, RUNS_VIEW_TAG: RUNS_VIEW})
         except MlflowException:  # another process created it first
             continue
     raise TrackingError(f"tracking.experiment={name}: cannot create or find the experiment")
@@ -346,10 +391,16 @@ def browser_address(host: str, port: str) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
 
 
-def runs_table_link(address: str, experiment_id: str) -> str:
-    """The experiment's table of training runs in the MLflow UI at `address` (MLflow 3 opens
-    `#/experiments/<id>` on its GenAI overview; `/runs` is the "Model training" view)."""
-    return f"{address}/#/experiments/{experiment_id}/runs"
+def runs_table_link(address: str, experiment_id: str, view: bool = True) -> str:
+    """The experiment's runs table in the MLflow UI at `address`, in the UI's "Model training" mode
+    (`workflowType`: a fresh browser is in GenAI mode, and `#/experiments/<id>` opens its overview),
+    shown as RUNS_VIEW; `view=False` (an experiment without that tag): only ranked by RANK_METRIC."""
+    query = {"workflowType": "machine_learning"}
+    if view:
+        query["viewStateShareKey"] = RUNS_VIEW_KEY
+    else:  # the UI ignores a shared view when the link also sets the order: one or the other
+        query.update(orderByKey=f"metrics.`{RANK_METRIC}`", orderByAsc=str(not higher_is_better(RANK_METRIC)).lower())
+    return f"{address}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 
 def ui_hint(store: str, host: str, port: str, experiment: str = "sweeps") -> str:
@@ -363,7 +414,8 @@ def ui_hint(store: str, host: str, port: str, experiment: str = "sweeps") -> str
         return f"MLflow UI: {address}"
     if found is None:
         return f"MLflow UI: {address} (no experiment {experiment!r} in {redact_uri(store)} yet)"
-    return f"MLflow UI, runs of experiment {experiment}: {runs_table_link(address, found.experiment_id)}"
+    link = runs_table_link(address, found.experiment_id, view=RUNS_VIEW_TAG in found.tags)
+    return f"MLflow UI, runs of experiment {experiment}: {link}"
 
 
 def metric_points(values: dict[str, float], step: int = 0) -> list[Metric]:
@@ -374,31 +426,37 @@ def metric_points(values: dict[str, float], step: int = 0) -> list[Metric]:
 
 class WholeCalls:
     """An MlflowClient whose every call runs inside `whole()` (`Tracker.whole`: a first Ctrl-C or
-    SIGTERM waits for the call to end, so the run being written can still be closed KILLED)."""
+    SIGTERM waits for the call to end, so the run being written can still be closed KILLED), and is
+    tried again while the database is locked by another process, for up to `lock_wait_s` (`patiently`)."""
 
-    def __init__(self, client: MlflowClient, whole: Callable[[], ContextManager]):
+    def __init__(self, client: MlflowClient, whole: Callable[[], ContextManager], lock_wait_s: float = LOCK_WAIT_S):
         self._client = client
         self._whole = whole
+        self._lock_wait_s = lock_wait_s
 
     def __getattr__(self, name: str):
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
 
-        @functools.wraps(attr)
-        def whole(*args, **kwargs):
+        def once(*args, **kwargs):
             with self._whole():
                 return attr(*args, **kwargs)
+
+        @functools.wraps(attr)
+        def whole(*args, **kwargs):
+            return patiently(once, self._lock_wait_s, *args, **kwargs)  # a signal still ends the wait at once
         return whole
 
 
 class Tracker:
     """One tracking store and experiment, as configured by `tracking.*`."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Optional[str]):
+    def __init__(self, uri: str, experiment: str, artifact_root: Optional[str], lock_wait_s: float = LOCK_WAIT_S):
         self.uri = uri
         self.database = urlparse(uri).scheme not in SERVER_SCHEMES  # a database store, not a server
-        self.client = WholeCalls(MlflowClient(uri), self.whole)
+        self.lock_wait_s = max(0.0, lock_wait_s)
+        self.client = WholeCalls(MlflowClient(uri), self.whole, self.lock_wait_s)
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
         self.experiment = experiment
 
@@ -487,9 +545,12 @@ class Tracker:
         signature = infer_signature(sample, outputs)
         logged = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id)
         mlflow.set_tracking_uri(self.uri)
-        with self.whole():
-            mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature,
-                                        run_id=run_id, model_id=logged.model_id)
+
+        def log_model():
+            with self.whole():
+                mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature,
+                                            run_id=run_id, model_id=logged.model_id)
+        patiently(log_model, self.lock_wait_s)
 
 
 def best_effort(call, *args) -> Optional[Exception]:
@@ -525,7 +586,7 @@ class CleanUp:
             return
         with impatient():
             err = best_effort(call, *args)
-        self.store_gone = err is not None and unanswered(err)
+        self.store_gone = err is not None and (unanswered(err) or locked(err))  # locked: MLflow waited 20 s
 
 
 def connect(tcfg: DictConfig) -> Tracker:
@@ -538,7 +599,7 @@ def connect(tcfg: DictConfig) -> Tracker:
     check_artifact_root(artifact_root)
     try:
         with store_lock(uri):
-            return Tracker(uri, tcfg.experiment, artifact_root)
+            return Tracker(uri, tcfg.experiment, artifact_root, tcfg.get("lock_wait_s", LOCK_WAIT_S))
     except MlflowException as err:
         raise TrackingError(f"tracking.uri={redact_uri(uri)}: {redact_text(err.message.splitlines()[0])}") from None
 

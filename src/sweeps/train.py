@@ -26,16 +26,17 @@ import signal
 import sys
 import tempfile
 from dataclasses import replace
+from pathlib import Path
 from typing import Iterator
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweeps import interrupts
 from sweeps.config import check_overrides, conf_dir, register_configs
 from sweeps.redact import redact_text
 from sweeps.patience import set_store_patience
-from sweeps.errors import StoreUnavailable, SweepsError
+from sweeps.errors import ConfigError, DataError, StoreUnavailable, SweepsError
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ def task(cfg: DictConfig) -> float:
             if lost:  # every later job would fail the same way: stop (see StoreUnavailable)
                 raise StoreUnavailable(lost) from None
             if job.sweep_dir is None:
+                if isinstance(err, (ConfigError, DataError)):  # bad input found with the data: no run was opened
+                    discard_run_folder()
                 if isinstance(err, SweepsError):
                     print(f"error: {err}", file=sys.stderr)
                     raise SystemExit(2) from None
@@ -178,6 +181,27 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
 task.pack = task_pack  # how hydra/launcher=packed trains several of this task's jobs as one model
 
 
+def discard_run_folder() -> None:
+    """Remove the folder Hydra made for a single run that stopped on bad input, when it holds only
+    what Hydra wrote there (`.hydra/`, the log), and the date folder above it once empty: nothing
+    half-written is left behind. The launch folder itself is never removed."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = Path(HydraConfig.get().runtime.output_dir).resolve()
+    launch = Path.cwd().resolve()
+    if folder == launch or launch.is_relative_to(folder) or not folder.is_dir():
+        return
+    if any(p.name != ".hydra" and p.suffix != ".log" for p in folder.iterdir()):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if parent == launch or not parent.is_relative_to(launch) or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 def cannot_start(err: Exception, run_name) -> float:
     """A job that cannot even import its libraries: one line naming it and why (Hydra would keep the
     reason to itself), and the sweep goes on; a single run raises it."""
@@ -201,16 +225,99 @@ def check_command_line(argv: list[str]) -> bool:
     args, _ = get_args_parser().parse_known_args(argv)
     try:
         check_overrides(args.overrides)
+        if not (args.help or args.hydra_help or args.info or args.cfg or args.shell_completion):
+            check_composed(args.overrides, bool(args.multirun))
     except SweepsError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     return bool(args.multirun)
 
 
+def check_composed(overrides: list[str], multirun: bool) -> None:
+    """Compose the config as Hydra is about to (a multirun's sweep axes left out: the sweeper checks
+    every job) and check what only the composed config shows, as one line, before Hydra writes a
+    folder: Hydra's own errors (a syntax error, an unknown launcher, a wrong type under hydra.*),
+    a single run's values, the launcher's job count, and an output folder that cannot be written."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.utils import setup_globals
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sweeps.config import validate
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        raise ConfigError(unparsable(overrides)) from None
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    setup_globals()  # Hydra's resolvers (${now:...} in the output folders)
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            cfg = compose("config", fixed, return_hydra_config=True)
+            folder_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+            folder = OmegaConf.select(cfg, folder_key)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(hydra_message(err)) from None
+    if not multirun:
+        validate(cfg)
+    n_jobs = cfg.hydra.launcher.get("n_jobs")
+    if n_jobs == 0:
+        raise ConfigError("hydra.launcher.n_jobs=0 is invalid: use an integer >= 1 (or -1: one job per core)")
+    check_writable(folder_key, Path(folder))
+
+
+def unparsable(overrides: list[str]) -> str:
+    """The first override Hydra's grammar rejects, and why, as one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    for item in overrides:
+        try:
+            OverridesParser.create().parse_overrides([item])
+        except HydraException as err:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            reason = next((line for line in lines[1:] if not line.startswith("See ")), lines[0])
+            return (f"{redact_text(item)!r} cannot be parsed ({reason}); quote a value with spaces, brackets or "
+                    "non-ASCII letters, e.g. 'model.name=\"my net\"'")
+    return "the command line cannot be parsed; quote values with special characters"
+
+
+def hydra_message(err: Exception) -> str:
+    """Hydra's or OmegaConf's multi-line message as one line, with the options it lists."""
+    raw = str(err).splitlines()
+    lines = [line.strip() for line in raw if line.strip()]
+    first = lines[0] if lines else type(err).__name__
+    cause = str(err.__cause__ or "").strip().splitlines()
+    if cause and cause[0] not in first:  # "Error merging override X" says why only in its cause
+        first += f": {cause[0]}"
+    key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
+    if key and key not in first:
+        first = f"{key}: {first}"
+    start = next((i + 1 for i, line in enumerate(raw) if line.strip().startswith("Available options")), None)
+    if start is not None:  # the options Hydra lists, one indented line each
+        options = []
+        for line in raw[start:]:
+            if not line.startswith(("\t", " ")) or not line.strip():
+                break
+            options.append(line.strip())
+        first += f"; choose one of {', '.join(options)}"
+    return redact_text(first)
+
+
+def check_writable(key: str, folder: Path) -> None:
+    """`hydra.run.dir` / `hydra.sweep.dir` must be a folder this process can create or write."""
+    folder = folder if folder.is_absolute() else Path.cwd() / folder
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={folder}: cannot write there ({existing} is not a writable folder); "
+                          f"give a folder you can write to, e.g. {key}=/tmp/sweeps")
+
+
 def main() -> None:
     """`python -m sweeps.train [-m] [-v] [overrides...]`.
 
-    Exit codes: 0 all well, 1 a job of a sweep failed, 2 bad input, 130/143 interrupted (SIGINT/SIGTERM).
+    Exit codes: 0 all well, 1 a job of a sweep failed, 2 bad input, 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP).
     """
     sys.argv[1:] = take_verbose_flag(sys.argv[1:])
     if not verbose():  # before TensorFlow is imported (here, or in a worker: they inherit it)
@@ -230,7 +337,8 @@ def main() -> None:
         name = interrupts.received() or interrupts.name_of(err)
         ended = ("every running job and the sweep were ended KILLED; rerun the same command to resume "
                  "(finished jobs are not retrained)") if multirun else "the run was ended KILLED"
-        print(f"interrupted ({name}): {ended}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone: the exit code still says it
+            print(f"interrupted ({name}): {ended}", file=sys.stderr)
         sys.exit(128 + signal.Signals[name].value)
 
 
