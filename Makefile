@@ -14,7 +14,7 @@ STORE   ?= sqlite:///mlruns/mlflow.db
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) data system ## venv in .venv with sweeps (editable) and test tools; Fashion-MNIST and PostgreSQL via apt
+install: $(STAMP) data system ## venv in .venv with sweeps (editable) and test tools; Fashion-MNIST, PostgreSQL and Chromium via apt
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)

@@ -22,12 +22,10 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,20 +45,6 @@ class Footprint:
     rss: float  # bytes
     uss: float
     ready: float  # seconds until /health answered
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-            return True
-    except OSError:
-        return False
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -101,7 +85,7 @@ def measure(command: list[str], port: int, folder: Path, settle: float, seen: li
     proc = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not healthy(port):
+        while not server.healthy(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"{command[:4]} did not start:\n{(folder / f'server-{port}.log').read_text()[-3000:]}")
             time.sleep(0.5)
@@ -130,16 +114,6 @@ def gone(seen: list[psutil.Process]) -> int:
     return len(alive)
 
 
-def postgres_missing() -> str:
-    try:
-        server.pg_bin("initdb")
-    except server.ServerError as err:
-        return str(err)
-    if os.geteuid() == 0 and not shutil.which("setpriv"):
-        return "as root, PostgreSQL needs setpriv to run as the postgres user"
-    return ""
-
-
 def ui(settle: float, seen: list) -> dict[str, Footprint]:
     from mlflow.tracking import MlflowClient
 
@@ -149,10 +123,10 @@ def ui(settle: float, seen: list) -> dict[str, Footprint]:
         store = f"sqlite:///{folder}/mlflow.db"
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its "creating tables" lines are not the bench's output
         MlflowClient(store).search_experiments()  # the store's tables, made before: a user's store exists
-        port = free_port()
+        port = server.free_port()
         out["MLflow defaults: mlflow ui"] = measure([MLFLOW, "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
                                                     "--port", str(port)], port, folder, settle, seen)
-        port = free_port()
+        port = server.free_port()
         out["sweeps: python -m sweeps.server --ui"] = measure(
             [sys.executable, "-m", "sweeps.server", "--ui", store, "--host", "127.0.0.1", "--port", str(port)],
             port, folder, settle, seen)
@@ -164,11 +138,11 @@ def team(settle: float, seen: list) -> tuple[dict[str, Footprint], tuple[int, fl
     folder = Path(tempfile.mkdtemp(prefix="bench-footprint-"))
     folder.chmod(0o755)  # as root, PostgreSQL runs as the postgres user, who must reach its folder
     try:
-        db = server.Postgres(folder / "defaults-db", free_port())
+        db = server.Postgres(folder / "defaults-db", server.free_port())
         db.init()
         db.start()
         try:
-            port = free_port()
+            port = server.free_port()
             out["MLflow defaults: mlflow server"] = measure(
                 [MLFLOW, "server", "--backend-store-uri", db.url, "--artifacts-destination", str(folder / "artifacts"),
                  "--host", "127.0.0.1", "--port", str(port)], port, folder, settle, seen)
@@ -176,11 +150,11 @@ def team(settle: float, seen: list) -> tuple[dict[str, Footprint], tuple[int, fl
             seen.extend(p for p in postgres_tree(db.folder) if p not in seen)
         finally:
             db.stop()
-        port = free_port()
+        port = server.free_port()
         ours = folder / "sweeps-server"
         out["sweeps: python -m sweeps.server"] = measure(
             [sys.executable, "-m", "sweeps.server", "--dir", str(ours), "--port", str(port),
-             "--db-port", str(free_port())], port, folder, settle, seen, also=lambda: postgres_tree(ours / "postgres"))
+             "--db-port", str(server.free_port())], port, folder, settle, seen, also=lambda: postgres_tree(ours / "postgres"))
         return out, postgres
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -205,7 +179,7 @@ def main() -> None:
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # a killed bench still stops its servers
     try:
         table("`make ui` (SQLite store)", ui(args.settle, seen))
-        reason = postgres_missing()
+        reason = server.postgres_missing()
         if reason:
             print(f"\n`make server`: skipped ({reason})")
         else:

@@ -204,21 +204,15 @@ SERVER_SECRET = "pw-9d8c7b6a5f"
 
 
 def _free_port() -> int:
-    import socket
+    from sweeps.server import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def _healthy(port: int) -> bool:
-    import urllib.request
+    from sweeps.server import healthy
 
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-            return True
-    except OSError:
-        return False
+    return healthy(port, timeout=2)
 
 
 @pytest.fixture(scope="session")

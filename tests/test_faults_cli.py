@@ -387,6 +387,81 @@ def test_a_store_locked_by_another_process_for_30_s_loses_no_result(tmp_path):
     assert "curves.png" in {f.path for f in client.list_artifacts(run_id)}
 
 
+def test_a_full_artifact_disk_still_leaves_the_parent_a_report_that_says_what_is_missing(tmp_path, tiny_disk):
+    """Issue 20 §3: the artifacts go to a disk that has room for the report's text but not its plots
+    (the store is elsewhere). Before: the parent had no report at all (one `log_artifacts` of the
+    whole folder failed on the first plot that did not fit)."""
+    from omegaconf import OmegaConf
+
+    from sweeps import sweep, tracking
+
+    tracker = tracking.connect(OmegaConf.create({"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "sweeps",
+                                                 "artifact_root": str(tiny_disk)}))
+    parent = sweep.open_parent(tracker, "seed=0,1", str(tmp_path / "multirun"), ["seed"], 2, key="k1")
+    for seed in (0, 1):  # two finished jobs with curves, as the store holds them (the plots are real)
+        run = tracker.client.create_run(tracker.experiment_id, run_name=f"seed={seed}", tags={
+            "mlflow.parentRunId": parent, "sweeps.kind": "job", "sweeps.overrides": f'["seed={seed}"]'})
+        for epoch in range(1, 4):
+            for key in ("val_data_loss", "data_loss", "loss", "val_loss", "val_accuracy"):
+                tracker.client.log_metric(run.info.run_id, key, 1.0 / (epoch + seed), step=epoch)
+        tracker.client.set_terminated(run.info.run_id, "FINISHED")
+    free = shutil.disk_usage(tiny_disk).free
+    (tiny_disk / "filler").write_bytes(b"x" * (free - 48 * 1024))  # 48 KB left: the text fits, the plots do not
+    outcome = sweep.finish(tracker, parent, 2)
+
+    assert outcome.status == "FINISHED" and outcome.finished == 2
+    client = tracker.client
+    run = client.get_run(parent)
+    saved = {f.path: f.file_size for f in client.list_artifacts(parent)}
+    assert {"report.md", "comparison.csv", "comparison.json", "comparison.md", "jobs.csv"} <= set(saved), saved
+    missing = run.data.tags["sweeps.report_missing"].split(", ")
+    assert "val_data_loss.png" in missing and not set(missing) & set(saved), "no partial copy of what failed"
+    assert all(name.endswith((".png", ".html")) for name in missing), missing
+    report = Path(client.download_artifacts(parent, "report.md", str(tmp_path / "down"))).read_text()
+    assert "## Not saved" in report and "- `val_data_loss.png`: OSError: \\[Errno 28\\] No space left on device" in report
+    assert all(f"- `{name}`: " in report for name in missing), "the report says what the tag says"
+    assert "## Configurations" in report or "## Jobs" in report
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("chattr"), reason="needs root and chattr")
+def test_a_store_made_unwritable_mid_sweep_stops_it_in_one_line_and_a_rerun_closes_what_was_left(tmp_path):
+    """Issue 20 §3: `chattr +i` on the store's folder and file after the first epoch. Before: a
+    316-line traceback (`unable to open database file` was not taken for the store going away), the
+    sweep went on to its next job. The runs it cannot close stay RUNNING (nothing can be written)
+    until the next start on a writable store closes them as stale."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    db = folder / "mlflow.db"
+    env = _env(tmp_path, MLFLOW_TRACKING_URI=f"sqlite:///{db}")
+    proc = start_cli(tmp_path, "-m", "seed=0,1", "epochs=300", "model.hidden=[8]", *FAST[:1], *FAST[2:], env=env)
+    try:
+        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 180, proc, "the first job's run")[0]
+        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
+                  120, proc, "the first epoch")
+        made = subprocess.run(["chattr", "+i", str(folder), str(db)], capture_output=True, text=True, timeout=30)
+        if made.returncode != 0:
+            pytest.skip(f"this file system takes no chattr +i: {made.stderr.strip()}")
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        subprocess.run(["chattr", "-i", str(folder), str(db)], capture_output=True, timeout=30)
+        _kill(proc)
+    assert proc.returncode == 1, stderr[-3000:]
+    (line,) = _error_lines(stderr)
+    assert line.startswith(f"error: tracking store sqlite:///{db} stopped answering ({folder} is no longer writable")
+    assert "unable to open database file" in line
+    assert "Traceback" not in stdout + stderr and "autoflush" not in stdout + stderr, (stdout + stderr)[-3000:]
+    assert len((stdout + stderr).splitlines()) < 20, (stdout + stderr)[-3000:]
+    jobs = _rows(db, JOBS)
+    assert len(jobs) == 1, "the second job never started"
+    left = [r[0] for r in _rows(db, "select run_uuid, status from runs") if r[1] == "RUNNING"]
+    assert len(left) == 2, "premise: the job and the parent could not be closed"
+
+    again = run_cli(tmp_path, "-m", "seed=0", "epochs=1", "model.hidden=[8]", *FAST[:1], *FAST[2:], env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    statuses = dict(_rows(db, "select run_uuid, status from runs"))
+    assert all(statuses[run] == "FAILED" for run in left), "closed as stale by the next start"
+
+
 # ---------------------------------------------------------------- bad input
 
 

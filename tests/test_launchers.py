@@ -120,15 +120,15 @@ def test_ctrl_c_with_two_workers_running_ends_everything_killed_and_stops_the_wo
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], "workers left behind"
 
 
-def _kill_a_worker_while_training(tmp_path, args: list[str], training: int):
-    """`-m ARGS`; once `training` jobs are training, the worker of the first is killed with SIGKILL.
+def _kill_a_worker_while_training(tmp_path, args: list[str], training: int, signum: int = signal.SIGKILL):
+    """`-m ARGS`; once `training` jobs are training, the worker of the first gets `signum` (SIGKILL).
     Returns (the finished process, the running jobs seen, the killed pid, stderr)."""
     db = tmp_path / "mlflow.db"
     proc = start_cli(tmp_path, "-m", *args)
     try:
         running = _wait_for(lambda: _running_jobs(db, training), 180, proc, f"{training} jobs training")
         (pid,) = _rows(db, "select value from tags where run_uuid = ? and key = 'sweeps.pid'", running[0][0])[0]
-        psutil.Process(int(pid)).kill()
+        psutil.Process(int(pid)).send_signal(signum)
         _, stderr = proc.communicate(timeout=300)
     finally:
         _kill(proc)
@@ -149,6 +149,24 @@ def test_a_worker_killed_with_sigkill_fails_the_jobs_it_took_down_and_the_rest_r
     assert by_name["epochs=1"].info.status == by_name["epochs=2"].info.status == "FINISHED"
     killed = by_name[next(j.info.run_name for j in jobs if j.info.run_id == running[0][0])]
     assert killed.info.status == "FAILED" and "died while the sweep ran" in killed.data.tags["sweeps.error"]
+    assert "2 job(s) finished, 2 failed" in stderr
+
+
+def test_a_worker_stopped_with_sigterm_fails_only_what_a_dead_worker_fails(tmp_path):
+    """Issue 20 §3: SIGTERM to one joblib worker (an admin's `kill`, a scheduler) came back to the
+    launching process as the worker's KeyboardInterrupt and ended the whole sweep KILLED (the queued
+    jobs never started). The launching process was not interrupted: it is a worker that died, as
+    with SIGKILL: the jobs it took down FAILED with the reason, the queued ones launched again."""
+    proc, running, _, stderr = _kill_a_worker_while_training(tmp_path, ["epochs=400,401,1,2", *FAST, *JOBLIB], 2,
+                                                             signal.SIGTERM)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "interrupted" not in stderr.splitlines()[-1]
+    _, (parent,), jobs = _sweep_runs(tmp_path)
+    by_name = {j.info.run_name: j for j in jobs}
+    assert parent.info.status == "FAILED" and not [j for j in jobs if j.info.status == "RUNNING"], stderr[-3000:]
+    assert by_name["epochs=1"].info.status == by_name["epochs=2"].info.status == "FINISHED"
+    stopped = by_name[next(j.info.run_name for j in jobs if j.info.run_id == running[0][0])]
+    assert stopped.info.status == "FAILED" and "SIGTERM" in stopped.data.tags["sweeps.error"], stopped.data.tags
     assert "2 job(s) finished, 2 failed" in stderr
 
 

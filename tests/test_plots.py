@@ -46,7 +46,6 @@ def test_the_overlay_draws_each_job_in_its_style():
     assert lines["l1 rate=1e-3"].get_linestyle() == "-"
     assert mcolors.to_hex(lines["l1 rate=1e-3"].get_color()) == mcolors.to_hex(styles["l1 rate=1e-3"].color)
     assert list(lines["none"].get_xdata()) == [1, 2]  # epochs counted from 1, as MLflow's steps
-    plots.close(fig)
 
 
 def test_a_band_is_drawn_around_a_mean_curve_and_only_there():

@@ -320,6 +320,36 @@ def test_sighup_is_an_interrupt_unless_nohup_ignores_it():
         signal.signal(signal.SIGHUP, before)
 
 
+def test_a_locked_store_is_waited_for_as_long_as_tracking_lock_wait_s_and_not_in_clean_up(make_cfg, tmp_path):
+    """The bound of the wait on a locked SQLite store (the real 30 s lock: test_faults_cli.py): a real
+    `database is locked` from a write transaction another connection holds, MLflow's 20 s wait
+    shortened for the test by SQLite's own busy timeout on that error's connection."""
+    import sqlite3
+
+    tracker = tracking.connect(make_cfg("tracking.lock_wait_s=2").tracking)
+    assert tracker.lock_wait_s == 2
+    db = tmp_path / "locked.db"
+    sqlite3.connect(db).execute("create table t (x)").connection.commit()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    tries = []
+
+    def write():
+        tries.append(time.monotonic())
+        with sqlite3.connect(db, timeout=0.1, isolation_level=None) as con:
+            con.execute("insert into t values (1)")
+
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        tracking.patiently(write, 2)
+    assert len(tries) >= 3 and 1.9 <= tries[-1] - tries[0] <= 5, "tried again for the configured 2 s, no longer"
+    tries.clear()
+    with tracking.impatient(), pytest.raises(sqlite3.OperationalError):
+        tracking.patiently(write, 60)
+    assert len(tries) == 1, "clean-up after Ctrl-C does not wait"
+    holder.execute("COMMIT")
+    tracking.patiently(write, 2)
+
+
 def test_a_signal_inside_a_store_call_waits_for_its_end_and_a_second_one_does_not():
     import signal
 

@@ -122,6 +122,39 @@ def test_bad_search_input_is_one_line_exit_2_and_nothing_written(tmp_path, overr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
 
 
+def test_the_same_study_started_twice_is_refused_in_one_line_and_the_first_goes_on(tmp_path):
+    """Issue 20 §3: "one sweep per study at a time", enforced. Before: the second start closed the
+    first's live trial as stale, and the first crashed with UpdateFinishedTrialError."""
+    import socket
+
+    db = tmp_path / "mlflow.db"
+    common = [*OPTUNA, "hydra.sweeper.study_name=shared", *FAST, "rate=tag(log, interval(1e-6, 1e-2))"]
+    first = start_cli(tmp_path, *common, "hydra.sweeper.n_trials=1", "epochs=400")
+    try:
+        run_id, _ = _wait_for(lambda: _rows(db, JOBS), 180, first, "the first trial's run")[0]
+        _wait_for(lambda: _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", run_id),
+                  120, first, "the first epoch")
+        second = run_cli(tmp_path, *common, "hydra.sweeper.n_trials=1", "epochs=1", timeout=300)
+        assert first.poll() is None, "the first sweep is still training"
+        assert [t.state.name for t in _study(tmp_path).trials] == ["RUNNING"], "its trial was left alone"
+        parents = _rows(db, "select r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid "
+                            "where t.key = 'sweeps.kind' and t.value = 'sweep'")
+        first.send_signal(signal.SIGINT)
+        _, first_err = first.communicate(timeout=120)
+    finally:
+        _kill(first)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-3000:]
+    (line,) = _error_lines(second.stderr)
+    assert line.startswith(f"error: study shared is in use by pid {first.pid} on host {socket.gethostname()}, since ")
+    assert "one sweep per study at a time" in line
+    assert len(parents) == 1, "the second start wrote nothing"
+    assert first.returncode == 130 and "UpdateFinishedTrialError" not in first_err, first_err[-3000:]
+    (trial,) = _study(tmp_path).trials
+    assert trial.state == optuna.trial.TrialState.FAIL  # ended by the first sweep's own Ctrl-C clean-up
+    again = run_cli(tmp_path, *common, "hydra.sweeper.n_trials=2", "epochs=1", timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]  # the study is free once its sweep has ended
+
+
 def test_a_trial_left_running_by_a_killed_process_is_closed_and_not_counted(tmp_path):
     db = tmp_path / "mlflow.db"
     common = [*OPTUNA, "hydra.sweeper.study_name=killed", *FAST, "rate=tag(log, interval(1e-6, 1e-2))"]

@@ -24,14 +24,7 @@ from test_faults_cli import _free_port, _healthy, run_cli
 pytestmark = pytest.mark.slow
 
 
-def _postgres_missing() -> str:
-    try:
-        server.pg_bin("initdb")
-    except server.ServerError as err:
-        return str(err)
-    if os.geteuid() == 0 and not shutil.which("setpriv"):
-        return "as root, PostgreSQL needs setpriv to run as the postgres user"
-    return ""
+_postgres_missing = server.postgres_missing
 
 
 @pytest.fixture

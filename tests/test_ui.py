@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -31,20 +29,6 @@ CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", 
 # name, reg.kind, rate, ranking metric: the rows the view must show, best first
 JOBS = [("l1 rate=1e-3", "l1", "0.001", 0.4864), ("l1 rate=1e-4", "l1", "0.0001", 0.3786),
         ("l2 rate=1e-3", "l2", "0.001", 0.3828)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-            return True
-    except OSError:
-        return False
 
 
 def _store(folder: Path) -> str:
@@ -87,7 +71,7 @@ def _process_tree(pid: int) -> list[psutil.Process]:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed: `make system` as root (apt-get install chromium)")
 def test_the_link_make_ui_prints_opens_the_ranked_runs_table_in_the_model_training_view(tmp_path):
     uri = _store(tmp_path)
-    port = _free_port()
+    port = server.free_port()
     log_path = tmp_path / "ui.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "sweeps.server", "--ui", uri, "--host", "127.0.0.1",
@@ -96,7 +80,7 @@ def test_the_link_make_ui_prints_opens_the_ranked_runs_table_in_the_model_traini
     seen: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 240
-        while not _healthy(port):
+        while not server.healthy(port):
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
             time.sleep(1)
         first = log_path.read_text().splitlines()[0]

@@ -24,7 +24,10 @@ import hashlib
 import json
 import logging
 import math
+import os
+import socket
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "random", "gp", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 STALE = "sweeps_stale_trials"  # study attribute: numbers of trials closed because their process was gone
+OWNER = "sweeps_owner"  # study attribute: {"host", "pid", "since"} of the sweep that runs the study now
 
 
 # --- the search space ----------------------------------------------------------------------------
@@ -181,6 +185,97 @@ def study_name_for(experiment: str, items: list[str], metric: str) -> str:
     return f"{experiment}-{digest}"
 
 
+# --- one sweep per study at a time -----------------------------------------------------------------
+
+class StudyLock:
+    """Held by the one sweep that runs a study (`Search.open` takes it before touching any trial).
+
+    A second start of the same study would close the first's live trial as stale and the first would
+    crash on it; now it stops in one line naming the sweep that holds the study. With a SQLite storage
+    (the default) the lock is an `fcntl.flock` on a file beside it: atomic, and released by the
+    kernel when its process dies however it dies (a SIGKILLed sweep blocks nobody). With a database
+    server the claim is the study attribute `sweeps_owner`, taken over when it names a process of
+    this host that is gone; a claim from another machine is taken as live (it cannot be checked
+    from here; see docs/reliability.md, Limits). Either way `sweeps_owner` says who holds it.
+    """
+
+    def __init__(self, study, storage: str):
+        self.study, self.storage = study, storage
+        self.handle = None
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def path(self) -> Optional[Path]:
+        db = sqlite_path(self.storage)
+        if db is None:
+            return None
+        digest = hashlib.sha256(self.study.study_name.encode()).hexdigest()[:12]
+        return db.with_name(f"{db.name}.{digest}.lock")
+
+    def acquire(self) -> None:
+        import fcntl
+
+        path = self.path()
+        if path is not None:
+            handle = open(path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = _json_or_empty(handle.read())
+                handle.close()
+                raise self.in_use(holder) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(self.me))
+            handle.flush()
+            self.handle = handle
+        else:
+            holder = self.study.user_attrs.get(OWNER) or {}
+            if holder.get("pid") and _alive(holder) and holder.get("pid") != os.getpid():
+                raise self.in_use(holder)
+        self.study.set_user_attr(OWNER, self.me)
+
+    def release(self) -> None:
+        import fcntl
+
+        try:
+            if self.handle is None:
+                self.study.set_user_attr(OWNER, {})
+        except Exception:  # noqa: BLE001 - the claim names a process that is about to be gone
+            pass
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+    def in_use(self, holder: dict) -> ConfigError:
+        who = (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+               + (f", since {holder['since']}" if holder.get("since") else ""))
+        return ConfigError(f"study {self.study.study_name} is in use by {who}: one sweep per study at a time; "
+                           "wait for that sweep to end or stop it (another study: hydra.sweeper.study_name=...)")
+
+
+def _json_or_empty(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the process a claim names may still run (any process of another host might)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return True
+
+
 # --- the sweeper ---------------------------------------------------------------------------------
 
 class OptunaSweeper(TrackedSweeper):
@@ -212,6 +307,7 @@ class Search:
         self.client = MlflowClient(resolve_uri(config.tracking.uri))
         self.open: list = []  # trials asked and not told yet
         self.remaining = 0  # set by open(), after stale trials are closed
+        self.lock: Optional[StudyLock] = None  # held from open() to the end of batches()
 
     @classmethod
     def open(cls, config: DictConfig, hydra_context: HydraContext, items: list[str], n_trials: int, n_jobs: int,
@@ -229,6 +325,9 @@ class Search:
             raise ConfigError(f"hydra.sweeper.n_jobs={n_jobs} is invalid: use an integer >= 1")
         if direction not in (None, "minimize", "maximize"):
             raise ConfigError(f"hydra.sweeper.direction={direction}: use minimize or maximize (or leave it out)")
+        if config.get("repeat"):  # a trial is one run, told to Optuna as one value
+            raise ConfigError(f"repeat={config.repeat} works with the grid sweeper only: a search trial is one run; "
+                              "search over seed instead (e.g. 'seed=choice(0,1,2)') or drop repeat")
         space, fixed = parse_space(items)
         check_space(hydra_context, config, space, fixed)
         tracking_uri = resolve_uri(config.tracking.uri)
@@ -247,6 +346,8 @@ class Search:
             raise ConfigError(f"hydra.sweeper.storage={redact_uri(storage)}: Optuna cannot open it ({reason[:300]}); "
                               "give a SQLite file (sqlite:///optuna.db) or a database every worker reaches") from None
         search = cls(config, study, space, fixed, n_trials, n_jobs, pruner, storage)
+        search.lock = StudyLock(study, storage)
+        search.lock.acquire()  # before any trial is touched: a live sweep's trials are not stale
         search.close_stale()
         search.remaining = max(0, n_trials - search.counted())
         log.info("study %s in %s: %d trial(s) to run", name, redact_uri(storage), search.remaining)
@@ -298,6 +399,8 @@ class Search:
             if self.open:
                 stale = self.study.user_attrs.get(STALE, []) + [t.number for t in self.open]
                 self.study.set_user_attr(STALE, stale)
+            if self.lock is not None:
+                self.lock.release()
 
     def job(self, trial) -> list[str]:
         values = [f"{key}={format_value(value)}" for key, value in trial.params.items()]

@@ -160,6 +160,37 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
             continue
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server of our own, a test, a bench)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(port: int, timeout: float = 5.0) -> bool:
+    """Whether an `mlflow server` on 127.0.0.1:`port` answers its /health endpoint."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_missing() -> str:
+    """Why `make server` cannot run PostgreSQL here ("" when it can)."""
+    try:
+        pg_bin("initdb")
+    except ServerError as err:
+        return str(err)
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        return "as root, PostgreSQL needs setpriv to run as the postgres user"
+    return ""
+
+
 def exposed_without_names(host: str, allowed_hosts: str) -> Optional[str]:
     """Listening for other machines without --allowed-hosts: MLflow 3 then answers them 403 (it accepts
     only requests addressed to localhost) while /health still says OK. Said at start, not found later."""

@@ -36,11 +36,11 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import interrupts, recovery, report, report_html, runs, tags
+from sweeps import interrupts, mdtext, recovery, report, report_html, runs, tags
 from sweeps.config import TrackingConfig
 from sweeps.errors import StoreUnavailable, TrackingError
-from sweeps.tracking import (CleanUp, Tracker, best_effort, connect, process_tags, redact_text, redact_uri, resolve_uri,
-                             runs_table_link, ui_address)
+from sweeps.tracking import (CleanUp, Tracker, best_effort, connect, locked, process_tags, redact_text, redact_uri,
+                             resolve_uri, runs_table_link, short_reason, store_problem, ui_address, unanswered)
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,95 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
                 # again, with the extra section; the figures: every plot in this fresh folder, all drawn by
                 # the report and the extra section (never a path named in the text)
                 report_html.write(Path(tmp), [p.name for p in Path(tmp).glob("*.png")])
-            client.log_artifacts(parent_run_id, tmp)
-    except Exception:  # the report must never hide the jobs' own outcome
-        log.exception("could not write the sweep report")
+            missing = log_report(tracker, parent_run_id, Path(tmp))
+            if missing:
+                log.warning("the sweep report was saved without %s", "; ".join(f"{n} ({why})" for n, why in missing))
+    except Exception as err:  # the report must never hide the jobs' own outcome
+        if store_problem(tracker.uri) or unanswered(err) or locked(err):  # the store is gone: said in one line
+            log.warning("could not write the sweep report: %s", short_reason(err))
+        else:
+            log.exception("could not write the sweep report")
     finally:
         client.set_terminated(parent_run_id, outcome.status)
     return outcome
+
+
+def log_report(tracker: Tracker, run_id: str, folder: Path) -> list[tuple[str, str]]:
+    """Log the report `folder` to the parent run file by file, what matters most first (report.md,
+    the tables, each plot, report.html with the plots that were saved), so a full artifact disk
+    costs what does not fit, not the whole report. What cannot be saved (its partial copy removed) is
+    named in a `sweeps.report_missing` tag and a "Not saved" section of report.md, for which saved
+    plots make room if they must (the text wins over the pictures); returns (file, reason) for each."""
+    def order(path: Path) -> tuple:
+        rank = 0 if path.name == "report.md" else 3 if path.name == "report.html" else 2 if path.suffix == ".png" else 1
+        return rank, path.name
+
+    files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=order)
+    figures = [p.name for p in files if p.suffix == ".png"]
+    text = (folder / "report.md").read_text()
+    missing: list[tuple[str, str]] = []
+    saved: list[str] = []
+    for path in files:
+        if path.name == "report.html" and missing:  # drawn again without the plots that were not saved
+            report_html.write(folder, figures)
+        reason = _log_file(tracker, run_id, path)
+        if reason is None:
+            saved.append(path.name)
+            continue
+        missing.append((path.name, reason))
+        if path.suffix == ".png":
+            path.unlink()  # not embedded in report.html either
+    if not missing:
+        return missing
+    plots = sorted((n for n in saved if n.endswith(".png")), key=lambda n: -(folder / n).stat().st_size)
+    while True:  # report.md again, with what is missing (report.html too, if it was saved)
+        note = "\n## Not saved\n\n" + "".join(f"- {mdtext.code(name)}: {mdtext.text(why)}\n" for name, why in missing)
+        (folder / "report.md").write_text(text + note)
+        again = ["report.md"] + (["report.html"] if "report.html" in saved else [])
+        if "report.html" in saved:
+            report_html.write(folder, figures)
+        failed = [name for name in again if _log_file(tracker, run_id, folder / name) is not None]
+        if not failed:
+            break
+        for name in failed:  # a failed copy was removed: an earlier, complete one is gone too
+            saved.remove(name) if name in saved else None
+        if not plots:  # no room left to make: the report as it was (it fitted before)
+            (folder / "report.md").write_text(text)
+            if _log_file(tracker, run_id, folder / "report.md") is not None:
+                missing.append(("report.md", "no room left on the artifact store, even without the plots"))
+            if "report.html" in failed:
+                missing.append(("report.html", "removed: no room to save it again with the list of what is missing"))
+            break
+        victim = plots.pop(0)  # the biggest saved plot makes room for the words
+        _delete_artifact(tracker, run_id, victim)
+        (folder / victim).unlink()
+        saved.remove(victim)
+        missing.append((victim, "removed to make room for this list: the artifact store is full"))
+    best_effort(tracker.client.set_tag, run_id, tags.REPORT_MISSING, ", ".join(dict.fromkeys(n for n, _ in missing)))
+    return missing
+
+
+def _log_file(tracker: Tracker, run_id: str, path: Path) -> Optional[str]:
+    """Log one file of the report; None, or why it could not be (its partial copy removed where the
+    artifact store allows). A store that stopped answering is not a missing file: raised."""
+    try:
+        tracker.client.log_artifact(run_id, str(path))
+        return None
+    except Exception as err:  # noqa: BLE001 - a full or failing artifact store: this file is left out
+        if unanswered(err) or locked(err):
+            raise
+        _delete_artifact(tracker, run_id, path.name)
+        return redact_text(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": "))
+
+
+def _delete_artifact(tracker: Tracker, run_id: str, name: str) -> None:
+    """Remove one artifact of a run where its store allows it (a local folder does; some servers do not)."""
+    try:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        get_artifact_repository(tracker.client.get_run(run_id).info.artifact_uri).delete_artifacts(name)
+    except Exception:  # noqa: BLE001 - nothing more to do
+        pass
 
 
 def open_children(tracker: Tracker, parent_run_id: str) -> list[Run]:

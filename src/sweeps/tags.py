@@ -16,6 +16,7 @@ HOST = "sweeps.host"  # host of that process
 STALE = "sweeps.stale"  # "true" on a run closed because its process was gone
 RESUMED_FROM = "sweeps.resumed_from"  # on a reused job: the FINISHED run it stands for
 RESUMED_SWEEP = "sweeps.resumed_sweep"  # on a reused job: the parent run of the sweep that trained it
+REPORT_MISSING = "sweeps.report_missing"  # on a parent: report files that could not be saved (a full disk)
 RESUMES = "sweeps.resumes"  # on a parent: comma-separated earlier parents it reused jobs from
 STUDY = "sweeps.study"  # on a search's parent and trials: the Optuna study name
 TRIAL = "sweeps.trial"  # on a trial's run: its Optuna trial number

@@ -86,6 +86,10 @@ def store_problem(uri: str, timeout: float = 3.0) -> Optional[str]:
             return f"{db.parent} is gone"
         if shutil.disk_usage(folder).free < MIN_FREE_BYTES:
             return f"no space left on the device holding {folder}"
+        for path in (folder, db):  # SQLite writes a journal beside the file: both must stay writable
+            if path.exists() and not os.access(path, os.W_OK):
+                return (f"{path} is no longer writable (its mode, `chattr +i` or a read-only mount); make it "
+                        "writable again")
         return None
     try:
         check_reachable(uri, timeout=timeout)
@@ -553,13 +557,21 @@ class Tracker:
         patiently(log_model, self.lock_wait_s)
 
 
+def short_reason(err: BaseException) -> str:
+    """One line for a failed store call: the database's own words (`OperationalError: unable to open
+    database file`), not SQLAlchemy's wrapper ("raised as a result of Query-invoked autoflush")."""
+    if isinstance(err, MlflowException) or locked(err):
+        return redact_text(root_reason(err))
+    return redact_text(str(err).splitlines()[0] if str(err).strip() else type(err).__name__)
+
+
 def best_effort(call, *args) -> Optional[Exception]:
     """Clean-up that must not hide what is being cleaned up after (a dead store, a full disk);
     returns the error it reported (None when the call went through)."""
     try:
         call(*args)
     except Exception as err:  # noqa: BLE001 - reported, then the original error goes on
-        log.warning("could not record it in the store: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        log.warning("could not record it in the store: %s", short_reason(err))
         return err
     return None
 

@@ -261,6 +261,9 @@ def check_composed(overrides: list[str], multirun: bool) -> None:
         raise ConfigError(hydra_message(err)) from None
     if not multirun:
         validate(cfg)
+        if cfg.repeat:  # a single run is one job: nothing to repeat it across
+            raise ConfigError(f"repeat={cfg.repeat} repeats each configuration of a sweep: add -m "
+                              f"(python -m sweeps.train -m ... repeat={cfg.repeat})")
     n_jobs = cfg.hydra.launcher.get("n_jobs")
     if n_jobs == 0:
         raise ConfigError("hydra.launcher.n_jobs=0 is invalid: use an integer >= 1 (or -1: one job per core)")
