@@ -170,6 +170,35 @@ def test_a_worker_stopped_with_sigterm_fails_only_what_a_dead_worker_fails(tmp_p
     assert "2 job(s) finished, 2 failed" in stderr
 
 
+def test_workers_end_when_their_launching_process_is_killed(tmp_path):
+    """Issue 20 §3: SIGKILL to the launching process of a joblib sweep left its two workers training
+    on for minutes (0.9 GB each on Fashion-MNIST), their runs RUNNING. Its guard (sweeps.guard) stops
+    them: each ends its run KILLED saying why, and the parent is closed FAILED, within seconds."""
+    db = tmp_path / "mlflow.db"
+    proc = start_cli(tmp_path, "-m", "epochs=400,401", *FAST, *JOBLIB)
+    try:
+        running = _wait_for(lambda: _running_jobs(db, 2), 180, proc, "2 jobs training")
+        pids = [int(_rows(db, "select value from tags where run_uuid = ? and key = 'sweeps.pid'", r[0])[0][0])
+                for r in running]
+        assert proc.pid not in pids, "premise: the jobs train in worker processes"
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        _kill(proc)
+    workers = [psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)]
+    _, alive = psutil.wait_procs(workers, timeout=90)
+    for worker in alive:
+        worker.kill()
+    assert not alive, "the orphaned workers ended"
+    deadline = time.monotonic() + 60
+    while _rows(db, "select 1 from runs where status = 'RUNNING'") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    _, (parent,), jobs = _sweep_runs(tmp_path)
+    assert parent.info.status == "FAILED" and "closed at once by its guard" in parent.data.tags["sweeps.error"]
+    assert sorted(j.info.status for j in jobs) == ["KILLED", "KILLED"], [j.data.tags.get("sweeps.error") for j in jobs]
+    assert all("launching process" in j.data.tags["sweeps.error"] for j in jobs)
+
+
 def test_a_packed_worker_killed_with_sigkill_fails_its_members_and_the_queued_pack_runs(tmp_path):
     """The same with `hydra/launcher=packed hydra.launcher.n_jobs=2`: two long packs of two members
     in two workers, a short pack queued; one worker is killed. Its members end FAILED, the other

@@ -120,19 +120,20 @@ def _history(client, run, key):
 
 
 def test_a_rerun_reuses_finished_jobs_and_links_the_earlier_sweep(make_cfg, client, a_sweep):
+    # reg=l2: without a penalty the two rates are one config (trained once, linked; tested apart)
     first = a_sweep(["rate=1e-4"])
-    trained = train(make_cfg("rate=1e-4", *FAST), first.job(["rate=1e-4"]))
+    trained = train(make_cfg("reg=l2", "rate=1e-4", *FAST), first.job(["rate=1e-4"]))
     first_parent = first.parent_run_id
     first.end()
 
     second = a_sweep(["rate=1e-4,1e-3"])
-    reused = train(make_cfg("rate=1e-4", *FAST), second.job(["rate=1e-4"]))
-    train(make_cfg("rate=1e-3", *FAST), second.job(["rate=1e-3"]))
+    reused = train(make_cfg("reg=l2", "rate=1e-4", *FAST), second.job(["rate=1e-4"]))
+    train(make_cfg("reg=l2", "rate=1e-3", *FAST), second.job(["rate=1e-3"]))
     parent_id = second.parent_run_id
     second.end()
 
     assert reused == trained, "the task returns the finished run's metric"
-    cfg_hash = config_hash(make_cfg("rate=1e-4", *FAST))
+    cfg_hash = config_hash(make_cfg("reg=l2", "rate=1e-4", *FAST))
     same = [r for r in _jobs(client) if r.data.tags["sweeps.config_hash"] == cfg_hash]
     original = [r for r in same if "sweeps.resumed_from" not in r.data.tags]
     stand_in = [r for r in same if "sweeps.resumed_from" in r.data.tags]

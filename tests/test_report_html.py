@@ -64,7 +64,8 @@ def _planted_sweep(uri: str, secret: Path) -> str:
                              ("l2", "[click](http://evil.example/)", f"OSError: ![e]({secret}) **b** `c`\nsecond")):
         job = client.create_run(experiment, run_name=f"{reg} run", tags={
             "mlflow.parentRunId": parent.info.run_id, "sweeps.kind": "job",
-            "sweeps.overrides": json.dumps([f"reg={reg}", f"model.name={name}"]), **({"sweeps.error": error} if error else {})})
+            "sweeps.overrides": json.dumps([f"reg={reg}", f"model.name={name}"]),
+            **({"sweeps.error": error} if error else {})})
         for epoch in range(3):
             client.log_metric(job.info.run_id, "val_data_loss", 1.0 / (epoch + 1), step=epoch + 1)
         client.set_terminated(job.info.run_id, "FAILED" if error else "FINISHED")

@@ -30,14 +30,20 @@ _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (a reused pid counts as alive)."""
+    """Whether a process with this pid runs on this host (a reused pid counts as alive; a zombie, a
+    process that ended and was not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:  # noqa: BLE001 - gone meanwhile, or psutil cannot tell: as os.kill said
+        return True
 
 
 def is_stale(run: Run, host: str) -> bool:

@@ -281,15 +281,17 @@ def markdown(sweep: SweepRuns, rows: list[dict], metric: str, drawn: list[Plot],
     if keys is None:
         parts.append(f"## Jobs, best {text(metric)} first\n\n{table.to_markdown(rows)}")
     else:
-        parts += [f"## Configurations, best mean {text(metric)} first\n\n{text(table.grouping_note(sweep, keys, metric))} "
-                  f"Every job: the next table, or {code(f'python -m sweeps.compare --sweep {sweep.id} --no-group')}.\n\n"
+        every_job = code(f"python -m sweeps.compare --sweep {sweep.id} --no-group")
+        parts += [f"## Configurations, best mean {text(metric)} first\n\n"
+                  f"{text(table.grouping_note(sweep, keys, metric))} Every job: the next table, or {every_job}.\n\n"
                   f"{table.to_markdown(rows)}",
                   certainty(sweep, metric, keys),
                   f"## Every job, best {text(metric)} first\n\n{table.to_markdown(table.job_rows(sweep, metric))}"]
     failed = [j for j in sweep.jobs if j.status != "FINISHED"]
     if failed:
         parts.append("## Jobs that did not finish\n\n" + "".join(
-            f"- {code(j.label())}: {j.status}{': ' + text(j.error.splitlines()[0]) if (j.error or '').strip() else ''}\n"
+            f"- {code(j.label())}: {j.status}"
+            f"{': ' + text(j.error.splitlines()[0]) if (j.error or '').strip() else ''}\n"
             for j in failed))
     parts += [f"## {text(p.title)}\n\n![{alt(p.title)}]({p.file})\n" for p in drawn]
     if skipped:  # the reasons are ours (Markdown), the titles may name a metric from the store
@@ -331,7 +333,8 @@ def ranking_note(metric: str) -> str:
     if "data_loss" in metric:
         return " (the data term alone: Keras' `loss` adds the penalty, which would favour weak regularization)"
     if metric.endswith("loss") and metric != "data_loss":
-        return (f" (includes the regularization penalty; {code('--metric ' + metric.replace('loss', 'data_loss'))} ranks on the "
+        data_metric = code("--metric " + metric.replace("loss", "data_loss"))
+        return (f" (includes the regularization penalty; {data_metric} ranks on the "
                 "data term, for sweeps that logged it)")
     return ""
 
@@ -344,7 +347,8 @@ def header(sweep: SweepRuns, rows: list[dict], metric: str) -> str:
              f"- sweep {code(sweep.id)} in experiment {code(sweep.experiment)}, started {sweep.started}",
              f"- command: {code('python -m sweeps.train -m ' + sweep.command)}",
              f"- jobs: {len(sweep.jobs)} ({text(counts or 'none')})",
-             f"- ranked by {code(metric)}, {'higher' if higher_is_better(metric) else 'lower'} is better{ranking_note(metric)}"]
+             f"- ranked by {code(metric)}, {'higher' if higher_is_better(metric) else 'lower'} is better"
+             f"{ranking_note(metric)}"]
     if rows and rows[0].get(table.rank_column(rows, metric)) is not None:
         best = rows[0]
         values = [f"{k}={best[k]}" for k in sweep.swept if k in best] + ([f"n={best['n']}"] if "n" in best else [])

@@ -462,7 +462,8 @@ class Search:
                 plt.close(figure)
                 lines.append(f"\n### {title}\n\n![{title}]({file})")
             except Exception as err:  # noqa: BLE001 - e.g. importances need two complete trials
-                lines.append(f"\n- {title}: not drawn ({text(str(err).splitlines()[0] if str(err) else type(err).__name__)})")
+                why = str(err).splitlines()[0] if str(err) else type(err).__name__
+                lines.append(f"\n- {title}: not drawn ({text(why)})")
         return "\n".join(lines) + "\n"
 
     def summary(self) -> str:

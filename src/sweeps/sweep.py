@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import interrupts, mdtext, recovery, report, report_html, runs, tags
+from sweeps import guard, interrupts, mdtext, recovery, report, report_html, runs, tags
 from sweeps.config import TrackingConfig
 from sweeps.errors import StoreUnavailable, TrackingError
 from sweeps.tracking import (CleanUp, Tracker, best_effort, connect, locked, process_tags, redact_text, redact_uri,
@@ -293,6 +293,14 @@ def close_children(tracker: Tracker, parent_run_id: str, status: str, reason: st
         best_effort(tracker.client.set_terminated, run.info.run_id, status)
 
 
+def fail_killed_children(tracker: Tracker, parent_run_id: str, reason: str) -> None:
+    """Jobs of the sweep that ended KILLED (their worker was interrupted) as FAILED with `reason`."""
+    for run in tracker.client.search_runs([tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent_run_id}' "
+                                          "and attributes.status = 'KILLED'", max_results=10_000):
+        best_effort(tracker.client.set_tag, run.info.run_id, tags.ERROR, reason)
+        best_effort(tracker.client.set_terminated, run.info.run_id, "FAILED")
+
+
 def stop_workers(tracker: Tracker, parent_run_id: str, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM to the processes of this host running the sweep's jobs, SIGKILL after `grace_s`.
 
@@ -359,6 +367,7 @@ def run(config: DictConfig, batches: Iterable[list[list[str]]], swept: list[str]
     (Path(sweep_dir) / "multirun.yaml").write_text(redact_text(OmegaConf.to_yaml(config)))  # Hydra's file, scrubbed
     command = " ".join(config.hydra.overrides.task)
     parent = open_parent(tracker, command, sweep_dir, swept, planned, parent_tags, key)
+    guard.register(tracker.uri, tracker.experiment, parent)  # its workers are stopped if this process dies
     launched = index = 0  # distinct jobs handed to the launcher; Hydra job numbers used (relaunches get new ones)
     relaunch = local_launcher(config)
     try:
@@ -431,16 +440,32 @@ def local_launcher(config: DictConfig) -> bool:
 
 def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[list[str]], first: int,
                   relaunch: bool = True) -> int:
-    """Launch `batch` (numbered from `first`); returns how many job numbers it used."""
+    """Launch `batch` (numbered from `first`); returns how many job numbers it used.
+
+    A launcher that fails (a worker process died) fails the jobs it took down and launches again the
+    ones it never started. So does a worker's own interrupt: a KeyboardInterrupt that comes back from
+    a worker while this process received no signal (`kill` or a scheduler stopped one worker) is that
+    worker's death, not Ctrl-C on the sweep; its job ends FAILED, not the whole sweep KILLED.
+    """
+    stopped = None  # the signal that stopped a worker, when the interrupt was the worker's alone
     try:
         launch(batch, first)
         return len(batch)
-    except (KeyboardInterrupt, StoreUnavailable):
+    except StoreUnavailable:
         raise
+    except KeyboardInterrupt as err:
+        if interrupts.received() is not None:  # this process was interrupted: the sweep stops
+            raise
+        stopped = interrupts.name_of(err)
+        log.error("a worker process was stopped (%s); this sweep was not interrupted", stopped)
+        failure: BaseException = RuntimeError(f"a worker process was stopped ({stopped})")
     except Exception as err:
         log.error("the launcher stopped: %s", redact_text(f"{type(err).__name__}: {err}".splitlines()[0]))
         failure = err
     wait_for_workers(tracker, parent)
+    if stopped is not None:  # the jobs the stopped pool ended KILLED failed: nobody stopped the sweep
+        fail_killed_children(tracker, parent, f"stopped: its worker process got {stopped} while the sweep ran "
+                                              "(the sweep itself was not interrupted)")
     if not relaunch:  # a cluster: queued jobs have no run yet either; launching them again would run them twice
         raise failure
     started = {r.data.tags.get(tags.OVERRIDES) for r in children(tracker, parent)}

@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweeps import interrupts, tags
+from sweeps import guard, interrupts, tags
 from sweeps.redact import redact_text, redact_uri  # noqa: F401 - part of this module's interface
 from sweeps.config import RANK_METRIC, applicable, config_hash, dotted_keys, higher_is_better, to_plain
 from sweeps.errors import TrackingError
@@ -609,6 +609,7 @@ def connect(tcfg: DictConfig) -> Tracker:
     check_reachable(uri)
     artifact_root = default_artifact_root(uri, tcfg.artifact_root)
     check_artifact_root(artifact_root)
+    guard.register(uri, tcfg.experiment)  # if this process dies without its clean-up, its guard closes its runs
     try:
         with store_lock(uri):
             return Tracker(uri, tcfg.experiment, artifact_root, tcfg.get("lock_wait_s", LOCK_WAIT_S))

@@ -32,11 +32,11 @@ from typing import Iterator
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import interrupts
+from sweeps import guard, interrupts
 from sweeps.config import check_overrides, conf_dir, register_configs
 from sweeps.redact import redact_text
 from sweeps.patience import set_store_patience
-from sweeps.errors import ConfigError, DataError, StoreUnavailable, SweepsError
+from sweeps.errors import ConfigError, DataError, StoreUnavailable, SweepsError, TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,10 @@ def task(cfg: DictConfig) -> float:
         try:
             return jobs.train(cfg, job)
         except Exception as err:
-            lost = jobs.store_lost(cfg, err)
+            # a single run whose store refuses it at the start (read-only, unreachable) is bad input: the
+            # TrackingError names the fix; in a sweep the store answered the sweep's own check, so it was lost
+            refused = job.sweep_dir is None and isinstance(err, TrackingError)
+            lost = None if refused else jobs.store_lost(cfg, err)
             if lost:  # every later job would fail the same way: stop (see StoreUnavailable)
                 raise StoreUnavailable(lost) from None
             if job.sweep_dir is None:
@@ -328,6 +331,7 @@ def main() -> None:
     register_configs()
     multirun = check_command_line(sys.argv[1:])
     set_store_patience()
+    guard.start()  # if this process dies without its clean-up (SIGKILL, an abort), its runs are closed at once
     entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
     try:
         with interrupts.handling():
