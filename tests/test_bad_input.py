@@ -38,6 +38,15 @@ from conftest import write_kaggle_csv
     (["tracking.artifact_root=s3://bucket/x"], "tracking.artifact_root=s3://bucket/x: s3:// needs the boto3 package"),
     (["model.name='a/b'"], "model.name='a/b' is invalid: a name may not hold /"),
     (["model.name=" + "x" * 7000], "model.name: its value has 7000 characters and MLflow keeps at most 6000"),
+    (["optimizer.weight_decay=-1e-4"], "optimizer.weight_decay=-0.0001 is invalid: use a value >= 0"),
+    (["optimizer=adamw", "optimizer.weight_decay=0"], "optimizer=adamw needs optimizer.weight_decay > 0"),
+    (["optimizer=adam", "optimizer.nesterov=true"], "optimizer.nesterov=true needs optimizer=sgd with optimizer.momentum > 0"),
+    (["optimizer=sgd", "optimizer.nesterov=true"], "optimizer.nesterov=true needs optimizer=sgd with optimizer.momentum > 0"),
+    (["max_norm=0"], "max_norm=0.0 is invalid: use a value > 0"),
+    (["label_smoothing=1"], "label_smoothing=1.0 is invalid: use a value in [0, 1)"),
+    (["data=california_housing", "optimized_metric=val_mae", "label_smoothing=0.1"],
+     "label_smoothing=0.1: data=california_housing is a regression"),
+    (["input_noise=-0.1"], "input_noise=-0.1 is invalid: use a standard deviation >= 0"),
 ])
 def test_every_value_of_a_class_is_checked_in_one_place(make_cfg, overrides, message):
     with pytest.raises(ConfigError) as err:

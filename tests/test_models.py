@@ -1,8 +1,10 @@
-"""The builder puts penalties, dropout and batch norm exactly where configured; evaluation agrees with Keras."""
+"""The builder puts penalties, dropout and batch norm exactly where configured; evaluation agrees with Keras;
+today's regularizers (decoupled weight decay, max-norm, label smoothing, input noise) do what they say."""
 
 from dataclasses import replace
 
 import keras
+import numpy as np
 import pytest
 
 from sweeps.data import load_dataset
@@ -70,11 +72,80 @@ def test_output_follows_the_task(make_cfg):
 
 
 @pytest.mark.parametrize("opt, cls, lr", [("rmsprop", keras.optimizers.RMSprop, 1e-3),
-                                          ("adam", keras.optimizers.Adam, 1e-3), ("sgd", keras.optimizers.SGD, 1e-2)])
+                                          ("adam", keras.optimizers.Adam, 1e-3), ("sgd", keras.optimizers.SGD, 1e-2),
+                                          ("adamw", keras.optimizers.AdamW, 1e-3), ("nadam", keras.optimizers.Nadam, 1e-3)])
 def test_optimizer_group(make_cfg, opt, cls, lr):
     model = compile_model(build_model(make_cfg(f"optimizer={opt}"), 4, 3), make_cfg(f"optimizer={opt}"), "classification")
     assert isinstance(model.optimizer, cls)
     assert float(model.optimizer.learning_rate) == pytest.approx(lr)
+
+
+# ---------------------------------------------------------------- today's regularizers
+
+
+def _batch(classes=10, inputs=64, rows=32):
+    rng = np.random.default_rng(0)
+    return rng.random((rows, inputs), dtype="float32"), np.arange(rows) % classes
+
+
+def _trained(cfg, steps=1):
+    keras.utils.set_random_seed(cfg.seed)
+    model = compile_model(build_model(cfg, 64, 10), cfg, "classification")
+    rng = np.random.default_rng(1)  # biases away from 0, so decaying them would show
+    model.set_weights([w if w.ndim > 1 else rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()])
+    before = [w.copy() for w in model.get_weights()]
+    x, y = _batch()
+    for _ in range(steps):
+        logs = model.train_on_batch(x, y, return_dict=True)
+    return model, before, logs
+
+
+@pytest.mark.parametrize("optimizer", [("optimizer=sgd",), ("optimizer=sgd", "optimizer.momentum=0.9", "optimizer.nesterov=true"),
+                                       ("optimizer=adam",)], ids=["sgd", "nesterov", "adam"])
+def test_weight_decay_shrinks_kernels_apart_from_the_gradient_and_adds_no_penalty_term(make_cfg, optimizer):
+    """Decoupled (Loshchilov & Hutter): w <- w - lr * wd * w next to the optimizer's own step from the
+    same gradient, on kernels only; the loss is the data term alone (no L2 term in it)."""
+    wd = 0.5
+    plain, before, _ = _trained(make_cfg(*optimizer))
+    decayed, same_start, logs = _trained(make_cfg(*optimizer, f"optimizer.weight_decay={wd}"))
+    lr = float(decayed.optimizer.learning_rate)
+    assert logs["loss"] == pytest.approx(logs["data_loss"], rel=1e-6), "no penalty term in the loss"
+    for var, start, start_plain, w_plain, w_decayed in zip(decayed.trainable_variables, same_start, before,
+                                                           plain.get_weights(), decayed.get_weights()):
+        np.testing.assert_array_equal(start, start_plain)  # premise: one seed, one start
+        expected = w_plain - lr * wd * start if "kernel" in var.path else w_plain
+        np.testing.assert_allclose(w_decayed, expected, rtol=1e-5, atol=1e-7, err_msg=var.path)
+
+
+def test_max_norm_bounds_every_units_incoming_weights(make_cfg):
+    model, _, _ = _trained(make_cfg("max_norm=0.3", "optimizer=sgd", "optimizer.lr=1.0"), steps=3)
+    for layer in hidden_dense_layers(model):
+        norms = np.linalg.norm(layer.kernel.numpy(), axis=0)  # one column per unit
+        assert norms.max() <= 0.3 + 1e-5 and norms.max() > 0.29, (layer.name, norms.max())
+    free, _, _ = _trained(make_cfg("optimizer=sgd", "optimizer.lr=1.0"), steps=3)
+    assert np.linalg.norm(free.get_layer("hidden_0").kernel.numpy(), axis=0).max() > 0.3, "premise: it binds"
+
+
+def test_label_smoothing_is_the_data_loss_as_keras_defines_it(make_cfg):
+    cfg = make_cfg("label_smoothing=0.2")
+    model = compile_model(build_model(cfg, 64, 10), cfg, "classification")
+    x, y = _batch()
+    p = np.clip(model.predict(x, verbose=0), 1e-7, 1 - 1e-7)
+    target = np.eye(10)[y] * 0.8 + 0.2 / 10
+    direct = float(np.mean(-(target * np.log(p)).sum(axis=1)))
+    got = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert got["data_loss"] == pytest.approx(direct, rel=1e-4) and got["loss"] == pytest.approx(direct, rel=1e-4)
+    unsmoothed = float(np.mean(-np.log(p[np.arange(len(y)), y])))
+    assert abs(direct - unsmoothed) > 1e-3, "premise: smoothing changes the value"
+
+
+def test_input_noise_perturbs_training_inputs_only(make_cfg):
+    model = build_model(make_cfg("input_noise=0.5"), 64, 10)
+    assert model.layers[0].name == "input_noise" and model.layers[0].stddev == 0.5
+    x, _ = _batch()
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+    assert not np.allclose(model(x, training=True), model(x, training=False))
+    assert build_model(make_cfg(), 64, 10).layers[0].name == "hidden_0", "none without it"
 
 
 def test_evaluation_from_the_process_batches_matches_keras_on_the_arrays_and_folds_get_their_own(make_cfg):

@@ -46,6 +46,19 @@ def test_jobs_that_differ_only_in_penalty_dropout_or_seed_share_a_pack_of_at_mos
     assert why_alone(cfg_of("cv.folds=3")) and why_alone(jobs[0]) is None
 
 
+def test_jobs_with_a_regularizer_the_packed_model_lacks_run_alone_said_once(caplog):
+    """Weight decay and the new optimizers pack (the optimizer is shared); max-norm, label smoothing and
+    input noise are not member settings of the packed model: those jobs run alone, one line per reason."""
+    jobs = [cfg_of("optimizer=adamw", f"seed={s}") for s in (0, 1)]
+    jobs += [cfg_of("max_norm=3", f"seed={s}") for s in (0, 1)] + [cfg_of("label_smoothing=0.1"), cfg_of("input_noise=0.1")]
+    with caplog.at_level("INFO", logger="sweeps.launcher"):
+        assert packs(jobs, 8) == [[0, 1], [2], [3], [4], [5]]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["2 job(s) trained alone, not packed: max_norm=3.0 (not packed yet)",
+                    "1 job(s) trained alone, not packed: label_smoothing=0.1 (not packed yet)",
+                    "1 job(s) trained alone, not packed: input_noise=0.1 (not packed yet)"], said
+
+
 @pytest.mark.parametrize("setting", ["max_pack=0", "n_jobs=0"])
 def test_a_bad_launcher_setting_is_one_line_exit_2_and_nothing_written(tmp_path, setting):
     proc = run_cli(tmp_path, "-m", "reg=l1,l2", "data=digits", "hydra/launcher=packed", f"hydra.launcher.{setting}",
@@ -111,7 +124,8 @@ MEMBERS = [("reg=l1", "rate=1e-3"), ("reg=l2", "rate=1e-2", "reg.target=activity
 
 def _pack_of(member_overrides, optimizer="sgd", data=None):
     data = data or _Digits()
-    cfgs = [cfg_of("model.hidden=[12,8]", f"optimizer={optimizer}", *o) for o in member_overrides]
+    optimizer = (f"optimizer={optimizer}",) if isinstance(optimizer, str) else optimizer
+    cfgs = [cfg_of("model.hidden=[12,8]", *optimizer, *o) for o in member_overrides]
     models = []
     for cfg in cfgs:
         keras.utils.set_random_seed(cfg.seed)
@@ -130,8 +144,11 @@ class _Housing:
     input_dim, n_classes, task = 8, None, "regression"
 
 
-@pytest.mark.parametrize("optimizer, data", [("sgd", _Digits()), ("adam", _Digits()), ("rmsprop", _Housing())],
-                         ids=["sgd", "adam", "regression-rmsprop"])
+@pytest.mark.parametrize("optimizer, data", [
+    ("sgd", _Digits()), ("adam", _Digits()), ("rmsprop", _Housing()),
+    ("adamw", _Digits()),  # decoupled weight decay: the shared optimizer's, elementwise, so each member's own
+    (("optimizer=sgd", "optimizer.momentum=0.9", "optimizer.nesterov=true", "optimizer.weight_decay=0.1"), _Digits())],
+    ids=["sgd", "adam", "regression-rmsprop", "adamw", "nesterov-weight-decay"])
 def test_each_member_pays_its_own_penalty_and_takes_the_step_it_would_take_alone(optimizer, data):
     import tensorflow as tf
 

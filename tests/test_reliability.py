@@ -476,7 +476,7 @@ def test_safe_mode_refuses_a_model_that_carries_code(make_cfg):
     ("reg=l3", "reg=l3: no such option; choose one of l1, l1_l2, l2, none"),
     ("reg=l1,l3", "reg=l3: no such option; choose one of l1, l1_l2, l2, none"),
     ("data=imagenet", "data=imagenet: no such option; choose one of california_housing, circles, digits,"),
-    ("optimizer=adamw", "optimizer=adamw: no such option; did you mean adam? choose one of adam, rmsprop, sgd"),
+    ("optimizer=adamax", "optimizer=adamax: no such option; did you mean adam? choose one of adam, adamw, nadam, rmsprop, sgd"),
     ("+experiment=doesnotexist", "experiment=doesnotexist: no such option; choose one of california_warmup,"),
     ("+rat=1e-3", "rat: no such key; + adds keys the schema lacks, and every key of sweeps is in it; did you mean rate?"),
     ("+foo=1", "foo: no such key; + adds keys the schema lacks"),

@@ -45,6 +45,29 @@ def test_one_run_records_params_metrics_artifacts_and_a_loadable_model(make_cfg,
     assert predictions.shape == (3, 10) and np.allclose(predictions.sum(axis=1), 1, atol=1e-4)
 
 
+def test_todays_regularizers_are_params_and_the_model_reloads_in_a_fresh_process(make_cfg, client, store):
+    """Decoupled weight decay, max-norm, label smoothing (a loss of ours, saved with the model) and input
+    noise in one run: each a param, and the logged model loads in a fresh process that imports nothing of
+    sweeps itself (Keras finds the loss by its registered name, `sweeps>SmoothedSparseCrossentropy`)."""
+    import subprocess
+    import sys
+
+    overrides = ["optimizer=adamw", "optimizer.weight_decay=1e-3", "max_norm=2", "label_smoothing=0.1", "input_noise=0.1"]
+    train(make_cfg(*overrides), JobContext(tuple(overrides)))
+    (run,) = _runs(client)
+    params = run.data.params
+    assert run.info.status == "FINISHED"
+    assert (params["optimizer.name"], params["optimizer.weight_decay"], params["max_norm"], params["label_smoothing"],
+            params["input_noise"]) == ("adamw", "0.001", "2.0", "0.1", "0.1")
+    assert "optimizer.nesterov" not in params, "SGD's key only"
+    load = ("import sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]);"
+            "m = mlflow.pyfunc.load_model(f'runs:/{sys.argv[2]}/model');"
+            "print(np.asarray(m.predict(np.zeros((2, 64), 'float32'))).shape)")
+    proc = subprocess.run([sys.executable, "-c", load, store, run.info.run_id], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("(2, 10)"), proc.stderr[-2000:]
+
+
 def test_returns_the_optimized_metric(make_cfg, client):
     value = train(make_cfg("data=circles", "optimized_metric=test_accuracy", "tracking.log_model=false"), JobContext(tuple([])))
     (run,) = _runs(client)

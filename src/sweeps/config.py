@@ -62,6 +62,8 @@ class DropoutType(Enum):
 class OptimizerName(Enum):
     rmsprop = "rmsprop"
     adam = "adam"
+    adamw = "adamw"
+    nadam = "nadam"
     sgd = "sgd"
 
 
@@ -113,9 +115,11 @@ class RegConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: OptimizerName = OptimizerName.rmsprop  # rmsprop | adam | sgd
+    name: OptimizerName = OptimizerName.rmsprop  # rmsprop | adam | adamw | nadam | sgd
     lr: float = 1e-3  # learning rate
     momentum: float = 0.0  # SGD only
+    nesterov: bool = False  # SGD only: Nesterov momentum (needs momentum > 0)
+    weight_decay: float = 0.0  # decoupled weight decay, any optimizer: each step w -= lr * weight_decay * w (kernels)
 
 
 @dataclass
@@ -160,6 +164,9 @@ class Config:
     dropout: float = 0.0  # dropout rate after hidden layers (0 = none)
     dropout_type: DropoutType = DropoutType.standard  # standard (Dropout) | gaussian (GaussianDropout)
     dropout_layers: Optional[List[int]] = None  # hidden layers (0-based) followed by dropout; null = all
+    max_norm: Optional[float] = None  # max-norm constraint: each hidden unit's incoming weights kept within this L2 norm
+    label_smoothing: float = 0.0  # classification: targets (1 - s) one-hot + s / classes (the data loss follows)
+    input_noise: float = 0.0  # std of Gaussian noise added to the inputs while training (0 = none)
     batch_size: int = 32  # mini-batch size
     epochs: int = 10  # training epochs
     seed: int = 0  # seeds Python, NumPy and TensorFlow
@@ -324,6 +331,7 @@ def validate(cfg: DictConfig) -> None:
     _check(bool(EPOCH_METRIC.match(cfg.early_stopping.monitor)), "early_stopping.monitor", cfg.early_stopping.monitor,
            "watch a per-epoch metric: val_data_loss, val_loss, val_accuracy, val_mae, data_loss, loss, accuracy or mae")
     _check(0 <= cfg.dropout < 1, "dropout", cfg.dropout, "use a value in [0, 1), e.g. dropout=0.2")
+    _check_todays_regularizers(cfg)
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "use an integer >= 1, e.g. batch_size=128")
     _check(cfg.epochs >= 1, "epochs", cfg.epochs, "use an integer >= 1, e.g. epochs=10")
     _check(math.isfinite(cfg.optimizer.lr) and cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr,
@@ -352,6 +360,26 @@ def validate(cfg: DictConfig) -> None:
     _check_every_value(cfg)
     _check_metrics_apply(cfg)
     _check_store_settings(cfg.tracking)
+
+
+def _check_todays_regularizers(cfg: DictConfig) -> None:
+    """Weight decay, Nesterov, max-norm, label smoothing and input noise: in range, and never a value
+    that silently does nothing (as a penalty kind with rate 0)."""
+    opt = cfg.optimizer
+    _check(opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, "use a value >= 0, e.g. 1e-4")
+    if opt.name == OptimizerName.adamw and opt.weight_decay == 0:
+        raise ConfigError("optimizer=adamw needs optimizer.weight_decay > 0, e.g. optimizer.weight_decay=1e-4 "
+                          "(with 0 it is Adam: optimizer=adam)")
+    if opt.nesterov and not (opt.name == OptimizerName.sgd and opt.momentum > 0):
+        raise ConfigError("optimizer.nesterov=true needs optimizer=sgd with optimizer.momentum > 0, e.g. "
+                          "optimizer.momentum=0.9")
+    _check(cfg.max_norm is None or cfg.max_norm > 0, "max_norm", cfg.max_norm, "use a value > 0, e.g. max_norm=3, "
+           "or leave it out (no constraint)")
+    _check(0 <= cfg.label_smoothing < 1, "label_smoothing", cfg.label_smoothing, "use a value in [0, 1), e.g. 0.1")
+    if cfg.label_smoothing > 0 and cfg.data.name in REGRESSION:
+        raise ConfigError(f"label_smoothing={cfg.label_smoothing}: data={cfg.data.name.value} is a regression "
+                          "(no class labels to smooth); leave label_smoothing out")
+    _check(cfg.input_noise >= 0, "input_noise", cfg.input_noise, "use a standard deviation >= 0, e.g. input_noise=0.1")
 
 
 # Every integer a job uses ends up in TensorFlow or NumPy as a 32-bit value (seeds, sizes, counts).
@@ -475,6 +503,7 @@ _APPLIES_WHEN = {
     "reg.target": lambda c: c.reg.kind != RegKind.none,
     "reg.layers": lambda c: c.reg.kind != RegKind.none,
     "optimizer.momentum": lambda c: c.optimizer.name == OptimizerName.sgd,
+    "optimizer.nesterov": lambda c: c.optimizer.name == OptimizerName.sgd,
     "dropout_type": lambda c: c.dropout > 0,
     "dropout_layers": lambda c: c.dropout > 0,
     "early_stopping.patience": lambda c: c.early_stopping.enabled,
@@ -502,6 +531,12 @@ def applicable(cfg: DictConfig) -> dict:
 _NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution", "optimized_metric", "repeat")
 
 
+# Keys added after runs were recorded, with the value that means "off": a job that leaves them off
+# hashes as it did before they existed, so finished runs of earlier versions are still resumed.
+_HASHED_ONCE_SET = {"max_norm": None, "label_smoothing": 0.0, "input_noise": 0.0,
+                    "optimizer.weight_decay": 0.0, "optimizer.nesterov": False}
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Stable hash of everything that determines a run's result (used to recognise finished jobs).
 
@@ -510,4 +545,11 @@ def config_hash(cfg: DictConfig) -> str:
     plain = {k: v for k, v in to_plain(cfg).items() if k not in _NOT_HASHED}
     if plain["reg"]["kind"] == RegKind.none.value:
         plain["rate"] = 0.0
+    for key, off in _HASHED_ONCE_SET.items():  # off: hashed as before the key existed
+        *path, last = key.split(".")
+        node = plain
+        for part in path:
+            node = node[part]
+        if node.get(last) == off:
+            del node[last]
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]

@@ -46,6 +46,9 @@ def why_alone(cfg: DictConfig) -> Optional[str]:
         return "cv.folds (each fold is a model of its own)"
     if cfg.search.trial is not None:
         return "a search trial (its pruner stops it alone)"
+    for key, off in (("max_norm", None), ("label_smoothing", 0.0), ("input_noise", 0.0)):
+        if cfg[key] != off:  # the packed model has no such member setting yet (weight decay it has: the optimizer's)
+            return f"{key}={cfg[key]} (not packed yet)"
     return None
 
 
@@ -60,11 +63,17 @@ def packs(cfgs: Sequence[DictConfig], max_pack: int) -> list[list[int]]:
     launch order (a group is placed where its first job was); jobs that cannot be packed alone."""
     groups: dict[str, list[int]] = {}
     alone: list[list[int]] = []
+    reasons: dict[str, int] = {}
     for i, cfg in enumerate(cfgs):
-        if max_pack < 2 or why_alone(cfg):
+        why = why_alone(cfg) if max_pack >= 2 else None
+        if max_pack < 2 or why:
             alone.append([i])
+            if why:
+                reasons[why] = reasons.get(why, 0) + 1
         else:
             groups.setdefault(pack_key(cfg), []).append(i)
+    for why, count in reasons.items():  # once per reason, not once per job
+        log.info("%d job(s) trained alone, not packed: %s", count, why)
     chunks = [group[j:j + max_pack] for group in groups.values() for j in range(0, len(group), max_pack)]
     return sorted(alone + chunks, key=lambda chunk: chunk[0])
 

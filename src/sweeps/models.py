@@ -16,8 +16,11 @@ from sweeps.config import OptimizerName
 def build_model(cfg: DictConfig, input_dim: int, n_classes: int | None) -> keras.Model:
     """Sequential MLP; the output follows the task: softmax over classes, or one linear unit."""
     layers: list[keras.layers.Layer] = [keras.Input(shape=(input_dim,), name="input")]
+    if cfg.input_noise > 0:  # active in training only, as dropout
+        layers.append(keras.layers.GaussianNoise(cfg.input_noise, name="input_noise"))
     for i, width in enumerate(cfg.model.hidden):
         extra = regularizers.dense_kwargs(cfg.reg.kind, cfg.reg.target, cfg.rate, cfg.reg.layers, i)
+        extra.update(regularizers.constraint_kwargs(cfg.max_norm))
         layers.append(keras.layers.Dense(width, activation=cfg.model.activation, name=f"hidden_{i}", **extra))
         if cfg.model.batchnorm:
             layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
@@ -31,12 +34,22 @@ def build_model(cfg: DictConfig, input_dim: int, n_classes: int | None) -> keras
 
 
 def make_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:
+    """The optimizer, with `optimizer.weight_decay` as Keras' decoupled decay on the kernels only."""
     opt = cfg.optimizer
+    decay = {"weight_decay": opt.weight_decay} if opt.weight_decay > 0 else {}
     if opt.name == OptimizerName.adam:
-        return keras.optimizers.Adam(learning_rate=opt.lr)
-    if opt.name == OptimizerName.sgd:
-        return keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum)
-    return keras.optimizers.RMSprop(learning_rate=opt.lr)
+        optimizer = keras.optimizers.Adam(learning_rate=opt.lr, **decay)
+    elif opt.name == OptimizerName.adamw:
+        optimizer = keras.optimizers.AdamW(learning_rate=opt.lr, **decay)
+    elif opt.name == OptimizerName.nadam:
+        optimizer = keras.optimizers.Nadam(learning_rate=opt.lr, **decay)
+    elif opt.name == OptimizerName.sgd:
+        optimizer = keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, **decay)
+    else:
+        optimizer = keras.optimizers.RMSprop(learning_rate=opt.lr, **decay)
+    if decay:  # as `reg.target=kernel` and the weight statistics: biases and batch norm's scale and shift stay
+        optimizer.exclude_from_weight_decay(var_names=regularizers.NOT_DECAYED)
+    return optimizer
 
 
 # Batches per call into TensorFlow when `steps_per_execution` is null: on small MLPs Keras' per-step
@@ -53,6 +66,9 @@ def compile_model(model: keras.Model, cfg: DictConfig, task: str) -> keras.Model
     """
     if task == "regression":
         loss, metrics = "mse", ["mae", keras.metrics.MeanSquaredError(name="data_loss")]
+    elif cfg.label_smoothing > 0:  # the data term is the smoothed cross-entropy Keras minimises
+        loss, data_loss = regularizers.smoothed_loss(cfg.label_smoothing)
+        metrics = ["accuracy", data_loss]
     else:
         loss, metrics = "sparse_categorical_crossentropy", ["accuracy",
                                                             keras.metrics.SparseCategoricalCrossentropy(name="data_loss")]

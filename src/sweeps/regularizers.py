@@ -1,10 +1,12 @@
-"""Regularization pieces: weight/activity penalties and dropout layers, and where they go."""
+"""Regularization pieces: weight/activity penalties, dropout layers, the max-norm constraint, label
+smoothing, and where they go (weight decay is the optimizer's: `models.make_optimizer`)."""
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import keras
+from keras import ops
 
 from sweeps.config import DropoutType, RegKind, RegTarget
 
@@ -32,6 +34,46 @@ def dropout(kind: DropoutType, rate: float, name: str) -> keras.layers.Layer:
     if kind == DropoutType.gaussian:
         return keras.layers.GaussianDropout(rate, name=name)
     return keras.layers.Dropout(rate, name=name)
+
+
+# Variables decoupled weight decay leaves alone (matched in their names, plain and packed models alike).
+NOT_DECAYED = ["bias", "gamma", "beta"]
+
+
+def constraint_kwargs(max_norm: Optional[float]) -> dict:
+    """Max-norm (Srivastava et al. 2014, with dropout): after each step, every unit's incoming weight
+    vector (a column of the `[in, out]` kernel: axis 0) is scaled back to L2 norm `max_norm`."""
+    return {} if max_norm is None else {"kernel_constraint": keras.constraints.MaxNorm(max_norm, axis=0)}
+
+
+@keras.saving.register_keras_serializable(package="sweeps")
+def smoothed_sparse_crossentropy(y_true, y_pred, label_smoothing: float = 0.0):
+    """Keras' categorical cross-entropy with `label_smoothing` on integer labels (Keras 3's sparse
+    cross-entropy has no smoothing): the target is (1 - s) one-hot + s / classes."""
+    labels = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), ops.shape(y_pred)[-1])
+    return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="sweeps")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """`smoothed_sparse_crossentropy` as a Keras loss (saved with the model, reloaded by name)."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        return smoothed_sparse_crossentropy(y_true, y_pred, self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def smoothed_loss(label_smoothing: float) -> tuple[keras.losses.Loss, keras.metrics.Metric]:
+    """The loss and its `data_loss` metric (the same function: `loss - data_loss` stays the penalty)."""
+    return (SmoothedSparseCrossentropy(label_smoothing),
+            keras.metrics.MeanMetricWrapper(smoothed_sparse_crossentropy, name="data_loss",
+                                            label_smoothing=label_smoothing))
 
 
 def selected(layers: Optional[Sequence[int]], index: int) -> bool:
