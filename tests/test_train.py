@@ -45,10 +45,10 @@ def test_one_run_records_params_metrics_artifacts_and_a_loadable_model(make_cfg,
     assert predictions.shape == (3, 10) and np.allclose(predictions.sum(axis=1), 1, atol=1e-4)
 
 
-def test_todays_regularizers_are_params_and_the_model_reloads_in_a_fresh_process(make_cfg, client, store):
-    """Decoupled weight decay, max-norm, label smoothing (a loss of ours, saved with the model) and input
-    noise in one run: each a param, and the logged model loads in a fresh process that imports nothing of
-    sweeps itself (Keras finds the loss by its registered name, `sweeps>SmoothedSparseCrossentropy`)."""
+def test_todays_regularizers_are_params_and_the_model_reloads_in_a_fresh_process(make_cfg, client, store, tmp_path):
+    """Decoupled weight decay, max-norm, label smoothing (a loss of ours) and input noise in one run: each
+    a param, and the logged model (compiled with Keras' own loss, nothing pickled beside it) loads in a
+    fresh process that imports nothing of sweeps itself."""
     import subprocess
     import sys
 
@@ -60,12 +60,20 @@ def test_todays_regularizers_are_params_and_the_model_reloads_in_a_fresh_process
     assert (params["optimizer.name"], params["optimizer.weight_decay"], params["max_norm"], params["label_smoothing"],
             params["input_noise"]) == ("adamw", "0.001", "2.0", "0.1", "0.1")
     assert "optimizer.nesterov" not in params, "SGD's key only"
-    load = ("import sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]);"
-            "m = mlflow.pyfunc.load_model(f'runs:/{sys.argv[2]}/model');"
-            "print(np.asarray(m.predict(np.zeros((2, 64), 'float32'))).shape)")
-    proc = subprocess.run([sys.executable, "-c", load, store, run.info.run_id], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("(2, 10)"), proc.stderr[-2000:]
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "model/data")}
+    assert not [f for f in files if "pickle" in f], files
+    from sweeps.data import load_dataset
+
+    data = load_dataset(make_cfg(*overrides).data)
+    np.savez(tmp_path / "test.npz", x=data.x_test, y=data.y_test)
+    load = ("import sys, mlflow, mlflow.tensorflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]);"
+            "m = mlflow.tensorflow.load_model(f'runs:/{sys.argv[2]}/model', keras_model_kwargs={'safe_mode': True});"
+            "d = np.load(sys.argv[3]); print(m.evaluate(d['x'], d['y'], verbose=0, return_dict=True)['accuracy'])")
+    proc = subprocess.run([sys.executable, "-c", load, store, run.info.run_id, str(tmp_path / "test.npz")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # the trained weights, scored as the run logged them
+    assert float(proc.stdout.split()[-1]) == pytest.approx(run.data.metrics["test_accuracy"], rel=1e-6)
 
 
 def test_returns_the_optimized_metric(make_cfg, client):

@@ -26,7 +26,7 @@ from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import ConfigError, DataError
 from sweeps.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
-from sweeps.models import hidden_dense_layers, summary_text
+from sweeps.models import hidden_dense_layers, portable, summary_text
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def log_artifacts(tracker: tracking.Tracker, run_id: str, model, data: Dataset, 
     fig = plots.history_figure(history, title)
     tracker.client.log_figure(run_id, fig, "curves.png")
     if with_model:
-        tracker.log_keras_model(run_id, model, data.x_test[:5])
+        tracker.log_keras_model(run_id, portable(model), data.x_test[:5])
 
 
 def record_failure(cfg: DictConfig, job: JobContext, err: BaseException) -> None:

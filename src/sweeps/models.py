@@ -77,6 +77,20 @@ def compile_model(model: keras.Model, cfg: DictConfig, task: str) -> keras.Model
     return model
 
 
+def portable(model: keras.Model) -> keras.Model:
+    """The model as it is logged: one any Keras loads without sweeps, in safe mode, with nothing pickled.
+
+    Label smoothing is a training device, and its loss is ours: the logged copy (same architecture and
+    weights) is compiled with the plain cross-entropy and accuracy it is scored by.
+    """
+    if not isinstance(model.loss, regularizers.SmoothedSparseCrossentropy):
+        return model
+    copy = type(model).from_config(model.get_config())  # architecture only (clone_model copies the compile too)
+    copy.set_weights(model.get_weights())
+    copy.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return copy
+
+
 def hidden_dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     return [layer for layer in model.layers if layer.name.startswith("hidden_")]
 

@@ -46,7 +46,8 @@ def constraint_kwargs(max_norm: Optional[float]) -> dict:
     return {} if max_norm is None else {"kernel_constraint": keras.constraints.MaxNorm(max_norm, axis=0)}
 
 
-@keras.saving.register_keras_serializable(package="sweeps")
+# Not registered with Keras: MLflow pickles every globally registered object beside every logged model;
+# a model trained with this loss is logged compiled with Keras' own (`models.portable`).
 def smoothed_sparse_crossentropy(y_true, y_pred, label_smoothing: float = 0.0):
     """Keras' categorical cross-entropy with `label_smoothing` on integer labels (Keras 3's sparse
     cross-entropy has no smoothing): the target is (1 - s) one-hot + s / classes."""
@@ -54,9 +55,8 @@ def smoothed_sparse_crossentropy(y_true, y_pred, label_smoothing: float = 0.0):
     return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=label_smoothing)
 
 
-@keras.saving.register_keras_serializable(package="sweeps")
 class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """`smoothed_sparse_crossentropy` as a Keras loss (saved with the model, reloaded by name)."""
+    """`smoothed_sparse_crossentropy` as a Keras loss."""
 
     def __init__(self, label_smoothing: float = 0.0, name: str = "smoothed_sparse_crossentropy", **kwargs):
         super().__init__(name=name, **kwargs)
