@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.callbacks import MlflowEpochLogger, weight_stats
 from sweeps.data import load_dataset
-from sweeps.models import build_model, compile_model, hidden_dense_layers
+from sweeps.models import build_model, compile_model, kernel_layers
 from sweeps.tracking import ensure_experiment
 
 
@@ -23,7 +23,7 @@ def _fit(cfg, client, run_id, epochs=3, monitor="val_loss"):
     ds = load_dataset(cfg.data)
     keras.utils.set_random_seed(0)
     model = compile_model(build_model(cfg, ds.input_dim, ds.n_classes), cfg, ds.task)
-    logger = MlflowEpochLogger(run_id, len(ds.x_train), hidden_dense_layers(model), monitor=monitor, client=client)
+    logger = MlflowEpochLogger(run_id, len(ds.x_train), kernel_layers(model), monitor=monitor, client=client)
     model.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=64, verbose=0,
               validation_data=(ds.x_val, ds.y_val), callbacks=[logger])
     return model, logger
@@ -59,7 +59,7 @@ def test_the_data_loss_and_the_penalty_are_logged_apart(make_cfg, client, run_id
     p = np.clip(model.predict(ds.x_val, verbose=0), 1e-7, 1 - 1e-7)
     cross_entropy = -np.log(p[np.arange(len(ds.y_val)), ds.y_val]).mean()
     assert h["val_data_loss"][-1] == pytest.approx(cross_entropy, rel=1e-4)
-    kernels = [keras.ops.convert_to_numpy(layer.kernel) for layer in hidden_dense_layers(model)]
+    kernels = [keras.ops.convert_to_numpy(layer.kernel) for layer in kernel_layers(model)]
     l2_penalty = 1e-3 * sum(float((k * k).sum()) for k in kernels)  # with the final weights, as validation sees them
     assert h["val_loss"][-1] - h["val_data_loss"][-1] == pytest.approx(l2_penalty, rel=1e-3)
 
@@ -87,7 +87,7 @@ def test_l1_makes_kernels_sparser_than_l2(make_cfg, client, run_id):
     stats = {}
     for reg in ("l1", "l2"):
         model, _ = _fit(make_cfg(f"reg={reg}", "rate=1e-2", "optimizer=adam"), client, run_id, epochs=8)
-        stats[reg] = weight_stats(hidden_dense_layers(model))
+        stats[reg] = weight_stats(kernel_layers(model))
     assert stats["l1"]["hidden_0/sparsity"] > stats["l2"]["hidden_0/sparsity"] + 0.05
     assert stats["l1"]["hidden_0/rel_sparsity"] > stats["l2"]["hidden_0/rel_sparsity"] + 0.05
 

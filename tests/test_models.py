@@ -9,7 +9,7 @@ import pytest
 
 from sweeps.data import load_dataset
 from sweeps.fitting import EVAL_BATCH, evaluation, evaluation_batches, new_model
-from sweeps.models import build_model, compile_model, hidden_dense_layers
+from sweeps.models import build_model, compile_model, kernel_layers
 
 
 @pytest.mark.parametrize("preset, params", [("mlp_512_512", 669_706), ("mlp_400_300", 437_310),
@@ -21,7 +21,7 @@ def test_presets_match_the_notebooks_parameter_counts(make_cfg, preset, params):
 
 
 def _regularized(model, arg):
-    return [layer.name for layer in hidden_dense_layers(model) if getattr(layer, arg) is not None]
+    return [layer.name for layer in kernel_layers(model) if getattr(layer, arg) is not None]
 
 
 @pytest.mark.parametrize("target, arg", [("kernel", "kernel_regularizer"), ("activity", "activity_regularizer"),
@@ -119,7 +119,7 @@ def test_weight_decay_shrinks_kernels_apart_from_the_gradient_and_adds_no_penalt
 
 def test_max_norm_bounds_every_units_incoming_weights(make_cfg):
     model, _, _ = _trained(make_cfg("max_norm=0.3", "optimizer=sgd", "optimizer.lr=1.0"), steps=3)
-    for layer in hidden_dense_layers(model):
+    for layer in kernel_layers(model):
         norms = np.linalg.norm(layer.kernel.numpy(), axis=0)  # one column per unit
         assert norms.max() <= 0.3 + 1e-5 and norms.max() > 0.29, (layer.name, norms.max())
     free, _, _ = _trained(make_cfg("optimizer=sgd", "optimizer.lr=1.0"), steps=3)

@@ -137,7 +137,7 @@ def _pack_of(member_overrides, optimizer="sgd", data=None):
 
 
 class _Digits:  # what new_model reads of a Dataset
-    input_dim, n_classes, task = 64, 10, "classification"
+    input_dim, n_classes, task, image_shape = 64, 10, "classification", (8, 8, 1)
 
 
 class _Housing:

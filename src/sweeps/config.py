@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -33,6 +33,14 @@ class DatasetName(Enum):
     california_housing = "california_housing"
     digits = "digits"
     circles = "circles"
+    csv = "csv"  # your table: data.path, data.target
+    npz = "npz"  # your arrays: data.path holding x_train, y_train (and x_test, y_test)
+    custom = "custom"  # your loader: data._target_
+
+
+class Task(Enum):
+    classification = "classification"
+    regression = "regression"
 
 
 class Scale(Enum):
@@ -96,6 +104,12 @@ class DataConfig:
     n_samples: int = 500  # circles: number of points
     noise: float = 0.1  # circles: Gaussian noise added to the points
     factor: float = 0.5  # circles: radius of the inner ring relative to the outer one
+    path: Optional[str] = None  # csv, npz: the file
+    target: Optional[str] = None  # csv: the column to predict
+    features: Optional[List[str]] = None  # csv: the feature columns; null: every column but the target
+    task: Optional[Task] = None  # csv, npz, custom: classification | regression; null: from the labels
+    _target_: Optional[str] = None  # custom: your loader, my_pkg.load(**kwargs) -> arrays (see docs/your_work.md)
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # custom: keyword arguments of the loader (+data.kwargs.k=v)
 
 
 @dataclass
@@ -104,6 +118,8 @@ class ModelConfig:
     hidden: List[int] = field(default_factory=lambda: [512, 512])  # width of each hidden layer
     activation: str = "relu"  # any Keras activation name
     batchnorm: bool = False  # BatchNormalization after each hidden layer
+    _target_: Optional[str] = None  # your builder, my_pkg.build(spec, **kwargs) -> keras.Model; null: the MLP
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the builder (+model.kwargs.k=v)
 
 
 @dataclass
@@ -261,6 +277,8 @@ def check_overrides(overrides: list[str]) -> None:
         if key in groups:
             _check_group_choice(root, override)
             continue
+        if key.startswith(("model.kwargs.", "data.kwargs.")):  # your builder's or loader's own arguments
+            continue
         if key not in keys:
             close = difflib.get_close_matches(key, keys, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
@@ -354,9 +372,11 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.repeat == 0 or cfg.repeat >= 2, "repeat", cfg.repeat, "use 0 (off) or at least 2, e.g. repeat=3")
     _check(bool(RESULT_METRIC.match(cfg.optimized_metric)), "optimized_metric", cfg.optimized_metric,
            "use a logged result such as val_data_loss, val_accuracy, test_accuracy, test_mae or generalization_gap")
-    n_hidden = len(cfg.model.hidden)
-    _check_layers("reg.layers", cfg.reg.layers, n_hidden)
-    _check_layers("dropout_layers", cfg.dropout_layers, n_hidden)
+    if cfg.model._target_ is None:  # a builder's layers are counted when it builds (`models.Regularization`)
+        n_hidden = len(cfg.model.hidden)
+        _check_layers("reg.layers", cfg.reg.layers, n_hidden)
+        _check_layers("dropout_layers", cfg.dropout_layers, n_hidden)
+    _check_your_work(cfg)
     _check_every_value(cfg)
     _check_metrics_apply(cfg)
     _check_store_settings(cfg.tracking)
@@ -376,10 +396,65 @@ def _check_todays_regularizers(cfg: DictConfig) -> None:
     _check(cfg.max_norm is None or cfg.max_norm > 0, "max_norm", cfg.max_norm, "use a value > 0, e.g. max_norm=3, "
            "or leave it out (no constraint)")
     _check(0 <= cfg.label_smoothing < 1, "label_smoothing", cfg.label_smoothing, "use a value in [0, 1), e.g. 0.1")
-    if cfg.label_smoothing > 0 and cfg.data.name in REGRESSION:
-        raise ConfigError(f"label_smoothing={cfg.label_smoothing}: data={cfg.data.name.value} is a regression "
-                          "(no class labels to smooth); leave label_smoothing out")
     _check(cfg.input_noise >= 0, "input_noise", cfg.input_noise, "use a standard deviation >= 0, e.g. input_noise=0.1")
+
+
+def _check_target(key: str, target: Optional[str]) -> None:
+    """`model._target_` / `data._target_`: a dotted name whose package is importable (not imported here:
+    the job imports it, beside TensorFlow)."""
+    import importlib.util
+
+    if not target or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", target):
+        raise ConfigError(f"{key}={target}: name a function as package.module.function, e.g. "
+                          f"{key}=my_pkg.models.build")
+    top = target.split(".", 1)[0]
+    try:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(f"{key}={target}: no package {top} to import; put its folder on PYTHONPATH or "
+                          f"pip install -e it")
+
+
+def _plain_value(value: Any) -> Any:
+    """A value as the user typed it (an enum's name, a list's items)."""
+    plain = _plain(value)
+    return plain.value if isinstance(plain, Enum) else plain
+
+
+def _check_your_work(cfg: DictConfig) -> None:
+    """Your data and your model: what each needs is given, and nothing is given that would do nothing."""
+    data, name = cfg.data, cfg.data.name
+    needs = {DatasetName.csv: ("path", "target"), DatasetName.npz: ("path",), DatasetName.custom: ("_target_",)}
+    for key in needs.get(name, ()):
+        if data[key] is None:
+            example = {"path": "data.path=/path/to/file", "target": "data.target=<column>",
+                       "_target_": "data._target_=my_pkg.load"}[key]
+            raise ConfigError(f"data={name.value} needs data.{key}, e.g. {example}")
+    reads = {"features": ("csv",), "task": ("csv", "npz", "custom")}
+    for key in ("path", "target", "features", "task", "_target_"):
+        users = reads.get(key) or [n.value for n, keys in needs.items() if key in keys]
+        if data[key] is not None and name.value not in users:
+            raise ConfigError(f"data.{key}={_plain_value(data[key])} does nothing with data={name.value}; it is read by "
+                              f"data={' / '.join(users)} only (leave it out, or pick one of those)")
+    if data.kwargs and name != DatasetName.custom:
+        raise ConfigError(f"data.kwargs does nothing with data={name.value}; it goes to data=custom's loader only")
+    if name == DatasetName.custom:
+        _check_target("data._target_", data._target_)
+    if data.path is not None and not Path(data.path).expanduser().is_file():
+        raise ConfigError(f"data.path={data.path}: no such file; give the path of your "
+                          f"{'CSV' if name == DatasetName.csv else '.npz'} file")
+    model = cfg.model
+    if model._target_ is None:
+        if model.name == "custom":
+            raise ConfigError("model=custom needs model._target_=my_pkg.models.build (your builder: see "
+                              "docs/your_work.md)")
+        if model.kwargs:
+            raise ConfigError("model.kwargs does nothing without model._target_ (the MLP takes model.hidden, "
+                              "model.activation, model.batchnorm)")
+    else:
+        _check_target("model._target_", model._target_)
 
 
 # Every integer a job uses ends up in TensorFlow or NumPy as a 32-bit value (seeds, sizes, counts).
@@ -420,20 +495,44 @@ def _select(plain: dict, key: str) -> Any:
     return node
 
 
-def _check_metrics_apply(cfg: DictConfig) -> None:
-    """Metrics named by `optimized_metric` and `early_stopping.monitor` must be ones this job logs:
-    a validation metric needs validation data, accuracy a classifier, MAE a regression, cv_* folds."""
-    regression = cfg.data.name in REGRESSION
-    no_validation = cfg.data.validation == Validation.split and cfg.data.val_split == 0
+def check_task(cfg: DictConfig, task: Optional[str]) -> None:
+    """What needs class labels, or numbers, against the data's task (None: not known before the data
+    is read, as for your own data; the job checks again with the task its data has)."""
+    if task is None:
+        return
+    regression = task == Task.regression.value
+    what = f"data={cfg.data.name.value}" if cfg.data.task is None else f"data.task={cfg.data.task.value}"
+    if cfg.label_smoothing > 0 and regression:
+        raise ConfigError(f"label_smoothing={cfg.label_smoothing}: {what} is a regression "
+                          "(no class labels to smooth); leave label_smoothing out")
     for key, metric in (("optimized_metric", cfg.optimized_metric), ("early_stopping.monitor", cfg.early_stopping.monitor)):
         if key == "early_stopping.monitor" and not cfg.early_stopping.enabled:
             continue
         if "accuracy" in metric and regression:
-            raise ConfigError(f"{key}={metric}: data={cfg.data.name.value} is a regression (it logs mae, not "
+            raise ConfigError(f"{key}={metric}: {what} is a regression (it logs mae, not "
                               f"accuracy); use {metric.replace('accuracy', 'mae')}")
         if "mae" in metric and not regression:
-            raise ConfigError(f"{key}={metric}: data={cfg.data.name.value} is a classification (it logs accuracy, "
+            raise ConfigError(f"{key}={metric}: {what} is a classification (it logs accuracy, "
                               f"not mae); use {metric.replace('mae', 'accuracy')}")
+
+
+def known_task(data: DictConfig) -> Optional[str]:
+    """The task of `data` as the config says it (None: your own data, until its labels are read)."""
+    if data.task is not None:
+        return data.task.value
+    if data.name in USER_DATA:
+        return None
+    return (Task.regression if data.name in REGRESSION else Task.classification).value
+
+
+def _check_metrics_apply(cfg: DictConfig) -> None:
+    """Metrics named by `optimized_metric` and `early_stopping.monitor` must be ones this job logs:
+    a validation metric needs validation data, accuracy a classifier, MAE a regression, cv_* folds."""
+    check_task(cfg, known_task(cfg.data))
+    no_validation = cfg.data.validation == Validation.split and cfg.data.val_split == 0
+    for key, metric in (("optimized_metric", cfg.optimized_metric), ("early_stopping.monitor", cfg.early_stopping.monitor)):
+        if key == "early_stopping.monitor" and not cfg.early_stopping.enabled:
+            continue
         if metric.startswith(("val_", "best_val_")) and no_validation:
             raise ConfigError(f"{key}={metric}: data.val_split=0 leaves no validation data to compute it; use "
                               "data.val_split=0.1, data.validation=test, or a test_ or final_train_ metric")
@@ -487,6 +586,7 @@ REGRESSION = (DatasetName.california_housing,)  # datasets whose target is a num
 _READ_FROM_FILES = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fashion_mnist_csv,
                     DatasetName.california_housing)  # `data.root` is where their files are
 _OWN_TEST_SET = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fashion_mnist_csv)
+USER_DATA = (DatasetName.csv, DatasetName.npz, DatasetName.custom)  # read from what the user names
 
 # The keys that apply to some jobs only (every other key always applies), and when they do.
 # `rate` always applies: 0 is how a job says it has no penalty (the report's plots read it).
@@ -497,6 +597,14 @@ _APPLIES_WHEN = {
     "data.n_samples": lambda c: c.data.name == DatasetName.circles,
     "data.noise": lambda c: c.data.name == DatasetName.circles,
     "data.factor": lambda c: c.data.name == DatasetName.circles,
+    "data.path": lambda c: c.data.name in (DatasetName.csv, DatasetName.npz),
+    "data.target": lambda c: c.data.name == DatasetName.csv,
+    "data.features": lambda c: c.data.name == DatasetName.csv,
+    "data.task": lambda c: c.data.name in USER_DATA,
+    "data._target_": lambda c: c.data.name == DatasetName.custom,
+    "data.kwargs": lambda c: c.data.name == DatasetName.custom,
+    "model._target_": lambda c: c.model._target_ is not None,
+    "model.kwargs": lambda c: c.model._target_ is not None,
     "data.val_split": lambda c: c.data.validation == Validation.split,
     "data.val_seed": lambda c: c.data.validation == Validation.split and c.data.val_split > 0,
     "data.test_seed": lambda c: c.data.test_split is not None or c.data.name not in _OWN_TEST_SET,
@@ -534,7 +642,9 @@ _NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution",
 # Keys added after runs were recorded, with the value that means "off": a job that leaves them off
 # hashes as it did before they existed, so finished runs of earlier versions are still resumed.
 _HASHED_ONCE_SET = {"max_norm": None, "label_smoothing": 0.0, "input_noise": 0.0,
-                    "optimizer.weight_decay": 0.0, "optimizer.nesterov": False}
+                    "optimizer.weight_decay": 0.0, "optimizer.nesterov": False,
+                    "data.path": None, "data.target": None, "data.features": None, "data.task": None, "data._target_": None, "data.kwargs": {},
+                    "model._target_": None, "model.kwargs": {}}
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -12,6 +12,7 @@ import functools
 import gzip
 import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from omegaconf import OmegaConf
 
-from sweeps.config import REGRESSION, DataConfig, DatasetName, Scale, Validation
+from sweeps.config import DataConfig, DatasetName, Scale, Task, Validation
 from sweeps.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,10 @@ CALIFORNIA = {
 CSV_DEFAULTS = ("fashion-mnist_train.csv", "fashion-mnist_test.csv")  # Kaggle's file names
 N_PIXELS = 784
 N_CLASSES = 10  # the Kaggle CSV layout holds Fashion-MNIST: labels 0..9
+MNIST_IMAGE = (28, 28, 1)  # MNIST and Fashion-MNIST: 28x28 grey images (stored flat)
+DIGITS_IMAGE = (8, 8, 1)
+MIN_ROWS = 10  # your data: fewer examples cannot give a training, a validation and a test set
+MAX_INFERRED_CLASSES = 50  # labels that are whole numbers with at most this many values are classes
 
 
 @dataclass
@@ -88,6 +94,7 @@ class Dataset:
     y_test: np.ndarray
     n_classes: Optional[int]  # None for regression
     source: str  # where the data came from (folder, file or generator)
+    image_shape: Optional[tuple] = None  # (height, width, channels) when the features are an image's pixels
     derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # built from the
     # arrays once, kept for the process's later jobs (`fitting.evaluation_batches`); not copied by `replace`
 
@@ -108,6 +115,8 @@ class Raw:
     x_test: Optional[np.ndarray]
     y_test: Optional[np.ndarray]
     source: str
+    task: str = Task.classification.value
+    image_shape: Optional[tuple] = None
 
 
 # ---------------------------------------------------------------- downloads and file look-up
@@ -220,7 +229,7 @@ def _idx_from_files(files: dict[str, Path], source: str) -> Raw:
             raise DataError(f"{files['x_' + split]}: {len(x)} images but {len(y)} labels in "
                             f"{files['y_' + split].name}; the files do not belong together")
     flat = {k: v.reshape(len(v), -1) if k.startswith("x") else v for k, v in arr.items()}
-    return Raw(flat["x_train"], flat["y_train"], flat["x_test"], flat["y_test"], source)
+    return Raw(flat["x_train"], flat["y_train"], flat["x_test"], flat["y_test"], source, image_shape=MNIST_IMAGE)
 
 
 def _download_idx(name: str) -> dict[str, Path]:
@@ -251,7 +260,7 @@ def load_idx_dataset(name: str, root: Optional[str]) -> Raw:
         if name == "mnist" and npz.is_file():
             with np.load(npz) as z:
                 return Raw(z["x_train"].reshape(-1, N_PIXELS), z["y_train"],
-                           z["x_test"].reshape(-1, N_PIXELS), z["y_test"], str(npz))
+                           z["x_test"].reshape(-1, N_PIXELS), z["y_test"], str(npz), image_shape=MNIST_IMAGE)
     if root:
         raise _root_error(root, "the four IDX files" + (" or mnist.npz" if name == "mnist" else ""))
     return _idx_from_files(_download_idx(name), str(cache_dir(name)))
@@ -295,7 +304,7 @@ def load_csv_dataset(name: str, root: Optional[str], train_file: str, test_file:
         if (folder / train_file).is_file() and (folder / test_file).is_file():
             x, y = read_pixel_csv(folder / train_file)
             x_test, y_test = read_pixel_csv(folder / test_file)
-            return Raw(x, y, x_test, y_test, str(folder))
+            return Raw(x, y, x_test, y_test, str(folder), image_shape=MNIST_IMAGE)
     if root:
         raise _root_error(root, f"{train_file} and {test_file}")
     err = _not_found(name, looked, f"{train_file} and {test_file}", "no folder has both")
@@ -341,14 +350,14 @@ def load_california_housing(root: Optional[str]) -> Raw:
     households = d[:, 6]
     x = np.column_stack([d[:, 7], d[:, 2], d[:, 3] / households, d[:, 4] / households,
                          d[:, 5], d[:, 5] / households, d[:, 1], d[:, 0]])
-    return Raw(x, d[:, 8] / 100_000.0, None, None, str(path))
+    return Raw(x, d[:, 8] / 100_000.0, None, None, str(path), Task.regression.value)
 
 
 def load_digits_raw() -> Raw:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    return Raw(bunch.data, bunch.target, None, None, "sklearn.datasets.load_digits")
+    return Raw(bunch.data, bunch.target, None, None, "sklearn.datasets.load_digits", image_shape=DIGITS_IMAGE)
 
 
 def load_circles_raw(n_samples: int, noise: float, factor: float, seed: int) -> Raw:
@@ -358,12 +367,190 @@ def load_circles_raw(n_samples: int, noise: float, factor: float, seed: int) -> 
     return Raw(x, y, None, None, f"sklearn.datasets.make_circles(noise={noise}, factor={factor})")
 
 
+# ---------------------------------------------------------------- your data: a CSV, an .npz, a loader
+
+
+def _labels(where: str, y: np.ndarray, y_test: Optional[np.ndarray], task: Optional[Task]):
+    """Labels as the task needs them: classes numbered 0..K-1 in sorted order (strings too), or
+    float targets; `task` None decides from the labels (whole numbers with few values: classes)."""
+    both = y if y_test is None else np.concatenate([y, y_test])
+    numeric = np.issubdtype(both.dtype, np.number) or both.dtype == bool
+    if task is None:
+        whole = numeric and bool(np.all(np.isfinite(both.astype(float)))) and bool(np.all(both == np.round(both)))
+        few = len(np.unique(both)) <= MAX_INFERRED_CLASSES
+        task = Task.classification if (not numeric or (whole and few)) else Task.regression
+    if task == Task.regression:
+        if not numeric:
+            raise DataError(f"{where}: the labels are not numbers ({both[0]!r}), so they cannot be a regression's "
+                            "targets; use data.task=classification")
+        return y.astype(np.float32), None if y_test is None else y_test.astype(np.float32), task.value
+    if numeric and not np.all(both == np.round(both)):
+        bad = both[both != np.round(both)][0]
+        raise DataError(f"{where}: label {bad:g} is not a class (not a whole number); use data.task=regression")
+    _, index = np.unique(both.astype(str) if not numeric else both, return_inverse=True)
+    if len(np.unique(index)) < 2:
+        raise DataError(f"{where}: every label is the same class; a classifier needs at least two")
+    index = index.astype(np.int64)
+    return index[: len(y)], None if y_test is None else index[len(y):], task.value
+
+
+def _user_raw(where: str, arrays: dict, source: str, task: Optional[Task]) -> Raw:
+    """Arrays named `x_train`, `y_train` (and `x_test`, `y_test`, both or neither) checked and shaped:
+    numeric finite features, one label per example, images (N, H, W[, C]) kept flat with their shape."""
+    names = sorted(arrays)
+    if "x_train" not in arrays or "y_train" not in arrays:
+        raise DataError(f"{where}: needs arrays x_train and y_train (found {', '.join(names) or 'none'})")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{where}: has {'x_test' if 'x_test' in arrays else 'y_test'} without its partner; give "
+                        "both x_test and y_test, or neither (a test set is then split off)")
+    x, y = np.asarray(arrays["x_train"]), np.asarray(arrays["y_train"])
+    x_test = np.asarray(arrays["x_test"]) if "x_test" in arrays else None
+    y_test = np.asarray(arrays["y_test"]) if "y_test" in arrays else None
+    image_shape = None
+    for role, xs, ys in (("train", x, y), ("test", x_test, y_test)):
+        if xs is None:
+            continue
+        if xs.ndim < 2 or not (np.issubdtype(xs.dtype, np.number) or xs.dtype == bool):
+            raise DataError(f"{where}: x_{role} must be numbers shaped (examples, features...), not "
+                            f"{xs.dtype} of shape {xs.shape}")
+        if not np.all(np.isfinite(xs)):
+            raise DataError(f"{where}: x_{role} holds NaN or infinite values; fill or drop them first")
+        if ys.ndim == 2 and ys.shape[1] == 1:
+            ys = ys.ravel()
+        if ys.ndim != 1 or len(ys) != len(xs):
+            raise DataError(f"{where}: x_{role} has {len(xs)} examples but y_{role} has shape {ys.shape}; "
+                            "give one label per example")
+        if role == "train":
+            y = ys
+        else:
+            y_test = ys
+    if x_test is not None and x_test.shape[1:] != x.shape[1:]:
+        raise DataError(f"{where}: x_test's examples are shaped {x_test.shape[1:]}, x_train's {x.shape[1:]}")
+    if len(x) < MIN_ROWS:
+        raise DataError(f"{where}: only {len(x)} training examples; sweeps needs at least {MIN_ROWS} "
+                        "(training, validation and test sets are split from them)")
+    if x.ndim in (3, 4):  # images: (N, H, W) grey or (N, H, W, C)
+        image_shape = tuple(int(d) for d in x.shape[1:]) + ((1,) if x.ndim == 3 else ())
+    flat = lambda a: None if a is None else a.reshape(len(a), -1)  # noqa: E731
+    y, y_test, task_name = _labels(where, y, y_test, task)
+    return Raw(flat(x), y, flat(x_test), y_test, source, task_name, image_shape)
+
+
+def read_table_csv(path: Path, target: str, features: Optional[tuple], task: Optional[Task]) -> Raw:
+    """A CSV with a header: column `target` is the label, the `features` columns (default: every other
+    column) numeric features."""
+    import pandas as pd
+
+    where = f"data.path={path}"
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{where}: cannot read as CSV ({str(err).splitlines()[0]})") from None
+    if target not in frame.columns:
+        import difflib
+
+        close = difflib.get_close_matches(target, [str(c) for c in frame.columns], n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        shown = ", ".join(map(str, frame.columns[:8])) + (" ..." if len(frame.columns) > 8 else "")
+        raise DataError(f"data.target={target}: no such column in {path}; {hint}(columns: {shown})")
+    missing = [c for c in features or () if c not in frame.columns]
+    if missing:
+        raise DataError(f"data.features: no column {missing[0]} in {path} (columns: "
+                        f"{', '.join(map(str, frame.columns[:8]))}{' ...' if len(frame.columns) > 8 else ''})")
+    features = list(features) if features else [c for c in frame.columns if c != target]
+    if target in features:
+        raise DataError(f"data.features lists the target {target}; a label cannot be a feature of itself")
+    if not features:
+        raise DataError(f"{where}: no feature columns beside data.target={target}")
+    if frame[target].isna().any():
+        row = int(frame[target].isna().to_numpy().argmax())
+        raise DataError(f"{where}: data row {row + 1} has no {target}; fill or drop the row")
+    values = frame[features].apply(pd.to_numeric, errors="coerce")
+    if values.isna().any().any():
+        bad = values.isna().to_numpy()
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        cell = frame[features].iat[row, col]
+        what = "is empty" if pd.isna(cell) else f"holds {str(cell)[:20]!r}, not a number"
+        raise DataError(f"{where}: data row {row + 1}, column {features[col]} {what}; fix the file "
+                        "(or drop the column)")
+    labels = frame[target].to_numpy()
+    if labels.dtype == object:
+        numbers = pd.to_numeric(frame[target], errors="coerce")
+        labels = numbers.to_numpy() if not numbers.isna().any() else labels.astype(str)
+    return _user_raw(where, {"x_train": values.to_numpy(np.float32), "y_train": labels}, str(path), task)
+
+
+def read_npz(path: Path, task: Optional[Task]) -> Raw:
+    import zipfile
+
+    where = f"data.path={path}"
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{where}: cannot read as .npz (not a zip of arrays); write it with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as err:
+        raise DataError(f"{where}: holds Python objects ({str(err).splitlines()[0][:60]}...); save plain "
+                        "numeric arrays with numpy.savez") from None
+    except (OSError, EOFError) as err:
+        raise DataError(f"{where}: cannot read as .npz ({err}); write it with numpy.savez") from None
+    return _user_raw(where, arrays, str(path), task)
+
+
+def call_loader(target: str, kwargs: dict, task: Optional[Task]) -> Raw:
+    """`data._target_`: your function, called with `data.kwargs`, returning (x, y), (x, y, x_test,
+    y_test) or a dict of x_train, y_train[, x_test, y_test]."""
+    where = f"data._target_={target}"
+    loader = locate(where, target)
+    try:
+        out = loader(**kwargs)
+    except Exception as err:  # noqa: BLE001 - the user's code: said in one line naming it
+        raise DataError(f"{where} raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
+                        "fix the loader") from None
+    if isinstance(out, tuple) and len(out) in (2, 4):
+        out = dict(zip(("x_train", "y_train", "x_test", "y_test"), out))
+    if not isinstance(out, dict):
+        raise DataError(f"{where} returned {type(out).__name__}; return (x, y), (x, y, x_test, y_test) or a dict "
+                        "with x_train, y_train (and x_test, y_test)")
+    return _user_raw(where, out, f"{target}()", task)
+
+
+def locate(where: str, target: str):
+    """The function a `_target_` names (`package.module.function`), imported; one line if it cannot be."""
+    import importlib
+
+    from sweeps.errors import ConfigError
+
+    module_name, _, name = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ConfigError(f"{where}: no module {err.name} to import; check the name and that its package is on "
+                          "PYTHONPATH") from None
+    except Exception as err:  # noqa: BLE001 - the user's module failed while importing
+        raise ConfigError(f"{where}: importing {module_name} raised {type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    found = getattr(module, name, None)
+    if not callable(found):
+        raise ConfigError(f"{where}: {module_name} has no function {name}"
+                          f"{'' if found is None else f' ({name} is a {type(found).__name__})'}")
+    return found
+
+
 # ---------------------------------------------------------------- the public entry point
 
 
 @functools.lru_cache(maxsize=8)
-def _load_raw(name: DatasetName, root, train_file, test_file, circles: tuple, env: tuple) -> Raw:
-    """Read once per process: every job of a sweep reuses the arrays (the key covers what matters)."""
+def _load_raw(name: DatasetName, root, train_file, test_file, circles: tuple, env: tuple, user: tuple = ()) -> Raw:
+    """Read once per process: every job of a sweep reuses the arrays (the key covers what matters:
+    for your data the file's size and modification time too, so an edited file is read again)."""
+    if name in (DatasetName.csv, DatasetName.npz, DatasetName.custom):
+        path, target, features, task, loader, kwargs, _stamp = user
+        if name == DatasetName.csv:
+            return read_table_csv(Path(path).expanduser(), target, features, task)
+        if name == DatasetName.npz:
+            return read_npz(Path(path).expanduser(), task)
+        return call_loader(loader, json.loads(kwargs), task)
     if name in (DatasetName.fashion_mnist, DatasetName.mnist):
         return load_idx_dataset(name.value, root)
     if name == DatasetName.fashion_mnist_csv:
@@ -381,13 +568,13 @@ def _split(x, y, fraction: float, seed: int):
     return train_test_split(x, y, test_size=fraction, random_state=seed)
 
 
-def _check_test_split(cfg: DataConfig, y) -> None:
+def _check_test_split(cfg: DataConfig, y, task: str) -> None:
     """The part a test split leaves must still hold a training and a validation example per class."""
     from sweeps.errors import ConfigError
 
     n = len(y)
     left = n - math.ceil((cfg.test_split or 0.2) * n)  # sklearn's rounding
-    need = 2 * (1 if cfg.name in REGRESSION else len(np.unique(y)))
+    need = 2 * (1 if task == Task.regression.value else len(np.unique(y)))
     if left < need:
         raise ConfigError(f"data.test_split={cfg.test_split} leaves {left} of {n} examples for training and "
                           f"validation, fewer than {need}; use a smaller fraction, e.g. data.test_split=0.2")
@@ -418,23 +605,39 @@ def _check_sizes(cfg: DataConfig, n_train: int, n_val: int, n_classes: int) -> N
                           "classes; raise data.val_split (or data.limit)")
 
 
+def _hashable(value):
+    """A setting as a key of the process's caches (lists as tuples)."""
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return tuple(value) if isinstance(value, list) else value
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Train/validation/test arrays for one job, per `data.*` (see conf/data/*.yaml): the same
     (read-only) `Dataset` for the same settings within a process, so the jobs of a sweep split and
     scale the data once."""
     env = (os.environ.get("SWEEPS_DATA_DIR"), os.environ.get("SWEEPS_CACHE_DIR"))
-    return _prepared(tuple((f.name, getattr(cfg, f.name)) for f in fields(DataConfig)), env)
+    settings = tuple((f.name, _hashable(getattr(cfg, f.name))) for f in fields(DataConfig) if f.name != "kwargs")
+    kwargs = getattr(cfg, "kwargs", None) or {}
+    kwargs = OmegaConf.to_container(kwargs) if OmegaConf.is_config(kwargs) else kwargs
+    path = getattr(cfg, "path", None)
+    stamp = None
+    if path and Path(path).expanduser().is_file():
+        info = Path(path).expanduser().stat()
+        stamp = (info.st_size, info.st_mtime_ns)
+    return _prepared(settings, env, json.dumps(kwargs, sort_keys=True, default=str), stamp)
 
 
 @functools.lru_cache(maxsize=4)
-def _prepared(settings: tuple, env: tuple) -> Dataset:
-    """`load_dataset`'s work for the `DataConfig` fields `settings` (name, value pairs)."""
-    cfg = DataConfig(**dict(settings))
+def _prepared(settings: tuple, env: tuple, kwargs: str = "{}", stamp: Optional[tuple] = None) -> Dataset:
+    """`load_dataset`'s work for the `DataConfig` fields `settings` (name, value pairs), the loader's
+    `kwargs` (JSON) and the data file's (size, mtime)."""
+    cfg = DataConfig(**dict(settings), kwargs=json.loads(kwargs))
     circles = (cfg.n_samples, cfg.noise, cfg.factor, cfg.test_seed)
-    raw = _load_raw(cfg.name, cfg.root, cfg.train_file, cfg.test_file, circles, env)
+    user = (cfg.path, cfg.target, cfg.features, cfg.task, cfg._target_, kwargs, stamp)
+    raw = _load_raw(cfg.name, cfg.root, cfg.train_file, cfg.test_file, circles, env, user)
     x, y, x_test, y_test = raw.x, raw.y, raw.x_test, raw.y_test
     if cfg.test_split is not None or x_test is None:
-        _check_test_split(cfg, y)
+        _check_test_split(cfg, y, raw.task)
         x, x_test, y, y_test = _split(x, y, cfg.test_split or 0.2, cfg.test_seed)
     if cfg.limit:
         x, y = x[: cfg.limit], y[: cfg.limit]
@@ -444,7 +647,7 @@ def _prepared(settings: tuple, env: tuple) -> Dataset:
         x, x_val, y, y_val = _split(x, y, cfg.val_split, cfg.val_seed)
     else:
         x_val, y_val = x[:0], y[:0]
-    regression = cfg.name in REGRESSION
+    regression = raw.task == Task.regression.value
     _check_sizes(cfg, len(x), len(x_val), 1 if regression else len(np.unique(y)))
     x, x_val, x_test = _scale(cfg.scale, x, x_val, x_test)
     cast = (lambda a: a.astype(np.float32)) if regression else (lambda a: a.astype(np.int64))
@@ -452,7 +655,7 @@ def _prepared(settings: tuple, env: tuple) -> Dataset:
     arrays = (x, cast(y), x_val, cast(y_val), x_test, cast(y_test))
     for array in arrays:
         array.flags.writeable = False  # shared by every job of the process
-    return Dataset(cfg.name.value, "regression" if regression else "classification", *arrays, n_classes, raw.source)
+    return Dataset(cfg.name.value, raw.task, *arrays, n_classes, raw.source, raw.image_shape)
 
 
 def main(argv: list[str]) -> int:

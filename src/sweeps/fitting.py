@@ -20,12 +20,12 @@ from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
 from sweeps.config import higher_is_better
 from sweeps.data import Dataset
 from sweeps.errors import DivergedError
-from sweeps.models import build_model, compile_model
+from sweeps.models import build, compile_model
 from sweeps.progress import EPOCH_KEYS, EpochProgress
 
 
 def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
-    return compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)
+    return compile_model(build(cfg, data), cfg, data.task)
 
 
 def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger,

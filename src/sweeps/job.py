@@ -21,12 +21,12 @@ from omegaconf import DictConfig
 
 from sweeps import interrupts, plots, progress, recovery, sweep, tags, tracking
 from sweeps.callbacks import MlflowEpochLogger, OptunaPruning
-from sweeps.config import config_hash, validate
+from sweeps.config import check_task, config_hash, validate
 from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import ConfigError, DataError
 from sweeps.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
-from sweeps.models import hidden_dense_layers, portable, summary_text
+from sweeps.models import kernel_layers, portable, summary_text
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
     started = time.monotonic()
     interrupts.check()  # an interrupt swallowed during the previous job stops this one before it starts
     validate(cfg)  # 1. values in range, before anything heavy
-    data = load_dataset(cfg.data)  # 2. arrays (files read once per process)
+    data = load_data(cfg)  # 2. arrays (files read once per process)
     check_folds(cfg, data)
     tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
     parent = find_parent(tracker, job)  # 4. the sweep this job belongs to, from the store
@@ -98,7 +98,7 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
         run_id = run.info.run_id
         tracker.log_config(run_id, cfg, {"n_params": model.count_params(), **data.sizes()})
         cv = cross_validate(cfg, data, tracker, run_id) if cfg.cv.folds else {}  # k folds, nested under this run
-        logger = MlflowEpochLogger(run_id, len(data.x_train), hidden_dense_layers(model),
+        logger = MlflowEpochLogger(run_id, len(data.x_train), kernel_layers(model),
                                    monitor=cfg.early_stopping.monitor, client=tracker.client)
         pruning = trial_pruning(cfg)
         train_time = fit(model, data, cfg, logger, (pruning,) if pruning else ())  # 8.
@@ -112,6 +112,14 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
     progress.say(progress.result_line(title, result, (cfg.optimized_metric, *progress.RESULT_KEYS),
                                       time.monotonic() - started))
     return result.get(cfg.optimized_metric, math.nan)
+
+
+def load_data(cfg: DictConfig) -> Dataset:
+    """The job's arrays; checked against what needs a classifier or a regression (your data's task
+    is known only once its labels are read)."""
+    data = load_dataset(cfg.data)
+    check_task(cfg, data.task)
+    return data
 
 
 def finished_twin(tracker: tracking.Tracker, cfg: DictConfig, parent):

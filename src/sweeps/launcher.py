@@ -40,6 +40,8 @@ _FREE = ("optimized_metric", "resume")
 
 def why_alone(cfg: DictConfig) -> Optional[str]:
     """Why a job is never packed (None: it can be)."""
+    if cfg.model._target_ is not None:
+        return f"model._target_={cfg.model._target_} (only the MLP packs)"
     if cfg.model.batchnorm:
         return "model.batchnorm=true (batch statistics are not packed)"
     if cfg.cv.folds:

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from sweeps import interrupts, job as jobs, progress, tags, tracking
 from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
-from sweeps.config import higher_is_better, validate
+from sweeps.config import check_task, higher_is_better, validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import DivergedError
 from sweeps.fitting import best_values, diverged_message, evaluation, fit_epochs, last_epoch, new_model, results
@@ -61,6 +61,8 @@ def train_pack(cfgs: Sequence[DictConfig], contexts: Sequence[jobs.JobContext], 
     for cfg in cfgs:
         validate(cfg)
     data = load_dataset(cfgs[0].data)
+    for cfg in cfgs:  # the members share their data (`launcher.pack_key`), not always their metric
+        check_task(cfg, data.task)
     tracker = tracking.connect(cfgs[0].tracking)
     parent = jobs.find_parent(tracker, contexts[0])
     values = [math.nan] * len(cfgs)

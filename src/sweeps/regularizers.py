@@ -40,10 +40,11 @@ def dropout(kind: DropoutType, rate: float, name: str) -> keras.layers.Layer:
 NOT_DECAYED = ["bias", "gamma", "beta"]
 
 
-def constraint_kwargs(max_norm: Optional[float]) -> dict:
+def constraint_kwargs(max_norm: Optional[float], axis: int | list[int] = 0) -> dict:
     """Max-norm (Srivastava et al. 2014, with dropout): after each step, every unit's incoming weight
-    vector (a column of the `[in, out]` kernel: axis 0) is scaled back to L2 norm `max_norm`."""
-    return {} if max_norm is None else {"kernel_constraint": keras.constraints.MaxNorm(max_norm, axis=0)}
+    vector is scaled back to L2 norm `max_norm`: a column of a Dense `[in, out]` kernel (axis 0), a
+    filter of a Conv2D kernel `[h, w, in, out]` (axes [0, 1, 2])."""
+    return {} if max_norm is None else {"kernel_constraint": keras.constraints.MaxNorm(max_norm, axis=axis)}
 
 
 # Not registered with Keras: MLflow pickles every globally registered object beside every logged model;
