@@ -93,11 +93,14 @@ def run_cli(folder, *args):
 
 @pytest.mark.slow
 def test_a_users_model_and_data_sweep_from_the_command_line(user_package):
-    """model=custom + data=custom under the packed launcher (run alone, said once), then data=csv:
+    """model=my_net (a file of the user's, on their search path) + data=custom under the packed launcher
+    (run alone, said once), then data=csv:
     runs nested and FINISHED, the conv kernels' statistics logged, the model reloads."""
     folder = user_package
-    sweep = run_cli(folder, "-m", "model=custom", "model._target_=my_pkg.models.build", "+model.kwargs.filters=3",
-                    "data=custom", "data._target_=my_pkg.data.images", "reg=l1,l2", "rate=1e-3", "epochs=2",
+    (folder / "conf" / "model").mkdir(parents=True)  # the user's own model= option, on a search path they add
+    (folder / "conf" / "model" / "my_net.yaml").write_text("name: my_net\n_target_: my_pkg.models.build\n"
+                                                         "kwargs: {filters: 3}\n")
+    sweep = run_cli(folder, "-m", "model=my_net", f"hydra.searchpath=[file://{folder}/conf]", "data=custom", "data._target_=my_pkg.data.images", "reg=l1,l2", "rate=1e-3", "epochs=2",
                     "hydra/launcher=packed")
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert (sweep.stdout + sweep.stderr).count("trained alone, not packed: model._target_=my_pkg.models.build") == 1

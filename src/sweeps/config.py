@@ -233,15 +233,27 @@ def _override_values(override) -> list:
     return [v for v in values if not (isinstance(v, str) and "${" in v)]
 
 
-def _check_group_choice(root: Path, override) -> None:
+def _check_group_choice(roots: list[Path], override) -> None:
     """`reg=l3`: one line listing the options of the group (Hydra's own message is 12 lines)."""
     group = override.key_or_group
-    options = sorted(p.stem for p in (root / group).glob("*.yaml"))
+    options = sorted({p.stem for root in roots for p in (root / group).glob("*.yaml")})
     for value in _override_values(override) if override.is_sweep_override() else [override.value()]:
         if isinstance(value, str) and value not in options:
             close = difflib.get_close_matches(value, options, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
             raise ConfigError(f"{group}={value}: no such option; {hint}choose one of {', '.join(options)}")
+
+
+def _searched(parsed) -> list[Path]:
+    """The folders `hydra.searchpath=[file://my_conf]` adds (your own `model/`, `data/`, ... files)."""
+    folders = []
+    for override in parsed:
+        if override.key_or_group == "hydra.searchpath" and not override.is_sweep_override():
+            value = override.value()
+            for item in value if isinstance(value, list) else [value]:
+                item = str(item)
+                folders.append(Path(item[len("file://"):] if item.startswith("file://") else item).expanduser())
+    return [f for f in folders if f.is_dir()]
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -261,12 +273,12 @@ def check_overrides(overrides: list[str]) -> None:
                               "or escape); give it on one line without them")
     schema = OmegaConf.structured(Config)
     keys = dotted_keys()
-    root = conf_dir()
-    groups = {d.relative_to(root).as_posix() for d in root.rglob("*") if d.is_dir()}  # incl. variant/<study>
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException:
         return  # a syntax error: Hydra's own message points at the character
+    roots = [conf_dir(), *_searched(parsed)]
+    groups = {d.relative_to(root).as_posix() for root in roots for d in root.rglob("*") if d.is_dir()}  # incl. variant/<study>
     for override in parsed:
         key = override.key_or_group
         if key.startswith("hydra"):
@@ -275,7 +287,7 @@ def check_overrides(overrides: list[str]) -> None:
             raise ConfigError(f"~{key}: keys of sweeps cannot be removed; set a value instead "
                               f"(every key and its default is in src/sweeps/config.py)")
         if key in groups:
-            _check_group_choice(root, override)
+            _check_group_choice(roots, override)
             continue
         if key.startswith(("model.kwargs.", "data.kwargs.")):  # your builder's or loader's own arguments
             continue
