@@ -46,17 +46,19 @@ def test_jobs_that_differ_only_in_penalty_dropout_or_seed_share_a_pack_of_at_mos
     assert why_alone(cfg_of("cv.folds=3")) and why_alone(jobs[0]) is None
 
 
-def test_jobs_with_a_regularizer_the_packed_model_lacks_run_alone_said_once(caplog):
-    """Weight decay and the new optimizers pack (the optimizer is shared); max-norm, label smoothing and
-    input noise are not member settings of the packed model: those jobs run alone, one line per reason."""
-    jobs = [cfg_of("optimizer=adamw", f"seed={s}") for s in (0, 1)]
-    jobs += [cfg_of("max_norm=3", f"seed={s}") for s in (0, 1)] + [cfg_of("label_smoothing=0.1"), cfg_of("input_noise=0.1")]
+def test_jobs_that_differ_in_todays_regularizers_still_pack_and_what_cannot_pack_is_said_once(caplog):
+    """Weight decay, max-norm, label smoothing and input noise are member settings of the packed model:
+    jobs that differ only in them share a pack; a model of a builder and batch norm run alone, one line
+    per reason."""
+    jobs = [cfg_of("optimizer=adamw", "optimizer.weight_decay=1e-3"), cfg_of("optimizer=adamw", "optimizer.weight_decay=1e-2",
+                                                                       "max_norm=3"),
+            cfg_of("optimizer=adamw", "optimizer.weight_decay=1e-3", "label_smoothing=0.1", "input_noise=0.1")]
+    jobs += [cfg_of("model=cnn", f"seed={s}") for s in (0, 1)] + [cfg_of("model.batchnorm=true")]
     with caplog.at_level("INFO", logger="sweeps.launcher"):
-        assert packs(jobs, 8) == [[0, 1], [2], [3], [4], [5]]
+        assert packs(jobs, 8) == [[0, 1, 2], [3], [4], [5]]
     said = [r.getMessage() for r in caplog.records]
-    assert said == ["2 job(s) trained alone, not packed: max_norm=3.0 (not packed yet)",
-                    "1 job(s) trained alone, not packed: label_smoothing=0.1 (not packed yet)",
-                    "1 job(s) trained alone, not packed: input_noise=0.1 (not packed yet)"], said
+    assert said == ["2 job(s) trained alone, not packed: model._target_=sweeps.models.build_cnn (only the MLP packs)",
+                    "1 job(s) trained alone, not packed: model.batchnorm=true (batch statistics are not packed)"], said
 
 
 @pytest.mark.parametrize("setting", ["max_pack=0", "n_jobs=0"])
@@ -131,7 +133,7 @@ def _pack_of(member_overrides, optimizer="sgd", data=None):
         keras.utils.set_random_seed(cfg.seed)
         models.append(new_model(cfg, data))
     packed = PackedMLP([Member.of(c) for c in cfgs], data.input_dim, [12, 8], "relu", data.n_classes)
-    packed.compile(optimizer=make_optimizer(cfgs[0]))
+    packed.compile(optimizer=make_optimizer(cfgs[0], decay=False))
     packed.load_members([m.get_weights() for m in models])
     return cfgs, models, packed
 
@@ -171,6 +173,42 @@ def test_each_member_pays_its_own_penalty_and_takes_the_step_it_would_take_alone
         np.testing.assert_allclose(logs[second][k], alone[second], rtol=1e-5)
         for mine, theirs in zip(packed.member_weights(k), model.get_weights()):
             np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+TODAYS = [("optimizer.weight_decay=0.1", "max_norm=0.5"), ("label_smoothing=0.2",),
+          ("reg=l2", "rate=1e-2", "optimizer.weight_decay=0.01", "label_smoothing=0.1", "max_norm=1.0"), ()]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_weight_decay_max_norm_and_label_smoothing_are_each_members_own_step(optimizer):
+    """Members that differ in decoupled weight decay, max-norm and label smoothing take, in one packed
+    step, the step each takes alone (Keras' decay before the update, MaxNorm after it, the smoothed
+    cross-entropy), to float precision; the bounds bind (digits' initial columns are longer)."""
+    rng = np.random.default_rng(1)
+    x = rng.random((16, 64), dtype="float32")
+    y = rng.integers(0, 10, 16)
+    cfgs, models, packed = _pack_of(TODAYS, optimizer)
+    logs = packed.train_on_batch(x, y, return_dict=True)
+    for k, model in enumerate(models):
+        alone = model.train_on_batch(x, y, return_dict=True)
+        np.testing.assert_allclose(logs["data_loss"][k], alone["data_loss"], rtol=1e-5)
+        np.testing.assert_allclose(logs["loss"][k], alone["loss"], rtol=1e-5)
+        for mine, theirs in zip(packed.member_weights(k), model.get_weights()):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    first = packed.member_weights(0)[0]  # member 0's first kernel: every column within 0.5
+    assert np.sqrt((first ** 2).sum(axis=0)).max() == pytest.approx(0.5, rel=1e-4)
+    assert np.sqrt((packed.member_weights(3)[0] ** 2).sum(axis=0)).max() > 0.6, "no bound: untouched"
+
+
+def test_input_noise_is_each_members_own():
+    import tensorflow as tf
+
+    _, _, packed = _pack_of([("input_noise=0.5",), ("input_noise=0.1",), ()])
+    x = tf.ones((2000, 64))
+    noisy = packed._noisy(x).numpy()
+    assert noisy.shape == (3, 2000, 64)
+    assert abs(noisy[0].std() - 0.5) < 0.01 and abs(noisy[1].std() - 0.1) < 0.005 and abs(noisy[0].mean() - 1) < 0.01
+    np.testing.assert_array_equal(noisy[2], 1.0)
 
 
 def test_dropout_is_each_members_own():

@@ -33,7 +33,9 @@ from sweeps.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # What may differ between the jobs of one pack; every other key must be the same.
-PACKABLE = ("reg", "rate", "dropout", "dropout_type", "dropout_layers", "seed")
+PACKABLE = ("reg", "rate", "dropout", "dropout_type", "dropout_layers", "seed", "max_norm", "label_smoothing",
+            "input_noise")
+PACKABLE_OPTIMIZER = ("weight_decay",)  # of `optimizer`: each member decays its own kernels (`PackedMLP`)
 # Keys that differ freely (they change neither the model nor its training).
 _FREE = ("optimized_metric", "resume")
 
@@ -48,15 +50,13 @@ def why_alone(cfg: DictConfig) -> Optional[str]:
         return "cv.folds (each fold is a model of its own)"
     if cfg.search.trial is not None:
         return "a search trial (its pruner stops it alone)"
-    for key, off in (("max_norm", None), ("label_smoothing", 0.0), ("input_noise", 0.0)):
-        if cfg[key] != off:  # the packed model has no such member setting yet (weight decay it has: the optimizer's)
-            return f"{key}={cfg[key]} (not packed yet)"
     return None
 
 
 def pack_key(cfg: DictConfig) -> str:
     """Jobs with the same key can share one packed model."""
     plain = {k: v for k, v in to_plain(cfg).items() if k not in PACKABLE + _FREE}
+    plain["optimizer"] = {k: v for k, v in plain["optimizer"].items() if k not in PACKABLE_OPTIMIZER}
     return json.dumps(plain, sort_keys=True)
 
 

@@ -188,21 +188,23 @@ def build_model(cfg: DictConfig, input_dim: int, n_classes: int | None) -> keras
     return keras.Sequential(layers, name=cfg.model.name)
 
 
-def make_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:
-    """The optimizer, with `optimizer.weight_decay` as Keras' decoupled decay on the kernels only."""
+def make_optimizer(cfg: DictConfig, decay: bool = True) -> keras.optimizers.Optimizer:
+    """The optimizer, with `optimizer.weight_decay` as Keras' decoupled decay on the kernels only
+    (`decay=False`: none, for a packed model that decays each member with its own factor)."""
     opt = cfg.optimizer
-    decay = {"weight_decay": opt.weight_decay} if opt.weight_decay > 0 else {}
+    wd = opt.weight_decay if decay else 0.0
+    kwargs = {"weight_decay": wd} if wd > 0 else {}
     if opt.name == OptimizerName.adam:
-        optimizer = keras.optimizers.Adam(learning_rate=opt.lr, **decay)
+        optimizer = keras.optimizers.Adam(learning_rate=opt.lr, **kwargs)
     elif opt.name == OptimizerName.adamw:
-        optimizer = keras.optimizers.AdamW(learning_rate=opt.lr, **decay)
+        optimizer = keras.optimizers.AdamW(learning_rate=opt.lr, weight_decay=wd)  # AdamW's default is not 0
     elif opt.name == OptimizerName.nadam:
-        optimizer = keras.optimizers.Nadam(learning_rate=opt.lr, **decay)
+        optimizer = keras.optimizers.Nadam(learning_rate=opt.lr, **kwargs)
     elif opt.name == OptimizerName.sgd:
-        optimizer = keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, **decay)
+        optimizer = keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, **kwargs)
     else:
-        optimizer = keras.optimizers.RMSprop(learning_rate=opt.lr, **decay)
-    if decay:  # as `reg.target=kernel` and the weight statistics: biases and batch norm's scale and shift stay
+        optimizer = keras.optimizers.RMSprop(learning_rate=opt.lr, **kwargs)
+    if kwargs or wd:  # as `reg.target=kernel` and the weight statistics: biases and batch norm's scale and shift stay
         optimizer.exclude_from_weight_decay(var_names=regularizers.NOT_DECAYED)
     return optimizer
 

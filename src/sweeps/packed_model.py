@@ -4,7 +4,8 @@ Member k of a `PackedMLP` is the network `models.build_model` builds for the k-t
 layer i holds one `[K, in, out]` kernel and one `[K, out]` bias, so a training step is one batched
 matmul per layer for all K members, and the optimizer updates one variable per layer instead of K.
 Members share the architecture, optimizer, learning rate and batch size; each has its own weights,
-penalty (kind, target, layers, rate), dropout (rate, kind, layers) and batches. The loss minimised
+penalty (kind, target, layers, rate), dropout (rate, kind, layers), decoupled weight decay, max-norm
+constraint, label smoothing, input noise and batches. The loss minimised
 is the sum of the members' losses, and since no weight is shared, member k's gradient is exactly
 the gradient of its own loss (data term + own penalty), as if it were trained alone.
 
@@ -34,6 +35,10 @@ class Member:
     target: RegTarget  # what the penalty applies to
     dropout: tuple[float, ...]  # dropout rate after each hidden layer (0: none)
     gaussian: bool  # GaussianDropout instead of Dropout
+    weight_decay: float = 0.0  # decoupled: each step every kernel w -= lr * weight_decay * w
+    max_norm: float = 0.0  # each hidden unit's incoming weights kept within this norm (0: none)
+    label_smoothing: float = 0.0  # classification targets (1 - s) one-hot + s / classes
+    input_noise: float = 0.0  # std of the Gaussian noise on the inputs while training
 
     @classmethod
     def of(cls, cfg) -> "Member":
@@ -43,7 +48,9 @@ class Member:
         l1 = tuple(rate if on[i] and kind in (RegKind.l1, RegKind.l1_l2) else 0.0 for i in range(n))
         l2 = tuple(rate if on[i] and kind in (RegKind.l2, RegKind.l1_l2) else 0.0 for i in range(n))
         drop = tuple(float(cfg.dropout) if selected(cfg.dropout_layers, i) else 0.0 for i in range(n))
-        return cls(l1, l2, cfg.reg.target, drop, cfg.dropout_type == DropoutType.gaussian)
+        return cls(l1, l2, cfg.reg.target, drop, cfg.dropout_type == DropoutType.gaussian,
+                   float(cfg.optimizer.weight_decay), float(cfg.max_norm or 0.0), float(cfg.label_smoothing),
+                   float(cfg.input_noise))
 
 
 class VectorMean(keras.metrics.Metric):
@@ -97,6 +104,10 @@ class PackedMLP(keras.Model):
         self.l2 = [_column([m.l2[i] for m in self.members]) for i in range(n)]
         self.drop = [_column([m.dropout[i] for m in self.members]) for i in range(n)]
         self.gaussian = _column([m.gaussian for m in self.members])
+        self.decay = _column([m.weight_decay for m in self.members])
+        self.max_norm = _column([m.max_norm for m in self.members])
+        self.smoothing = _column([m.label_smoothing for m in self.members])
+        self.noise = _column([m.input_noise for m in self.members])
         self.target = [m.target for m in self.members]
         self.penalized = self._penalized()
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -157,6 +168,28 @@ class PackedMLP(keras.Model):
         gaussian = 1.0 + np.sqrt(p / keep) * noise
         return h * ops.where(self.gaussian[:, None, None] > 0, gaussian, standard)
 
+    def _noisy(self, x):
+        """Each member's own input noise (Keras' GaussianNoise: x + N(0, std)); std 0 leaves x alone."""
+        if len(x.shape) == 2:  # one batch for every member: each gets its own noisy copy
+            x = ops.broadcast_to(x[None], (self.k, *ops.shape(x)))
+        return x + keras.random.normal(ops.shape(x), seed=self.seed_generator) * self.noise[:, None, None]
+
+    def _decay_weights(self) -> None:
+        """Decoupled weight decay before the update, as Keras' optimizers apply it: every kernel (not
+        the biases: `regularizers.NOT_DECAYED`) w -= w * weight_decay * lr, with each member's factor."""
+        lr = ops.cast(self.optimizer.learning_rate, "float32")
+        for kernel in self.kernels:
+            kernel.assign(kernel - kernel * (self.decay[:, None, None] * lr))
+
+    def _constrain(self) -> None:
+        """Max-norm after the update, as Keras' `MaxNorm(axis=0)` on each hidden kernel: a member's unit
+        whose incoming weights are longer than its bound is scaled back to it; other members untouched."""
+        bound = self.max_norm[:, None, None]
+        for kernel in self.kernels[:-1]:
+            norms = ops.sqrt(ops.sum(ops.square(kernel), axis=1, keepdims=True))
+            scale = ops.minimum(norms, bound) / (keras.config.epsilon() + norms)
+            kernel.assign(kernel * ops.where(bound > 0, scale, 1.0))
+
     def _penalized(self) -> list:
         """(variable, L1 factors, L2 factors) of every weight some member penalizes, the factors
         shaped to broadcast over the variable (0 for members that leave it alone)."""
@@ -204,7 +237,12 @@ class PackedMLP(keras.Model):
             y = ops.broadcast_to(y[None], (self.k, ops.shape(y)[0]))
         if self.classify:
             y = ops.cast(y, "int32")
-            loss = keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True)
+            if self.smoothing.any():  # as `regularizers.smoothed_sparse_crossentropy`, with each member's s
+                s, classes = self.smoothing[:, None, None], out.shape[-1]
+                target = ops.one_hot(y, classes) * (1.0 - s) + s / classes
+                loss = keras.losses.categorical_crossentropy(target, out, from_logits=True)
+            else:
+                loss = keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True)
             hit = ops.cast(ops.equal(ops.cast(ops.argmax(out, axis=-1), "int32"), y), "float32")
             return ops.mean(loss, axis=1), ops.mean(hit, axis=1)
         y = ops.cast(y, "float32")
@@ -220,13 +258,18 @@ class PackedMLP(keras.Model):
         import tensorflow as tf
 
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        inputs = self._noisy(x) if self.noise.any() else x
         with tf.GradientTape() as tape:
-            out, activity = self.forward(x, training=True)
+            out, activity = self.forward(inputs, training=True)
             data_loss, second = self._per_member(y, out)
             total = ops.sum(data_loss + activity)
         grads = self.with_penalty_gradients(tape.gradient(total, self.trainable_variables))
         penalty = self.weight_penalty() + activity  # of the weights this step's gradients were taken at
+        if self.decay.any():  # the packed model's optimizer has none of its own (`packing`): members differ
+            self._decay_weights()
         self.optimizer.apply(grads, self.trainable_variables)
+        if self.max_norm.any():
+            self._constrain()
         return self._update(x, data_loss, second, penalty)
 
     def make_test_function(self, force=False):

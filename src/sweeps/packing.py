@@ -91,7 +91,7 @@ def _train(slots: list[Slot], data: Dataset, tracker: tracking.Tracker, parent_i
         models.append(new_model(slot.cfg, data))
     packed = PackedMLP([Member.of(s.cfg) for s in slots], data.input_dim, first.model.hidden,
                        first.model.activation, data.n_classes, seed=first.seed)
-    packed.compile(optimizer=make_optimizer(first),
+    packed.compile(optimizer=make_optimizer(first, decay=False),  # members decay their own
                    steps_per_execution=first.steps_per_execution or AUTO_STEPS_PER_EXECUTION, jit_compile=jit_compile)
     packed.load_members([m.get_weights() for m in models])
     runs = MemberRuns(tracker)
