@@ -246,11 +246,14 @@ def test_report_folder_has_the_report_the_table_and_every_plot(store, capsys, tm
     assert code == 0 and f"report written to {folder}/" in out
     assert "reg  rate" in out and "  val_data_loss" in out  # the table, for reading (short headers)
     plots = ["val_data_loss.png", "penalty.png", "val_accuracy.png", "train_vs_val.png", "val_data_loss_vs_rate.png",
-             "sparsity_vs_rate.png", "expected_best.png"]
+             "sparsity_vs_rate.png", "expected_best.png", "importance.png"]
     for name in plots:
         assert png_size(folder / name) > (300, 200), name
     report = (folder / "report.md").read_text()
     assert all(f"]({name})" in report for name in plots) and "Not drawn" not in report
+    knobs = report.split("## Which knob mattered")[1]  # fANOVA over the 4 jobs: both swept keys, shares summing to 1
+    shares = {key: float(share) for key, share in re.findall(r"^\| `([\w.]+)` \| ([0-9.]+) \|$", knobs, re.M)}
+    assert set(shares) == {"reg", "rate"} and sum(shares.values()) == pytest.approx(1.0, abs=2e-3), shares
     page = (folder / "report.html").read_text()  # self-contained: every plot embedded, nothing fetched
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == len(plots) and all(base64.b64decode(i)[:8] == PNG_SIGNATURE for i in images)

@@ -225,6 +225,19 @@ def expected_best_figure(expected: list[float], observed: list[float], metric: s
     return fig
 
 
+def importance_figure(importances: dict[str, float], metric: str, title: str):
+    """Each swept key's share of the variance of `metric` (`stats.importances`), largest on top."""
+    keys = list(importances)[::-1]
+    fig, ax = subplots(figsize=(7.0, 0.5 * len(keys) + 1.5))
+    ax.barh(keys, [importances[k] for k in keys], color="tab:blue")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"share of the variance of {metric.replace('_', ' ')} (fANOVA)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
 def subplots(*args, figsize: tuple[float, float], **kwargs):
     """`pyplot.subplots` without pyplot: (figure, axes) of a standalone Figure."""
     fig = Figure(figsize=figsize)

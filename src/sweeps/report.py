@@ -70,7 +70,9 @@ def write(folder: Path, sweep: SweepRuns, rows: list[dict], metric: str,
     if keys is not None:  # grouped rows: the per-job ones too
         files.append(_write(folder / "jobs.csv", table.to_csv(table.job_rows(sweep, metric))))
     drawn, skipped = draw(folder, sweep, metric)
-    report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped, keys))
+    knobs, knob_plot = importance_section(folder, sweep, metric)
+    report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped, keys, knobs))
+    drawn += [knob_plot] if knob_plot else []
     page = report_html.write(folder, [p.file for p in drawn])  # the same report, its plots embedded
     written = [report, page, *files, *(folder / p.file for p in drawn)]
     _write(folder / MANIFEST, "\n".join(path.name for path in written) + "\n")
@@ -199,6 +201,39 @@ def expected_best(sweep: SweepRuns, metric: str):
                                       f"Expected best final {nice(metric)} of n jobs (Dodge et al.)", higher)
 
 
+def importance_of(sweep: SweepRuns, metric: str) -> dict[str, float]:
+    """`stats.importances` of the swept keys for `metric` over the finished, unpruned jobs."""
+    jobs = [job for job in sweep.jobs if job.status == "FINISHED" and tags.PRUNED_AT not in job.run.data.tags
+            and job.metrics.get(metric) is not None and math.isfinite(job.metrics[metric])]
+    return stats.importances([{k: job.value(k) for k in sweep.swept} for job in jobs],
+                             [job.metrics[metric] for job in jobs])
+
+
+def importance_section(folder: Path, sweep: SweepRuns, metric: str) -> tuple[str, Optional[Plot]]:
+    """"Which knob mattered": each swept key's share of the variance of `metric` (fANOVA, in a table and
+    `importance.png`), or why it is not given; the plot it drew, if any."""
+    title = "Which knob mattered"
+    found = importance_of(sweep, metric)
+    if not found:
+        return (f"## {title}\n\nNot computed: it needs {stats.MIN_IMPORTANCE_JOBS} or more finished jobs "
+                "and a swept key with two or more values.\n"), None
+    plot = Plot("importance.png", f"{title}: each swept key's share of the variance of {nice(metric)}", lambda *_: None)
+    fig = plots.importance_figure(found, metric, f"Which swept key mattered for {nice(metric)}")
+    fig.savefig(folder / plot.file, dpi=110, bbox_inches="tight")
+    rows = "".join(f"| {code(key)} | {share:.3f} |\n" for key, share in found.items())
+    note = (f"Each swept key's share of the variance of the final {metric} over the {sweep_size(sweep, metric)} "
+            "finished jobs, by fANOVA (Hutter et al. 2014, Optuna's default importance evaluator: a random "
+            "forest fitted to the jobs, its variance split per key; it handles categories such as reg and "
+            "interactions, and needs no many-trial quantile as PED-ANOVA does). A key that only moves the "
+            "result by chance (seed) gives the noise floor: a knob below it did not matter here.")
+    return (f"## {title}\n\n{text(note)}\n\n| key | share |\n|---|---|\n{rows}\n"
+            f"![{alt(plot.title)}]({plot.file})\n"), plot
+
+
+def sweep_size(sweep: SweepRuns, metric: str) -> int:
+    return sum(1 for job in sweep.jobs if job.status == "FINISHED" and job.metrics.get(metric) is not None)
+
+
 def train_vs_val(sweep: SweepRuns, metric: str):
     names = labels(sweep)
     panels = {names[j.id]: j.history for j in sweep.jobs if j.history.get("loss")}
@@ -276,7 +311,7 @@ def series_label(job: Job, sweep: SweepRuns) -> str:
 # --- report.md --------------------------------------------------------------------------------
 
 def markdown(sweep: SweepRuns, rows: list[dict], metric: str, drawn: list[Plot],
-             skipped: list[tuple[Plot, str]], keys: Optional[list[str]] = None) -> str:
+             skipped: list[tuple[Plot, str]], keys: Optional[list[str]] = None, knobs: str = "") -> str:
     parts = [header(sweep, rows, metric)]
     if keys is None:
         parts.append(f"## Jobs, best {text(metric)} first\n\n{table.to_markdown(rows)}")
@@ -294,6 +329,7 @@ def markdown(sweep: SweepRuns, rows: list[dict], metric: str, drawn: list[Plot],
             f"{': ' + text(j.error.splitlines()[0]) if (j.error or '').strip() else ''}\n"
             for j in failed))
     parts += [f"## {text(p.title)}\n\n![{alt(p.title)}]({p.file})\n" for p in drawn]
+    parts += [knobs] if knobs else []
     if skipped:  # the reasons are ours (Markdown), the titles may name a metric from the store
         parts.append("## Not drawn\n\n" + "".join(f"- {text(p.title)}: {why}\n" for p, why in skipped))
     return "\n".join(parts)

@@ -1,4 +1,5 @@
-"""How sure is the answer: the statistics behind grouped rows, as plain numpy/scipy functions.
+"""How sure is the answer: the statistics behind grouped rows, as plain numpy/scipy functions (and
+Optuna's fANOVA for the importances).
 
 `table` (grouped rows), `report` (its plots and sections), `compare` and `api` call these; nothing
 here knows about runs or MLflow. docs/statistics.md says what each one means and when to use it.
@@ -13,6 +14,7 @@ here knows about runs or MLflow. docs/statistics.md says what each one means and
   bootstrap, as in `rliable`).
 - `probability_of_improvement`: P(X beats Y) + P(X = Y) / 2 (Agarwal et al. 2021, `rliable`).
 - `expected_best`: the expected best of n trials drawn from N (Dodge et al. 2019; 2021).
+- `importances`: which swept key mattered: fANOVA (Hutter et al. 2014) over the finished jobs.
 
 Every function that says "better" takes `higher_is_better`: for a loss, better is lower.
 """
@@ -235,3 +237,50 @@ def expected_best_curve(values: Sequence[float], higher_is_better: bool = True) 
     """`expected_best` for n = 1 .. N (without replacement): the expected best after each trial."""
     return [expected_best(values, n, higher_is_better) for n in range(1, len(values) + 1)]
 
+
+
+MIN_IMPORTANCE_JOBS = 4  # fewer finished jobs leave a forest nothing to split
+NOT_SET = "(not set)"  # a key a job has no value for (its param does not apply, e.g. reg.target with reg=none)
+
+
+def importances(points: Sequence[dict[str, Optional[str]]], values: Sequence[float], seed: int = 0) -> dict[str, float]:
+    """Each key's share of the variance of `values` over the configurations `points` (key -> value as
+    text, one dict per job), by Optuna's fANOVA (Hutter et al., ICML 2014: a random forest fitted to
+    the jobs, its variance decomposed per key), summing to 1, largest first. Keys with numbers only
+    are numeric (log-scaled when they span a factor of 10 or more), the others categories. Grid
+    sweeps and searches alike: the jobs are handed to Optuna as finished trials of a study of their
+    own, in memory. Keys with one value are left out; {} when fewer than `MIN_IMPORTANCE_JOBS`."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    keys = [k for k in dict.fromkeys(k for p in points for k in p) if len({p.get(k) for p in points}) > 1]
+    if len(values) < MIN_IMPORTANCE_JOBS or not keys:
+        return {}
+    distributions, params = {}, [{} for _ in points]
+    for key in keys:
+        raw = [p.get(key) for p in points]
+        numbers = [_number(v) for v in raw]
+        if all(n is not None for n in numbers):
+            low, high = min(numbers), max(numbers)
+            distributions[key] = FloatDistribution(low, high, log=low > 0 and high / low >= 10)
+            column = numbers
+        else:
+            column = [NOT_SET if v is None else str(v) for v in raw]
+            distributions[key] = CategoricalDistribution(sorted(set(column)))
+        for row, value in zip(params, column):
+            row[key] = value
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    for row, value in zip(params, values):
+        study.add_trial(optuna.trial.create_trial(params=row, distributions=distributions, value=float(value)))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    found = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
+    return dict(sorted(found.items(), key=lambda item: -item[1]))
+
+
+def _number(value: Optional[str]) -> Optional[float]:
+    try:
+        number = float(value) if value is not None and str(value).lower() not in ("true", "false") else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
