@@ -80,8 +80,19 @@ def _id(command: str) -> str:
     return " ".join(words(command)[1:])
 
 
+@pytest.fixture
+def users_folder(tmp_path, monkeypatch):
+    """Where a user runs the commands that name their own work: `my_pkg` importable, `lab.csv` there."""
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my_pkg" / "__init__.py").write_text("def build(spec):\n    raise NotImplementedError\n")
+    (tmp_path / "lab.csv").write_text("dose,outcome\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.mark.parametrize("command", TRAIN, ids=_id)
-def test_every_training_command_composes_and_validates(command):
+def test_every_training_command_composes_and_validates(command, users_folder):
     args = [w for w in words(command)[3:] if w != "-m"]
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=first_job(args), return_hydra_config=True)  # launcher and sweeper too

@@ -475,7 +475,7 @@ def test_safe_mode_refuses_a_model_that_carries_code(make_cfg):
     ("reg.kind=l3", "reg.kind=l3: Invalid value 'l3', expected one of [none, l1, l2, l1_l2]"),
     ("reg=l3", "reg=l3: no such option; choose one of l1, l1_l2, l2, none"),
     ("reg=l1,l3", "reg=l3: no such option; choose one of l1, l1_l2, l2, none"),
-    ("data=imagenet", "data=imagenet: no such option; choose one of california_housing, circles, digits,"),
+    ("data=imagenet", "data=imagenet: no such option; choose one of california_housing, circles, csv, custom, digits,"),
     ("optimizer=adamax", "optimizer=adamax: no such option; did you mean adam? choose one of adam, adamw, nadam, rmsprop, sgd"),
     ("+experiment=doesnotexist", "experiment=doesnotexist: no such option; choose one of california_warmup,"),
     ("+rat=1e-3", "rat: no such key; + adds keys the schema lacks, and every key of sweeps is in it; did you mean rate?"),
