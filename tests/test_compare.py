@@ -246,7 +246,7 @@ def test_report_folder_has_the_report_the_table_and_every_plot(store, capsys, tm
     assert code == 0 and f"report written to {folder}/" in out
     assert "reg  rate" in out and "  val_data_loss" in out  # the table, for reading (short headers)
     plots = ["val_data_loss.png", "penalty.png", "val_accuracy.png", "train_vs_val.png", "val_data_loss_vs_rate.png",
-             "sparsity_vs_rate.png", "expected_best.png", "importance.png"]
+             "sparsity_vs_rate.png", "expected_best.png", "importance.png", "front.png"]
     for name in plots:
         assert png_size(folder / name) > (300, 200), name
     report = (folder / "report.md").read_text()
@@ -254,6 +254,15 @@ def test_report_folder_has_the_report_the_table_and_every_plot(store, capsys, tm
     knobs = report.split("## Which knob mattered")[1]  # fANOVA over the 4 jobs: both swept keys, shares summing to 1
     shares = {key: float(share) for key, share in re.findall(r"^\| `([\w.]+)` \| ([0-9.]+) \|$", knobs, re.M)}
     assert set(shares) == {"reg", "rate"} and sum(shares.values()) == pytest.approx(1.0, abs=2e-3), shares
+    trade_off = report.split("## The trade-off: val_data_loss against sparsity")[1]  # the jobs no job beats on both
+    listed = re.findall(r"^\| \d+ \| `([^`]+)` \| [0-9.]+ \| [0-9.]+ \|$", trade_off, re.M)
+    from sweeps import runs as sweep_runs
+    from sweeps.report import labels, mean_sparsity
+
+    sweep = sweep_runs.sweep_of(MlflowClient(store["uri"]), store["a"])
+    points = {labels(sweep)[j.id]: (j.metrics["val_data_loss"], mean_sparsity(j)) for j in sweep.jobs}
+    dominated = {a for a, (x, y) in points.items() for (u, v) in points.values() if u <= x and v >= y and (u, v) != (x, y)}
+    assert listed and set(listed) == set(points) - dominated, (listed, points)
     page = (folder / "report.html").read_text()  # self-contained: every plot embedded, nothing fetched
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == len(plots) and all(base64.b64decode(i)[:8] == PNG_SIGNATURE for i in images)

@@ -362,3 +362,16 @@ def test_importances_rank_the_knob_that_matters_first_and_pure_noise_last():
     assert sum(found.values()) == pytest.approx(1.0) and found["rate"] > 0.8 and found["seed"] < 0.05
     assert stats.importances(points[:3], values[:3]) == {}, "too few jobs"
     assert "reg" not in stats.importances([{**p, "reg": "l2"} for p in points], values), "one value: not a knob"
+
+
+def test_the_pareto_front_is_the_non_dominated_set_by_brute_force():
+    """Random 2-objective points (one minimised, one maximised), checked against a direct definition."""
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        points = rng.integers(0, 6, size=(12, 2)).astype(float)  # ties on purpose
+        front = stats.pareto_front(points.tolist(), [False, True])
+        dominated = {i for i, (a, b) in enumerate(points) for (c, d) in points
+                     if c <= a and d >= b and (c < a or d > b)}
+        assert front == [i for i in range(len(points)) if i not in dominated]
+    assert stats.pareto_front([[1, 1], [2, 2], [0, 0]], [False, True]) == [0, 1, 2]  # a real trade-off
+    assert stats.pareto_front([[1, 3], [2, 2]], [False, True]) == [0]

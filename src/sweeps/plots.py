@@ -225,6 +225,27 @@ def expected_best_figure(expected: list[float], observed: list[float], metric: s
     return fig
 
 
+def front_figure(points: dict[str, tuple[float, float]], front: list[str], x_label: str, y_label: str, title: str):
+    """Every job as a point (x: the ranking metric, y: the other objective), the front's jobs joined
+    and numbered 1.. in the order of `front` (the report's table names them)."""
+    fig, ax = subplots(figsize=(7.5, 5.0))
+    xs, ys = zip(*points.values())
+    ax.scatter(xs, ys, color="lightgrey", edgecolor="grey", label="every job", zorder=2)
+    along = sorted(front, key=lambda name: points[name][0])
+    ax.plot([points[n][0] for n in along], [points[n][1] for n in along], marker="o", color="tab:red",
+            label="the front: no job better on both", zorder=3)
+    for number, name in enumerate(front, 1):
+        ax.annotate(str(number), points[name], textcoords="offset points", xytext=(5, 5), fontsize="small",
+                    color="tab:red")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def importance_figure(importances: dict[str, float], metric: str, title: str):
     """Each swept key's share of the variance of `metric` (`stats.importances`), largest on top."""
     keys = list(importances)[::-1]

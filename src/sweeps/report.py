@@ -70,9 +70,10 @@ def write(folder: Path, sweep: SweepRuns, rows: list[dict], metric: str,
     if keys is not None:  # grouped rows: the per-job ones too
         files.append(_write(folder / "jobs.csv", table.to_csv(table.job_rows(sweep, metric))))
     drawn, skipped = draw(folder, sweep, metric)
-    knobs, knob_plot = importance_section(folder, sweep, metric)
-    report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped, keys, knobs))
-    drawn += [knob_plot] if knob_plot else []
+    sections = [importance_section(folder, sweep, metric), front_section(folder, sweep, metric)]
+    report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped, keys,
+                                                   "\n".join(text_ for text_, _ in sections if text_)))
+    drawn += [plot for _, plot in sections if plot]
     page = report_html.write(folder, [p.file for p in drawn])  # the same report, its plots embedded
     written = [report, page, *files, *(folder / p.file for p in drawn)]
     _write(folder / MANIFEST, "\n".join(path.name for path in written) + "\n")
@@ -228,6 +229,40 @@ def importance_section(folder: Path, sweep: SweepRuns, metric: str) -> tuple[str
             "result by chance (seed) gives the noise floor: a knob below it did not matter here.")
     return (f"## {title}\n\n{text(note)}\n\n| key | share |\n|---|---|\n{rows}\n"
             f"![{alt(plot.title)}]({plot.file})\n"), plot
+
+
+SPARSITY = "rel_sparsity"  # the trade-off's other side: share of each kernel's |w| below 1 % of its largest
+
+
+def mean_sparsity(job: Job) -> Optional[float]:
+    """The mean `rel_sparsity` over the job's kernel layers (None if it logged none)."""
+    values = [v for k, v in job.metrics.items() if k.endswith(f"/{SPARSITY}") and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def front_section(folder: Path, sweep: SweepRuns, metric: str) -> tuple[str, Optional[Plot]]:
+    """"The trade-off": the ranking metric against the kernels' mean sparsity, and the jobs on the front
+    (no other job is better on both); `front.png`. Empty when fewer than 3 finished jobs logged both."""
+    jobs = [j for j in sweep.jobs if j.status == "FINISHED" and j.metrics.get(metric) is not None
+            and math.isfinite(j.metrics[metric]) and mean_sparsity(j) is not None]
+    if len(jobs) < 3:
+        return "", None
+    names = labels(sweep)
+    points = {names[j.id]: (j.metrics[metric], mean_sparsity(j)) for j in jobs}
+    front = [list(points)[i] for i in stats.pareto_front(list(points.values()), [higher_is_better(metric), True])]
+    front.sort(key=lambda name: points[name][0], reverse=higher_is_better(metric))  # best metric first
+    plot = Plot("front.png", f"The trade-off: {nice(metric)} against sparsity", lambda *_: None)
+    fig = plots.front_figure(points, front, f"final {nice(metric)}", "mean share of |w| < 1% of the layer's max |w|",
+                             f"Final {nice(metric)} against kernel sparsity, the front in red")
+    fig.savefig(folder / plot.file, dpi=110, bbox_inches="tight")
+    rows = "".join(f"| {number} | {code(name)} | {table.fmt(points[name][0])} | {points[name][1]:.3f} |\n"
+                   for number, name in enumerate(front, 1))
+    note = (f"A regularizer buys sparsity with {metric}: the jobs below are the front, those no other job "
+            f"beats on both the final {metric} ({'higher' if higher_is_better(metric) else 'lower'} is better) and the "
+            f"mean share of near-zero kernel weights over the kernel layers (higher is sparser; {SPARSITY}). "
+            "Every other job is worse on one without being better on the other; # is the job's number in front.png.")
+    return (f"## The trade-off: {text(metric)} against sparsity\n\n{text(note)}\n\n"
+            f"| # | job | {text(metric)} | sparsity |\n|---|---|---|---|\n{rows}\n![{alt(plot.title)}]({plot.file})\n"), plot
 
 
 def sweep_size(sweep: SweepRuns, metric: str) -> int:

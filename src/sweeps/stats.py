@@ -15,6 +15,7 @@ here knows about runs or MLflow. docs/statistics.md says what each one means and
 - `probability_of_improvement`: P(X beats Y) + P(X = Y) / 2 (Agarwal et al. 2021, `rliable`).
 - `expected_best`: the expected best of n trials drawn from N (Dodge et al. 2019; 2021).
 - `importances`: which swept key mattered: fANOVA (Hutter et al. 2014) over the finished jobs.
+- `pareto_front`: the jobs no other job beats on every objective at once (a trade-off's front).
 
 Every function that says "better" takes `higher_is_better`: for a loss, better is lower.
 """
@@ -284,3 +285,12 @@ def _number(value: Optional[str]) -> Optional[float]:
     except ValueError:
         return None
     return number if number is not None and math.isfinite(number) else None
+
+
+def pareto_front(points: Sequence[Sequence[float]], higher_is_better: Sequence[bool]) -> list[int]:
+    """Indices of the non-dominated points: no other point is at least as good on every objective and
+    better on one (each objective's direction in `higher_is_better`), in the order given."""
+    signs = np.where(np.asarray(higher_is_better), -1.0, 1.0)  # as costs: lower is better on every axis
+    cost = np.asarray(points, float) * signs
+    return [i for i, c in enumerate(cost)
+            if not any(np.all(o <= c) and np.any(o < c) for j, o in enumerate(cost) if j != i)]
