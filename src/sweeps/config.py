@@ -444,14 +444,13 @@ def _check_your_work(cfg: DictConfig) -> None:
             example = {"path": "data.path=/path/to/file", "target": "data.target=<column>",
                        "_target_": "data._target_=my_pkg.load"}[key]
             raise ConfigError(f"data={name.value} needs data.{key}, e.g. {example}")
-    reads = {"features": ("csv",), "task": ("csv", "npz", "custom")}
-    for key in ("path", "target", "features", "task", "_target_"):
-        users = reads.get(key) or [n.value for n, keys in needs.items() if key in keys]
-        if data[key] is not None and name.value not in users:
+    for key, readers in USER_DATA_KEYS.items():
+        if key == "kwargs":
+            if data.kwargs and name not in readers:
+                raise ConfigError(f"data.kwargs does nothing with data={name.value}; it goes to data=custom's loader only")
+        elif data[key] is not None and name not in readers:
             raise ConfigError(f"data.{key}={_plain_value(data[key])} does nothing with data={name.value}; it is read by "
-                              f"data={' / '.join(users)} only (leave it out, or pick one of those)")
-    if data.kwargs and name != DatasetName.custom:
-        raise ConfigError(f"data.kwargs does nothing with data={name.value}; it goes to data=custom's loader only")
+                              f"data={' / '.join(n.value for n in readers)} only (leave it out, or pick one of those)")
     if name == DatasetName.custom:
         _check_target("data._target_", data._target_)
     if data.path is not None and not Path(data.path).expanduser().is_file():
@@ -507,6 +506,12 @@ def _select(plain: dict, key: str) -> Any:
     return node
 
 
+def _watched_metrics(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(key, metric) of the metrics a job must log: the one it returns, and the one early stopping watches."""
+    watched = [("optimized_metric", cfg.optimized_metric)]
+    return watched + [("early_stopping.monitor", cfg.early_stopping.monitor)] if cfg.early_stopping.enabled else watched
+
+
 def check_task(cfg: DictConfig, task: Optional[str]) -> None:
     """What needs class labels, or numbers, against the data's task (None: not known before the data
     is read, as for your own data; the job checks again with the task its data has)."""
@@ -517,9 +522,7 @@ def check_task(cfg: DictConfig, task: Optional[str]) -> None:
     if cfg.label_smoothing > 0 and regression:
         raise ConfigError(f"label_smoothing={cfg.label_smoothing}: {what} is a regression "
                           "(no class labels to smooth); leave label_smoothing out")
-    for key, metric in (("optimized_metric", cfg.optimized_metric), ("early_stopping.monitor", cfg.early_stopping.monitor)):
-        if key == "early_stopping.monitor" and not cfg.early_stopping.enabled:
-            continue
+    for key, metric in _watched_metrics(cfg):
         if "accuracy" in metric and regression:
             raise ConfigError(f"{key}={metric}: {what} is a regression (it logs mae, not "
                               f"accuracy); use {metric.replace('accuracy', 'mae')}")
@@ -542,9 +545,7 @@ def _check_metrics_apply(cfg: DictConfig) -> None:
     a validation metric needs validation data, accuracy a classifier, MAE a regression, cv_* folds."""
     check_task(cfg, known_task(cfg.data))
     no_validation = cfg.data.validation == Validation.split and cfg.data.val_split == 0
-    for key, metric in (("optimized_metric", cfg.optimized_metric), ("early_stopping.monitor", cfg.early_stopping.monitor)):
-        if key == "early_stopping.monitor" and not cfg.early_stopping.enabled:
-            continue
+    for key, metric in _watched_metrics(cfg):
         if metric.startswith(("val_", "best_val_")) and no_validation:
             raise ConfigError(f"{key}={metric}: data.val_split=0 leaves no validation data to compute it; use "
                               "data.val_split=0.1, data.validation=test, or a test_ or final_train_ metric")
@@ -599,6 +600,10 @@ _READ_FROM_FILES = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fa
                     DatasetName.california_housing)  # `data.root` is where their files are
 _OWN_TEST_SET = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fashion_mnist_csv)
 USER_DATA = (DatasetName.csv, DatasetName.npz, DatasetName.custom)  # read from what the user names
+# The data keys of your data, and the options that read them (a key set for any other does nothing).
+USER_DATA_KEYS = {"path": (DatasetName.csv, DatasetName.npz), "target": (DatasetName.csv,),
+                  "features": (DatasetName.csv,), "task": USER_DATA, "_target_": (DatasetName.custom,),
+                  "kwargs": (DatasetName.custom,)}
 
 # The keys that apply to some jobs only (every other key always applies), and when they do.
 # `rate` always applies: 0 is how a job says it has no penalty (the report's plots read it).
@@ -609,12 +614,7 @@ _APPLIES_WHEN = {
     "data.n_samples": lambda c: c.data.name == DatasetName.circles,
     "data.noise": lambda c: c.data.name == DatasetName.circles,
     "data.factor": lambda c: c.data.name == DatasetName.circles,
-    "data.path": lambda c: c.data.name in (DatasetName.csv, DatasetName.npz),
-    "data.target": lambda c: c.data.name == DatasetName.csv,
-    "data.features": lambda c: c.data.name == DatasetName.csv,
-    "data.task": lambda c: c.data.name in USER_DATA,
-    "data._target_": lambda c: c.data.name == DatasetName.custom,
-    "data.kwargs": lambda c: c.data.name == DatasetName.custom,
+    **{f"data.{key}": (lambda c, readers=readers: c.data.name in readers) for key, readers in USER_DATA_KEYS.items()},
     "model._target_": lambda c: c.model._target_ is not None,
     "model.kwargs": lambda c: c.model._target_ is not None,
     "data.val_split": lambda c: c.data.validation == Validation.split,

@@ -173,10 +173,10 @@ def build_model(cfg: DictConfig, input_dim: int, n_classes: int | None) -> keras
     layers: list[keras.layers.Layer] = [keras.Input(shape=(input_dim,), name="input")]
     if cfg.input_noise > 0:  # active in training only, as dropout
         layers.append(keras.layers.GaussianNoise(cfg.input_noise, name="input_noise"))
+    reg = Regularization(cfg)  # penalty and constraint per layer, as a builder of `model._target_` gets them
     for i, width in enumerate(cfg.model.hidden):
-        extra = regularizers.dense_kwargs(cfg.reg.kind, cfg.reg.target, cfg.rate, cfg.reg.layers, i)
-        extra.update(regularizers.constraint_kwargs(cfg.max_norm))
-        layers.append(keras.layers.Dense(width, activation=cfg.model.activation, name=f"hidden_{i}", **extra))
+        layers.append(keras.layers.Dense(width, activation=cfg.model.activation, name=f"hidden_{i}",
+                                         **reg.dense_kwargs(i)))
         if cfg.model.batchnorm:
             layers.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
         if cfg.dropout > 0 and regularizers.selected(cfg.dropout_layers, i):
@@ -204,7 +204,7 @@ def make_optimizer(cfg: DictConfig, decay: bool = True) -> keras.optimizers.Opti
         optimizer = keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, **kwargs)
     else:
         optimizer = keras.optimizers.RMSprop(learning_rate=opt.lr, **kwargs)
-    if kwargs or wd:  # as `reg.target=kernel` and the weight statistics: biases and batch norm's scale and shift stay
+    if wd > 0:  # as `reg.target=kernel` and the weight statistics: biases and batch norm's scale and shift stay
         optimizer.exclude_from_weight_decay(var_names=regularizers.NOT_DECAYED)
     return optimizer
 

@@ -192,9 +192,7 @@ def overlay(key: str) -> Callable[[SweepRuns, str], object]:
 def expected_best(sweep: SweepRuns, metric: str):
     """Dodge et al.'s expected best `metric` of n jobs drawn from the sweep's, n = 1 .. N (finished,
     not pruned, in the order they ran), and the best so far."""
-    values = [job.metrics.get(metric) for job in sweep.jobs
-              if job.status == "FINISHED" and tags.PRUNED_AT not in job.run.data.tags]
-    values = [v for v in values if v is not None and math.isfinite(v)]
+    values = [job.metrics[metric] for job in scored_jobs(sweep, metric)]
     if len(values) < 3:
         raise SkipPlot(f"fewer than 3 finished jobs logged {metric}")
     higher = higher_is_better(metric)
@@ -202,10 +200,16 @@ def expected_best(sweep: SweepRuns, metric: str):
                                       f"Expected best final {nice(metric)} of n jobs (Dodge et al.)", higher)
 
 
-def importance_of(sweep: SweepRuns, metric: str) -> dict[str, float]:
-    """`stats.importances` of the swept keys for `metric` over the finished, unpruned jobs."""
-    jobs = [job for job in sweep.jobs if job.status == "FINISHED" and tags.PRUNED_AT not in job.run.data.tags
+def scored_jobs(sweep: SweepRuns, metric: str) -> list[Job]:
+    """The jobs a sweep's statistics are computed over: FINISHED, not pruned, with a finite `metric`,
+    in the order they ran."""
+    return [job for job in sweep.jobs if job.status == "FINISHED" and tags.PRUNED_AT not in job.run.data.tags
             and job.metrics.get(metric) is not None and math.isfinite(job.metrics[metric])]
+
+
+def importance_of(sweep: SweepRuns, metric: str) -> dict[str, float]:
+    """`stats.importances` of the swept keys for `metric` over the `scored_jobs`."""
+    jobs = scored_jobs(sweep, metric)
     return stats.importances([{k: job.value(k) for k in sweep.swept} for job in jobs],
                              [job.metrics[metric] for job in jobs])
 
@@ -222,7 +226,7 @@ def importance_section(folder: Path, sweep: SweepRuns, metric: str) -> tuple[str
     fig = plots.importance_figure(found, metric, f"Which swept key mattered for {nice(metric)}")
     fig.savefig(folder / plot.file, dpi=110, bbox_inches="tight")
     rows = "".join(f"| {code(key)} | {share:.3f} |\n" for key, share in found.items())
-    note = (f"Each swept key's share of the variance of the final {metric} over the {sweep_size(sweep, metric)} "
+    note = (f"Each swept key's share of the variance of the final {metric} over the {len(scored_jobs(sweep, metric))} "
             "finished jobs, by fANOVA (Hutter et al. 2014, Optuna's default importance evaluator: a random "
             "forest fitted to the jobs, its variance split per key; it handles categories such as reg and "
             "interactions, and needs no many-trial quantile as PED-ANOVA does). A key that only moves the "
@@ -243,8 +247,7 @@ def mean_sparsity(job: Job) -> Optional[float]:
 def front_section(folder: Path, sweep: SweepRuns, metric: str) -> tuple[str, Optional[Plot]]:
     """"The trade-off": the ranking metric against the kernels' mean sparsity, and the jobs on the front
     (no other job is better on both); `front.png`. Empty when fewer than 3 finished jobs logged both."""
-    jobs = [j for j in sweep.jobs if j.status == "FINISHED" and j.metrics.get(metric) is not None
-            and math.isfinite(j.metrics[metric]) and mean_sparsity(j) is not None]
+    jobs = [j for j in scored_jobs(sweep, metric) if mean_sparsity(j) is not None]
     if len(jobs) < 3:
         return "", None
     names = labels(sweep)
@@ -263,10 +266,6 @@ def front_section(folder: Path, sweep: SweepRuns, metric: str) -> tuple[str, Opt
             "Every other job is worse on one without being better on the other; # is the job's number in front.png.")
     return (f"## The trade-off: {text(metric)} against sparsity\n\n{text(note)}\n\n"
             f"| # | job | {text(metric)} | sparsity |\n|---|---|---|---|\n{rows}\n![{alt(plot.title)}]({plot.file})\n"), plot
-
-
-def sweep_size(sweep: SweepRuns, metric: str) -> int:
-    return sum(1 for job in sweep.jobs if job.status == "FINISHED" and job.metrics.get(metric) is not None)
 
 
 def train_vs_val(sweep: SweepRuns, metric: str):
