@@ -47,6 +47,13 @@ from conftest import write_kaggle_csv
     (["data=california_housing", "optimized_metric=val_mae", "label_smoothing=0.1"],
      "label_smoothing=0.1: data=california_housing is a regression"),
     (["input_noise=-0.1"], "input_noise=-0.1 is invalid: use a standard deviation >= 0"),
+    (["optimized_metric=[val_data_loss,val_data_loss]"], "optimized_metric=[val_data_loss,val_data_loss]: name one "
+                                                         "metric, or a list of different ones"),
+    (["optimized_metric=[val_data_loss,hidden_2/rel_sparsity]", "model.hidden=[8,8]"],
+     "optimized_metric=[val_data_loss,hidden_2/rel_sparsity]: the model has no layer hidden_2"),
+    (["optimized_metric=hidden_0/rel_sparsity"], "optimized_metric=hidden_0/rel_sparsity is invalid: use a logged result"),
+    (["data=california_housing", "optimized_metric=[val_accuracy,active_weights]"],
+     "optimized_metric=val_accuracy: data=california_housing is a regression"),
 ])
 def test_every_value_of_a_class_is_checked_in_one_place(make_cfg, overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -58,6 +65,7 @@ def test_values_that_fit_their_class_pass(make_cfg):
     validate(make_cfg("seed=2147483647", "data.validation=test", "data.val_split=0"))
     validate(make_cfg("data=california_housing", "optimized_metric=val_mae", "cv.folds=0"))
     validate(make_cfg("cv.folds=3", "optimized_metric=cv_val_accuracy_mean"))
+    validate(make_cfg("optimized_metric=[val_data_loss,hidden_1/rel_sparsity,active_weights]"))
 
 
 @pytest.mark.parametrize("overrides, multirun, message", [

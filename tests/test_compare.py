@@ -233,6 +233,20 @@ def test_a_report_folder_is_cleared_of_our_earlier_files_only(store, capsys, tmp
     assert (folder / "photo.png").read_bytes() == b"mine" and (folder / "old_vs_rate.png").read_text() == "x"
 
 
+def test_objectives_mark_the_front_of_a_grid_sweep(store, capsys):
+    """`--objectives` on a sweep run with one metric: `pareto` is true on exactly the non-dominated jobs."""
+    rows = table(store, capsys, "--sweep", store["a"], "--objectives", "val_data_loss,hidden_0/rel_sparsity")
+    points = {r["run_id"]: (r["final_val_data_loss"], -r["hidden_0/rel_sparsity"]) for r in rows}  # as costs
+    front = {a for a, p in points.items() if not any(all(o <= v for o, v in zip(q, p)) and q != p for q in points.values())}
+    assert {r["run_id"] for r in rows if r["pareto"]} == front and all(r["pareto"] is not None for r in rows)
+    groups = table(store, capsys, "--sweep", store["c"], "--objectives", "val_data_loss,hidden_0/rel_sparsity")
+    means = [(r["final_val_data_loss_mean"], -r["hidden_0/rel_sparsity_mean"]) for r in groups]  # seeds grouped
+    assert [r["pareto"] for r in groups] == [not any(all(o <= v for o, v in zip(q, p)) and q != p for q in means)
+                                             for p in means]
+    code, _, err = cli(store, capsys, "--sweep", store["a"], "--objectives", "val_data_loss")
+    assert code == 2 and "--objectives val_data_loss: a front needs two or more different metrics" in err
+
+
 def test_no_group_and_group_by_together_are_refused(store, capsys):
     with pytest.raises(SystemExit) as exit_:  # argparse's own check: usage, then the error line
         compare.main(["--tracking-uri", store["uri"], "--no-group", "--group-by", "reg"])

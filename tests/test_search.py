@@ -5,6 +5,7 @@ test_experiments.py, which checks its trials and their search space."""
 
 from __future__ import annotations
 
+import json
 import signal
 
 import optuna
@@ -64,6 +65,35 @@ def test_a_tpe_study_is_one_sweep_and_a_rerun_continues_it(tmp_path):
     assert len(_study(tmp_path).trials) == 5, "the same command continues the same study up to n_trials"
 
 
+def test_a_search_of_two_objectives_reports_the_front_of_its_trials(tmp_path):
+    """NSGA-II on the validation data loss and the weights that matter: the front the study, the parent
+    run and the report give is the non-dominated set of the trials' values, computed here directly."""
+    proc = run_cli(tmp_path, *OPTUNA, "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler=nsga2", "epochs=2", *FAST,
+                   "optimized_metric=[val_data_loss,active_weights]", "reg=choice(l1,l2)",
+                   "rate=tag(log, interval(1e-4, 1e-1))")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = _study(tmp_path)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 6
+    front = sorted(t.number for t in done if not any(
+        all(o <= v for o, v in zip(u.values, t.values)) and any(o < v for o, v in zip(u.values, t.values))
+        for u in done))
+    assert sorted(t.number for t in study.best_trials) == front
+    client, (parent,), jobs = _runs(tmp_path)
+    assert parent.data.tags["sweeps.front"] == ",".join(map(str, front))
+    by_trial = {int(j.data.tags["sweeps.trial"]): j for j in jobs}
+    for t in done:  # the values told are the runs'
+        assert [by_trial[t.number].data.metrics[m] for m in ("val_data_loss", "active_weights")] == pytest.approx(t.values)
+    rows = json.load(open(client.download_artifacts(parent.info.run_id, "comparison.json")))
+    marked = sorted(int(by_trial_id[r["run_id"]]) for r in rows if r["pareto"]
+                    for by_trial_id in [{j.info.run_id: j.data.tags["sweeps.trial"] for j in jobs}])
+    assert marked == front, "the report marks the same front"
+    report = open(client.download_artifacts(parent.info.run_id, "report.md")).read()
+    section = report.split("## The trade-off: val_data_loss against active_weights")[1].split("\n## ")[0]
+    assert section.count("\n| ") - 1 == len(front) and "![" in section, section
+
+
 def test_median_pruning_stops_bad_trials_early_in_worker_processes(tmp_path):
     """A learning rate that reaches far too small makes some trials clearly worse; they are pruned
     by trials running in joblib workers, which reach their trial through the study's storage."""
@@ -112,10 +142,13 @@ def test_ctrl_c_ends_the_open_trial_and_run_and_a_rerun_does_not_count_it(tmp_pa
     ("hydra.sweeper.n_trials=0", "error: hydra.sweeper.n_trials=0 is invalid: use an integer >= 1"),
     ("rate=interval(1e-2, 1e-6)", "error: rate=interval(1e-2, 1e-6): the interval is empty or inverted"),
     ("rate=tag(log, interval(0, 1e-2))", "error: rate=tag(log, interval(0, 1e-2)): a log scale needs low > 0"),
-], ids=["sampler", "pruner", "n_trials", "inverted", "log-zero"])
+    (("hydra.sweeper.pruner=median", "optimized_metric=[val_data_loss,active_weights]"),
+     "error: hydra.sweeper.pruner=median: Optuna cannot prune a search of several objectives"),
+], ids=["sampler", "pruner", "n_trials", "inverted", "log-zero", "pruned-front"])
 def test_bad_search_input_is_one_line_exit_2_and_nothing_written(tmp_path, override, message):
-    space = [] if override.startswith("rate=") else ["rate=tag(log, interval(1e-6, 1e-2))"]
-    proc = run_cli(tmp_path, *OPTUNA, *FAST, *space, override)
+    overrides = [override] if isinstance(override, str) else list(override)
+    space = [] if overrides[0].startswith("rate=") else ["rate=tag(log, interval(1e-6, 1e-2))"]
+    proc = run_cli(tmp_path, *OPTUNA, *FAST, *space, *overrides)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = _error_lines(proc.stderr)
     assert line.startswith(message), line

@@ -6,7 +6,8 @@ regularization penalty), the data term alone (`data_loss`, `val_data_loss`: a co
 as training paid it), `epoch_time_s`, `samples_per_s`, the learning rate `lr`, and for every hidden
 Dense layer the kernel's L1 norm, L2 norm, `sparsity` (share of |w| below a fixed 1e-3) and
 `rel_sparsity` (share of |w| below 1 % of the layer's largest |w|): the scale-free one tells L1's
-zeros from L2's uniform shrinking, which the fixed threshold counts as zeros too. All of an epoch
+zeros from L2's uniform shrinking, which the fixed threshold counts as zeros too; and
+`active_weights`, the kernel weights of all those layers that are not zero in that sense. All of an epoch
 goes out in one `log_batch` call, at step = the epoch's number counted from 1, as Keras prints it
 and as every plot of `sweeps` draws it (`best_epoch` and messages count the same way). It also
 tracks the best epoch of `monitor`, stops training on a NaN/inf loss soon after it appears, and times its own work so the
@@ -38,14 +39,18 @@ RELATIVE_ZERO = 0.01  # |w| below this share of the layer's largest |w| counts a
 
 
 def weight_stats(layers, threshold: float = 1e-3) -> dict[str, float]:
-    """L1 norm, L2 norm, sparsity and rel_sparsity of each layer's kernel, keyed `<layer>/kernel_l1` etc."""
-    stats = {}
+    """L1 norm, L2 norm, sparsity and rel_sparsity of each layer's kernel, keyed `<layer>/kernel_l1` etc.,
+    and `active_weights`: how many kernel weights of all the layers are not zero in `rel_sparsity`'s sense."""
+    stats, active = {}, 0
     for layer in layers:
         w = np.abs(keras.ops.convert_to_numpy(layer.kernel))
         stats[f"{layer.name}/kernel_l1"] = float(w.sum())
         stats[f"{layer.name}/kernel_l2"] = float(np.sqrt((w * w).sum()))
         stats[f"{layer.name}/sparsity"] = float((w < threshold).mean())
         stats[f"{layer.name}/rel_sparsity"] = float((w < RELATIVE_ZERO * w.max()).mean())
+        active += int((w >= RELATIVE_ZERO * w.max()).sum())
+    if layers:
+        stats["active_weights"] = float(active)
     return stats
 
 

@@ -6,6 +6,7 @@
     python -m sweeps.compare --group-by reg,rate        # mean over the other swept keys (e.g. seeds)
     python -m sweeps.compare --no-group                 # one row per job even when seeds were swept
     python -m sweeps.compare --stats bootstrap          # grouped rows: bootstrap intervals, P(beats the best)
+    python -m sweeps.compare --objectives val_data_loss,active_weights   # mark the front of a trade-off
     python -m sweeps.compare --format csv > jobs.csv    # for scripts: only the table, on stdout
 
 A sweep that ran several seeds (`seed=0,1,2`, or `repeat=3`: seeds and validation splits) is shown
@@ -44,6 +45,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
     parser.add_argument("--metric", help="metric that ranks the jobs, e.g. val_accuracy (default: the jobs' "
                                          "optimized_metric, normally val_data_loss: validation loss without the penalty)")
+    parser.add_argument("--objectives", metavar="METRICS", type=_keys,
+                        help="two or more comma-separated metrics, e.g. val_data_loss,hidden_0/rel_sparsity: the "
+                             "pareto column and the report's front (default: the jobs' optimized_metric list)")
     grouping = parser.add_mutually_exclusive_group()
     grouping.add_argument("--group-by", metavar="KEYS", type=_keys,
                           help="comma-separated keys, e.g. reg,rate: one row per combination, mean and 95%% CI "
@@ -91,14 +95,20 @@ def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> 
     if args.metric:  # the one a user typed must exist; the default ranks even a sweep with no metrics yet
         runs.check_metric(sweep, args.metric)
     args.metric = args.metric or table.default_metric(sweep)
+    if args.objectives is not None:
+        if len(set(args.objectives)) < 2:
+            raise CompareError(f"--objectives {','.join(args.objectives)}: a front needs two or more different "
+                               "metrics, e.g. --objectives val_data_loss,hidden_0/rel_sparsity")
+        for name in args.objectives:
+            runs.check_metric(sweep, name, runs.Ask(metric=f"--objectives {','.join(args.objectives)}: {{}}"))
     check_group_keys(sweep, args.group_by or [])
     keys = table.grouping(sweep, args.group_by, group=not args.no_group)
     if keys is None and args.stats != "t":
         raise CompareError(f"--stats {args.stats}: sweep {sweep.id} has one job per configuration; group jobs "
                            "(sweep seeds, e.g. repeat=3, or give --group-by KEYS) to compare groups")
     folder = report_folder(args.out or (None if args.format else Path("reports") / sweep.id))
-    runs.load_histories(client, sweep, report.history_keys(args.metric))
-    rows = table.sweep_rows(sweep, args.metric, keys, args.stats)
+    runs.load_histories(client, sweep, report.history_keys(args.metric, args.objectives or ()))
+    rows = table.sweep_rows(sweep, args.metric, keys, args.stats, args.objectives)
     if args.format:
         sys.stdout.write(table.FORMATS[args.format](rows))
     else:
@@ -110,7 +120,7 @@ def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> 
             note = table.grouping_note(sweep, keys, args.metric) + ("" if args.group_by else " --no-group: one row per job.")
             print("\n" + textwrap.fill(note, table.TEXT_WIDTH, break_on_hyphens=False))
     if folder is not None:
-        report.write(folder, sweep, rows, args.metric, keys)
+        report.write(folder, sweep, rows, args.metric, keys, args.objectives)
         print(f"\nreport written to {folder}/ (report.md, report.html, comparison.csv, comparison.json, plots)",
               file=sys.stderr if args.format else sys.stdout)
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.errors import ConfigError
@@ -189,7 +189,9 @@ class Config:
     repeat: int = 0  # grid multirun: each configuration this many times, seed and data.val_seed +0..+K-1 (0 = off)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     cv: CVConfig = field(default_factory=CVConfig)  # k-fold cross-validation
-    optimized_metric: str = RANK_METRIC  # metric the run returns, a search optimises and reports rank by
+    # The metric the run returns, a search optimises and reports rank by; or a list of two or more
+    # ([val_data_loss, hidden_0/rel_sparsity]): a search's objectives and the report's front, the first ranks.
+    optimized_metric: Any = RANK_METRIC
     resume: bool = True  # multirun: skip jobs whose config already FINISHED in the experiment
     threads: Optional[int] = None  # TensorFlow CPU threads per job; null: cores / jobs running at once
     steps_per_execution: Optional[int] = None  # batches per call into TensorFlow (same updates); null: 64
@@ -320,6 +322,25 @@ def _check_layers(key: str, layers: Optional[List[int]], n_hidden: int) -> None:
 RESULT_METRIC = re.compile(r"^((val_|test_|final_train_|best_val_)?(loss|data_loss|accuracy|mae)|penalty"
                            r"|generalization_gap|train_time_s|best_epoch"
                            r"|cv_val_(loss|data_loss|accuracy|mae)_(mean|std))$")
+# A kernel's statistics at the last epoch (`callbacks.weight_stats`), the other side of a trade-off,
+# and the count of weights that matter over every kernel.
+WEIGHT_METRIC = re.compile(r"^([A-Za-z0-9_.-]+/(kernel_l1|kernel_l2|sparsity|rel_sparsity)|active_weights)$")
+
+
+def objectives(cfg: DictConfig) -> list[str]:
+    """The metrics `optimized_metric` names, the ranking one first (one, or a list of several)."""
+    value = cfg.optimized_metric
+    return [str(m) for m in value] if isinstance(value, (list, tuple, ListConfig)) else [str(value)]
+
+
+def ranked_metric(cfg: DictConfig) -> str:
+    """The one metric a job returns and reports rank by: the first of `objectives`."""
+    return objectives(cfg)[0]
+
+
+def objectives_param(value: Optional[str]) -> list[str]:
+    """`objectives` back from the `optimized_metric` param a job logged (`a,b` for several)."""
+    return [m for m in (value or "").split(",") if m]
 
 
 # Keras 3's activation names (`keras.activations`), so a typo fails before TensorFlow is imported;
@@ -331,8 +352,9 @@ ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard
 
 
 def higher_is_better(metric: str) -> bool:
-    """Accuracy-like metrics are maximised; losses, errors, gaps and times minimised (decided here only)."""
-    return any(word in metric for word in ("accuracy", "auc", "r2"))
+    """Accuracy-like metrics and sparsity are maximised; losses, errors, gaps, norms, counts and times
+    minimised (decided here only)."""
+    return any(word in metric for word in ("accuracy", "auc", "r2", "sparsity"))
 
 
 def metric_direction(metric: str) -> str:
@@ -382,8 +404,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "use an integer >= 1 or null")
     _check(cfg.cv.folds == 0 or cfg.cv.folds >= 2, "cv.folds", cfg.cv.folds, "use 0 (off) or at least 2")
     _check(cfg.repeat == 0 or cfg.repeat >= 2, "repeat", cfg.repeat, "use 0 (off) or at least 2, e.g. repeat=3")
-    _check(bool(RESULT_METRIC.match(cfg.optimized_metric)), "optimized_metric", cfg.optimized_metric,
-           "use a logged result such as val_data_loss, val_accuracy, test_accuracy, test_mae or generalization_gap")
+    _check_objectives(cfg)
     if cfg.model._target_ is None:  # a builder's layers are counted when it builds (`models.Regularization`)
         n_hidden = len(cfg.model.hidden)
         _check_layers("reg.layers", cfg.reg.layers, n_hidden)
@@ -392,6 +413,25 @@ def validate(cfg: DictConfig) -> None:
     _check_every_value(cfg)
     _check_metrics_apply(cfg)
     _check_store_settings(cfg.tracking)
+
+
+def _check_objectives(cfg: DictConfig) -> None:
+    value = cfg.optimized_metric
+    names = objectives(cfg)
+    shown = value if isinstance(value, str) else f"[{','.join(names)}]"
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"optimized_metric={shown}: name one metric, or a list of different ones, "
+                          "e.g. optimized_metric=[val_data_loss,hidden_0/rel_sparsity]")
+    for name in names:
+        _check(bool(RESULT_METRIC.match(name)) or (len(names) > 1 and bool(WEIGHT_METRIC.match(name))),
+               "optimized_metric", shown if len(names) > 1 else name,
+               "use a logged result such as val_data_loss, val_accuracy, test_accuracy, test_mae or generalization_gap"
+               + ("; beside it a kernel statistic (hidden_0/rel_sparsity, hidden_0/kernel_l1) or active_weights"
+                  if len(names) > 1 else ""))
+        layer = re.match(r"^hidden_(\d+)/", name)
+        if layer and cfg.model._target_ is None and int(layer.group(1)) >= len(cfg.model.hidden):
+            raise ConfigError(f"optimized_metric={shown}: the model has no layer hidden_{layer.group(1)} (its hidden "
+                              f"layers are hidden_0..hidden_{len(cfg.model.hidden) - 1}); name one of those")
 
 
 def _check_todays_regularizers(cfg: DictConfig) -> None:
@@ -508,7 +548,7 @@ def _select(plain: dict, key: str) -> Any:
 
 def _watched_metrics(cfg: DictConfig) -> list[tuple[str, str]]:
     """(key, metric) of the metrics a job must log: the one it returns, and the one early stopping watches."""
-    watched = [("optimized_metric", cfg.optimized_metric)]
+    watched = [("optimized_metric", metric) for metric in objectives(cfg)]
     return watched + [("early_stopping.monitor", cfg.early_stopping.monitor)] if cfg.early_stopping.enabled else watched
 
 
@@ -637,6 +677,7 @@ _APPLIES_WHEN = {
 def applicable(cfg: DictConfig) -> dict:
     """The resolved config (as `to_plain`) without the keys that do not apply to this job."""
     plain = to_plain(cfg)
+    plain["optimized_metric"] = ",".join(objectives(cfg))  # logged as `a,b` (`objectives_param` reads it back)
     for key, applies in _APPLIES_WHEN.items():
         if not applies(cfg):
             *path, last = key.split(".")

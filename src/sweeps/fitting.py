@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
-from sweeps.config import higher_is_better
+from sweeps.config import higher_is_better, ranked_metric
 from sweeps.data import Dataset
 from sweeps.errors import DivergedError
 from sweeps.models import build, compile_model
@@ -32,7 +32,7 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
         extra: tuple[keras.callbacks.Callback, ...] = ()) -> float:
     """model.fit with our logger, the epoch progress on stderr (and early stopping when enabled, and
     `extra`); returns seconds spent."""
-    shown = (cfg.optimized_metric, *EPOCH_KEYS)
+    shown = (ranked_metric(cfg), *EPOCH_KEYS)
     progress = EpochProgress(cfg.epochs, shown)
     callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt(), progress, *extra]
     es = cfg.early_stopping

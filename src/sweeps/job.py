@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from sweeps import interrupts, plots, progress, recovery, sweep, tags, tracking
 from sweeps.callbacks import MlflowEpochLogger, OptunaPruning
-from sweeps.config import check_task, config_hash, validate
+from sweeps.config import check_task, config_hash, objectives, ranked_metric, validate
 from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import ConfigError, DataError
@@ -75,7 +75,7 @@ def thread_share(cfg: DictConfig, job: JobContext) -> Optional[int]:
 
 
 def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
-    """Run one job; returns `cfg.optimized_metric` (what a Hydra sweeper minimises)."""
+    """Run one job; returns its ranked metric, the first of `optimized_metric` (what a Hydra sweeper minimises)."""
     job = job or JobContext.from_hydra()
     started = time.monotonic()
     interrupts.check()  # an interrupt swallowed during the previous job stops this one before it starts
@@ -109,9 +109,9 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
         tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
         log_artifacts(tracker, run_id, model, data, logger.history, name, cfg.tracking.log_model)  # 10.
     result = {**last_epoch(logger.history), **final}
-    progress.say(progress.result_line(title, result, (cfg.optimized_metric, *progress.RESULT_KEYS),
+    progress.say(progress.result_line(title, result, (*objectives(cfg), *progress.RESULT_KEYS),
                                       time.monotonic() - started))
-    return result.get(cfg.optimized_metric, math.nan)
+    return result.get(ranked_metric(cfg), math.nan)
 
 
 def load_data(cfg: DictConfig) -> Dataset:
@@ -141,9 +141,9 @@ def check_folds(cfg: DictConfig, data: Dataset) -> None:
 def trial_pruning(cfg: DictConfig) -> Optional[OptunaPruning]:
     """For a trial of `hydra/sweeper=optuna`: the callback that reports to it and obeys its pruner."""
     s = cfg.search
-    if s.trial_id is None:
+    if s.trial_id is None or len(objectives(cfg)) > 1:  # Optuna takes no reports from a multi-objective trial
         return None
-    return OptunaPruning(s.study, s.storage, s.trial_id, s.pruner, cfg.optimized_metric)
+    return OptunaPruning(s.study, s.storage, s.trial_id, s.pruner, ranked_metric(cfg))
 
 
 def find_parent(tracker: tracking.Tracker, job: JobContext):
@@ -184,12 +184,12 @@ def announce(name: str, job: JobContext, parent) -> str:
 def reuse(cfg: DictConfig, tracker: tracking.Tracker, parent, done, name: str, run_tags: dict, title: str) -> float:
     """Stand in for a job that already FINISHED: a linked run under this sweep, the earlier result."""
     recovery.record_reuse(tracker, done, name, parent.info.run_id, run_tags)
-    shown = progress.values(done.data.metrics, (cfg.optimized_metric, *progress.RESULT_KEYS))
+    shown = progress.values(done.data.metrics, (*objectives(cfg), *progress.RESULT_KEYS))
     twin = done.data.tags.get(tags.SWEEP) == parent.info.run_id  # the same config as a job of this sweep
     why = "another job of this sweep has the same config" if twin else "resume=false retrains it"
     progress.say(f"{title} not retrained: it FINISHED in run {recovery.original_of(done)} "
                  f"({why}){': ' + shown if shown else ''}")
-    return done.data.metrics.get(cfg.optimized_metric, math.nan)
+    return done.data.metrics.get(ranked_metric(cfg), math.nan)
 
 
 def log_artifacts(tracker: tracking.Tracker, run_id: str, model, data: Dataset, history: dict, title: str,

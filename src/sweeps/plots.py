@@ -225,17 +225,19 @@ def expected_best_figure(expected: list[float], observed: list[float], metric: s
     return fig
 
 
-def front_figure(points: dict[str, tuple[float, float]], front: list[str], x_label: str, y_label: str, title: str):
-    """Every job as a point (x: the ranking metric, y: the other objective), the front's jobs joined
-    and numbered 1.. in the order of `front` (the report's table names them)."""
+def front_figure(points: dict[str, tuple[float, float]], front: list[str], x_label: str, y_label: str, title: str,
+                 join: bool = True):
+    """Every job as a point (x: the ranking metric, y: the other objective), the front's jobs numbered
+    1.. in the order of `front` (the report's table names them) and joined (`join`: a front of two
+    objectives; one of more, seen in two of them, is not a line)."""
     fig, ax = subplots(figsize=(7.5, 5.0))
-    xs, ys = zip(*points.values())
+    xs, ys = zip(*(p[:2] for p in points.values()))
     ax.scatter(xs, ys, color="lightgrey", edgecolor="grey", label="every job", zorder=2)
     along = sorted(front, key=lambda name: points[name][0])
     ax.plot([points[n][0] for n in along], [points[n][1] for n in along], marker="o", color="tab:red",
-            label="the front: no job better on both", zorder=3)
+            linestyle="-" if join else "none", label="the front: no job better on every objective", zorder=3)
     for number, name in enumerate(front, 1):
-        ax.annotate(str(number), points[name], textcoords="offset points", xytext=(5, 5), fontsize="small",
+        ax.annotate(str(number), points[name][:2], textcoords="offset points", xytext=(5, 5), fontsize="small",
                     color="tab:red")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)

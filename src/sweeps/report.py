@@ -43,7 +43,7 @@ def write_report(client: MlflowClient, parent_run_id: str, folder: Path, metric:
     """The report of the sweep whose parent run is `parent_run_id`; returns the files written."""
     sweep = runs.sweep_of(client, parent_run_id)
     metric = metric or table.default_metric(sweep)
-    runs.load_histories(client, sweep, history_keys(metric))
+    runs.load_histories(client, sweep, history_keys(metric, table.default_objectives(sweep)))
     keys = table.grouping(sweep)
     return write(folder, sweep, table.sweep_rows(sweep, metric, keys), metric, keys)
 
@@ -54,24 +54,25 @@ def loss_pair(sweep: SweepRuns) -> tuple[str, str]:
     return ("data_loss", "val_data_loss") if "val_data_loss" in logged else ("loss", "val_loss")
 
 
-def history_keys(metric: str) -> list[str]:
-    return list(dict.fromkeys([*CURVES, metric]))
+def history_keys(metric: str, objectives: tuple[str, ...] = ()) -> list[str]:
+    return list(dict.fromkeys([*CURVES, metric, *objectives]))
 
 
 def write(folder: Path, sweep: SweepRuns, rows: list[dict], metric: str,
-          keys: Optional[list[str]] = None) -> list[Path]:
+          keys: Optional[list[str]] = None, objectives: Optional[list[str]] = None) -> list[Path]:
     """report.md, comparison.csv/.md/.json and every plot the sweep supports, into `folder`;
-    `keys`: what `rows` were grouped by (None: one row per job)."""
+    `keys`: what `rows` were grouped by (None: one row per job); `objectives`: the front's (default:
+    `table.default_objectives`)."""
     folder.mkdir(parents=True, exist_ok=True)
     clear(folder)
     files = [_write(folder / "comparison.csv", table.to_csv(rows)),
              _write(folder / "comparison.md", table.to_markdown(rows)),
              _write(folder / "comparison.json", table.to_json(rows))]
     if keys is not None:  # grouped rows: the per-job ones too
-        files.append(_write(folder / "jobs.csv", table.to_csv(table.job_rows(sweep, metric))))
+        files.append(_write(folder / "jobs.csv", table.to_csv(table.job_rows(sweep, metric, objectives=objectives))))
     drawn, skipped = draw(folder, sweep, metric)
-    sections = [importance_section(folder, sweep, metric), front_section(folder, sweep, metric)]
-    report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped, keys,
+    sections = [importance_section(folder, sweep, metric), front_section(folder, sweep, metric, objectives)]
+    report = _write(folder / "report.md", markdown(sweep, rows, metric, drawn, skipped, keys, objectives,
                                                    "\n".join(text_ for text_, _ in sections if text_)))
     drawn += [plot for _, plot in sections if plot]
     page = report_html.write(folder, [p.file for p in drawn])  # the same report, its plots embedded
@@ -244,28 +245,49 @@ def mean_sparsity(job: Job) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
-def front_section(folder: Path, sweep: SweepRuns, metric: str) -> tuple[str, Optional[Plot]]:
-    """"The trade-off": the ranking metric against the kernels' mean sparsity, and the jobs on the front
-    (no other job is better on both); `front.png`. Empty when fewer than 3 finished jobs logged both."""
-    jobs = [j for j in scored_jobs(sweep, metric) if mean_sparsity(j) is not None]
+def front_section(folder: Path, sweep: SweepRuns, metric: str,
+                  objectives: Optional[list[str]] = None) -> tuple[str, Optional[Plot]]:
+    """"The trade-off": the jobs on the front (no other job is better on every objective at once) of
+    the sweep's `objectives` (two or more: `table.default_objectives`), else of the ranking metric
+    against the kernels' mean sparsity; `front.png`. Empty when fewer than 3 finished jobs logged them."""
+    objectives = table.default_objectives(sweep) if objectives is None else objectives
+    if len(objectives) >= 2:
+        value_of = {m: (lambda job, m=m: job.metrics.get(m)) for m in objectives}
+        axes = [f"final {nice(m)}" for m in objectives[:2]]
+        heading, title = " against ".join(objectives), " against ".join(nice(m) for m in objectives)
+    else:
+        value_of = {metric: lambda job: job.metrics[metric], "sparsity": mean_sparsity}
+        axes = [f"final {nice(metric)}", "mean share of |w| < 1% of the layer's max |w|"]
+        heading, title = f"{metric} against sparsity", f"{nice(metric)} against sparsity"
+    names, higher = list(value_of), [higher_is_better(name) for name in value_of]
+    jobs = [j for j in scored_jobs(sweep, metric) if all(_finite(get(j)) for get in value_of.values())]
     if len(jobs) < 3:
         return "", None
-    names = labels(sweep)
-    points = {names[j.id]: (j.metrics[metric], mean_sparsity(j)) for j in jobs}
-    front = [list(points)[i] for i in stats.pareto_front(list(points.values()), [higher_is_better(metric), True])]
-    front.sort(key=lambda name: points[name][0], reverse=higher_is_better(metric))  # best metric first
-    plot = Plot("front.png", f"The trade-off: {nice(metric)} against sparsity", lambda *_: None)
-    fig = plots.front_figure(points, front, f"final {nice(metric)}", "mean share of |w| < 1% of the layer's max |w|",
-                             f"Final {nice(metric)} against kernel sparsity, the front in red")
+    labelled = labels(sweep)
+    points = {labelled[j.id]: tuple(get(j) for get in value_of.values()) for j in jobs}
+    front = [list(points)[i] for i in stats.pareto_front(list(points.values()), higher)]
+    front.sort(key=lambda name: points[name][0], reverse=higher[0])  # best first on the first objective
+    plot = Plot("front.png", f"The trade-off: {title}", lambda *_: None)
+    fig = plots.front_figure(points, front, *axes, f"{' against '.join(axes).capitalize()}, the front in red"
+                             + (f" (seen in the first two of {len(names)} objectives)" if len(names) > 2 else ""),
+                             join=len(names) == 2)
     fig.savefig(folder / plot.file, dpi=110, bbox_inches="tight")
-    rows = "".join(f"| {number} | {code(name)} | {table.fmt(points[name][0])} | {points[name][1]:.3f} |\n"
+    directions = "; ".join(f"{n}: {'higher' if h else 'lower'} is better" for n, h in zip(names, higher))
+    what = ("the objectives the jobs were given (optimized_metric)" if len(objectives) >= 2 else
+            f"the final {metric} and the mean share of near-zero kernel weights over the kernel layers ({SPARSITY}), "
+            "what a regularizer trades")
+    note = (f"The jobs below are the front of {what}: those no other job beats on every one at once ({directions}). "
+            "Every other job is worse on one without being better on another; # is the job's number in front.png.")
+    head = " | ".join(text(n) for n in names)
+    shown = [table.fmt if len(objectives) >= 2 or i == 0 else "{:.3f}".format for i in range(len(names))]
+    rows = "".join(f"| {number} | {code(name)} | " + " | ".join(f(v) for f, v in zip(shown, points[name])) + " |\n"
                    for number, name in enumerate(front, 1))
-    note = (f"A regularizer buys sparsity with {metric}: the jobs below are the front, those no other job "
-            f"beats on both the final {metric} ({'higher' if higher_is_better(metric) else 'lower'} is better) and the "
-            f"mean share of near-zero kernel weights over the kernel layers (higher is sparser; {SPARSITY}). "
-            "Every other job is worse on one without being better on the other; # is the job's number in front.png.")
-    return (f"## The trade-off: {text(metric)} against sparsity\n\n{text(note)}\n\n"
-            f"| # | job | {text(metric)} | sparsity |\n|---|---|---|---|\n{rows}\n![{alt(plot.title)}]({plot.file})\n"), plot
+    return (f"## The trade-off: {text(heading)}\n\n{text(note)}\n\n| # | job | {head} |\n|{'---|' * (len(names) + 2)}\n{rows}\n"
+            f"![{alt(plot.title)}]({plot.file})\n"), plot
+
+
+def _finite(value: Optional[float]) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def train_vs_val(sweep: SweepRuns, metric: str):
@@ -344,9 +366,9 @@ def series_label(job: Job, sweep: SweepRuns) -> str:
 
 # --- report.md --------------------------------------------------------------------------------
 
-def markdown(sweep: SweepRuns, rows: list[dict], metric: str, drawn: list[Plot],
-             skipped: list[tuple[Plot, str]], keys: Optional[list[str]] = None, knobs: str = "") -> str:
-    parts = [header(sweep, rows, metric)]
+def markdown(sweep: SweepRuns, rows: list[dict], metric: str, drawn: list[Plot], skipped: list[tuple[Plot, str]],
+             keys: Optional[list[str]] = None, objectives: Optional[list[str]] = None, knobs: str = "") -> str:
+    parts = [header(sweep, rows, metric, table.default_objectives(sweep) if objectives is None else objectives)]
     if keys is None:
         parts.append(f"## Jobs, best {text(metric)} first\n\n{table.to_markdown(rows)}")
     else:
@@ -355,7 +377,8 @@ def markdown(sweep: SweepRuns, rows: list[dict], metric: str, drawn: list[Plot],
                   f"{text(table.grouping_note(sweep, keys, metric))} Every job: the next table, or {every_job}.\n\n"
                   f"{table.to_markdown(rows)}",
                   certainty(sweep, metric, keys),
-                  f"## Every job, best {text(metric)} first\n\n{table.to_markdown(table.job_rows(sweep, metric))}"]
+                  f"## Every job, best {text(metric)} first\n\n"
+                  f"{table.to_markdown(table.job_rows(sweep, metric, objectives=objectives))}"]
     failed = [j for j in sweep.jobs if j.status != "FINISHED"]
     if failed:
         parts.append("## Jobs that did not finish\n\n" + "".join(
@@ -409,7 +432,7 @@ def ranking_note(metric: str) -> str:
     return ""
 
 
-def header(sweep: SweepRuns, rows: list[dict], metric: str) -> str:
+def header(sweep: SweepRuns, rows: list[dict], metric: str, objectives: list[str] = ()) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(sweep.status_counts().items()))
     # The command, names and values come from the store (anyone can tag a run on a team server): as
     # code spans or escaped text, never Markdown of their own (see mdtext).
@@ -419,6 +442,9 @@ def header(sweep: SweepRuns, rows: list[dict], metric: str) -> str:
              f"- jobs: {len(sweep.jobs)} ({text(counts or 'none')})",
              f"- ranked by {code(metric)}, {'higher' if higher_is_better(metric) else 'lower'} is better"
              f"{ranking_note(metric)}"]
+    if len(objectives) >= 2:
+        lines.append(f"- objectives: {', '.join(code(m) for m in objectives)}; the tables' {code('pareto')} column "
+                     "marks the front (no other row is better on every one), drawn in the trade-off section")
     if rows and rows[0].get(table.rank_column(rows, metric)) is not None:
         best = rows[0]
         values = [f"{k}={best[k]}" for k in sweep.swept if k in best] + ([f"n={best['n']}"] if "n" in best else [])

@@ -39,7 +39,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweeps import interrupts, tags
-from sweeps.config import metric_direction, validate
+from sweeps.config import metric_direction, objectives, validate
 from sweeps.errors import ConfigError
 from sweeps.mdtext import code, text
 from sweeps.redact import redact_text, redact_uri
@@ -48,7 +48,7 @@ from sweeps.tracking import resolve_uri, sqlite_path
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("tpe", "random", "gp", "qmc", "grid")
+SAMPLERS = ("tpe", "random", "gp", "qmc", "grid", "nsga2")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 STALE = "sweeps_stale_trials"  # study attribute: numbers of trials closed because their process was gone
 OWNER = "sweeps_owner"  # study attribute: {"host", "pid", "since"} of the sweep that runs the study now
@@ -122,6 +122,8 @@ def make_sampler(name: str, seed: Optional[int], space: dict):
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "gp":
         try:
             import torch  # noqa: F401 - Optuna's GP sampler needs it
@@ -279,7 +281,7 @@ def _alive(holder: dict) -> bool:
 # --- the sweeper ---------------------------------------------------------------------------------
 
 class OptunaSweeper(TrackedSweeper):
-    def __init__(self, n_trials: int = 20, n_jobs: int = 1, sampler: str = "tpe", pruner: str = "median",
+    def __init__(self, n_trials: int = 20, n_jobs: int = 1, sampler: str = "tpe", pruner: Optional[str] = None,
                  seed: Optional[int] = None, direction: Optional[str] = None, study_name: Optional[str] = None,
                  storage: Optional[str] = None, params: Optional[Dict[str, str]] = None):
         super().__init__(params)
@@ -303,7 +305,8 @@ class Search:
                  pruner: str, storage: str):
         self.config, self.study, self.space, self.fixed = config, study, space, fixed
         self.n_trials, self.n_jobs, self.pruner, self.storage = n_trials, n_jobs, pruner, storage
-        self.metric = str(config.optimized_metric)
+        self.metrics = objectives(config)  # one, or several: a multi-objective study
+        self.metric = self.metrics[0]
         self.client = MlflowClient(resolve_uri(config.tracking.uri))
         self.open: list = []  # trials asked and not told yet
         self.remaining = 0  # set by open(), after stale trials are closed
@@ -311,10 +314,19 @@ class Search:
 
     @classmethod
     def open(cls, config: DictConfig, hydra_context: HydraContext, items: list[str], n_trials: int, n_jobs: int,
-             sampler: str, pruner: str, seed: Optional[int], direction: Optional[str], study_name: Optional[str],
-             storage: Optional[str]) -> "Search":
+             sampler: str, pruner: Optional[str], seed: Optional[int], direction: Optional[str],
+             study_name: Optional[str], storage: Optional[str]) -> "Search":
         import optuna
 
+        metrics = objectives(config)
+        if len(metrics) > 1 and pruner not in (None, "none"):
+            raise ConfigError(f"hydra.sweeper.pruner={pruner}: Optuna cannot prune a search of several objectives "
+                              f"(optimized_metric=[{','.join(metrics)}]); leave pruner out")
+        if len(metrics) > 1 and direction is not None:
+            raise ConfigError(f"hydra.sweeper.direction={direction}: with several objectives each one's direction "
+                              "follows its name (losses, norms, counts: minimize; accuracy, sparsity: maximize); "
+                              "leave direction out")
+        pruner = pruner or ("median" if len(metrics) == 1 else "none")
         if sampler not in SAMPLERS:
             raise ConfigError(f"hydra.sweeper.sampler={sampler}: no such sampler; choose one of {', '.join(SAMPLERS)}")
         if pruner not in PRUNERS:
@@ -333,12 +345,12 @@ class Search:
         tracking_uri = resolve_uri(config.tracking.uri)
         storage = storage or default_storage(tracking_uri)
         check_storage(storage, tracking_uri)
-        name = study_name or study_name_for(str(config.tracking.experiment), items, str(config.optimized_metric))
+        name = study_name or study_name_for(str(config.tracking.experiment), items, ",".join(metrics))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                         sampler=make_sampler(sampler, seed, space), pruner=make_pruner(pruner),
-                                        direction=direction or metric_direction(str(config.optimized_metric)))
+                                        directions=[direction] if direction else [metric_direction(m) for m in metrics])
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - a bad URL, a corrupt file, a database that does not answer
@@ -423,11 +435,11 @@ class Search:
         elif tags.PRUNED_AT in run.data.tags:
             self.study.tell(trial, state=state.PRUNED, skip_if_finished=True)
         else:
-            value = run.data.metrics.get(self.metric)
-            if value is None or not math.isfinite(value):
+            values = [run.data.metrics.get(m) for m in self.metrics]
+            if any(v is None or not math.isfinite(v) for v in values):
                 self.study.tell(trial, state=state.FAIL, skip_if_finished=True)
             else:
-                self.study.tell(trial, value, skip_if_finished=True)
+                self.study.tell(trial, values if len(values) > 1 else values[0], skip_if_finished=True)
 
     # what the parent run gets
     def report(self, parent_run_id: str, folder: Path) -> str:
@@ -440,17 +452,26 @@ class Search:
                   (("complete", state.COMPLETE), ("pruned", state.PRUNED), ("failed", state.FAIL))}
         for name, n in counts.items():
             self.client.log_metric(parent_run_id, f"trials_{name}", n)
+        directions = ", ".join(f"{d.name.lower()} {text(m)}" for d, m in zip(self.study.directions, self.metrics))
         lines = [f"## Search: study {code(self.study.study_name)}\n",
                  f"- {len(trials)} trial(s): {counts['complete']} complete, {counts['pruned']} pruned, "
-                 f"{counts['failed']} failed; {self.study.direction.name.lower()} {text(self.metric)}"]
-        if counts["complete"]:
+                 f"{counts['failed']} failed; {directions}"]
+        if counts["complete"] and len(self.metrics) == 1:
             best = self.study.best_trial
             self.client.log_metric(parent_run_id, f"best_{self.metric}", best.value)
             for key, value in best.params.items():
                 self.client.set_tag(parent_run_id, f"sweeps.best.{key}", str(value))
             lines.append(f"- best: trial {best.number}, {text(self.metric)} = {best.value:.4g}, "
                          + text(", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())))
-        for file, title, draw in _plots():
+        elif counts["complete"]:  # several objectives: no one best, the front (Optuna's best_trials)
+            front = sorted(self.study.best_trials, key=lambda t: t.number)
+            self.client.log_metric(parent_run_id, "trials_on_front", len(front))
+            self.client.set_tag(parent_run_id, tags.FRONT, ",".join(str(t.number) for t in front))
+            lines.append(f"- the front: {len(front)} trial(s) no other beats on every objective: "
+                         + "; ".join(f"trial {t.number} ("
+                                     + text(", ".join(f"{m} = {v:.4g}" for m, v in zip(self.metrics, t.values))) + ")"
+                                     for t in front))
+        for file, title, draw in _plots(self.metrics):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -472,7 +493,10 @@ class Search:
         trials = self.study.get_trials(deepcopy=False)
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         line = f"study {self.study.study_name}: {len(trials)} trial(s) in all"
-        if done:
+        if done and len(self.metrics) > 1:
+            front = sorted(t.number for t in self.study.best_trials)
+            line += f"; {len(front)} on the front of {', '.join(self.metrics)} (trial(s) {', '.join(map(str, front))})"
+        elif done:
             best = self.study.best_trial
             line += (f"; best {self.metric} = {best.value:.4g} (trial {best.number}: "
                      + ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items()) + ")")
@@ -484,10 +508,20 @@ def format_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _plots():
+def _plots(metrics: list[str]):
+    """Optuna's plots of a study of `metrics`: of several, the Pareto front, and the others for the first."""
     from optuna.visualization import matplotlib as vis
 
-    return [("optuna_history.png", "Optimization history", vis.plot_optimization_history),
-            ("optuna_importances.png", "Parameter importances", vis.plot_param_importances),
-            ("optuna_parallel.png", "Parallel coordinates", vis.plot_parallel_coordinate),
-            ("optuna_slice.png", "Slice plot", vis.plot_slice)]
+    if len(metrics) == 1:
+        return [("optuna_history.png", "Optimization history", vis.plot_optimization_history),
+                ("optuna_importances.png", "Parameter importances", vis.plot_param_importances),
+                ("optuna_parallel.png", "Parallel coordinates", vis.plot_parallel_coordinate),
+                ("optuna_slice.png", "Slice plot", vis.plot_slice)]
+    first = {"target": lambda t: t.values[0], "target_name": metrics[0]}
+    front = functools.partial(vis.plot_pareto_front, target_names=metrics[:3],
+                              targets=(lambda t: tuple(t.values[:3])) if len(metrics) > 3 else None)
+    return [("optuna_pareto.png", "Pareto front", front),
+            ("optuna_history.png", f"Optimization history of {metrics[0]}",
+             functools.partial(vis.plot_optimization_history, **first)),
+            ("optuna_importances.png", f"Parameter importances for {metrics[0]}",
+             functools.partial(vis.plot_param_importances, **first))]

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sweeps import mdtext, stats, tags
-from sweeps.config import RANK_METRIC, VALIDATION_METRICS, higher_is_better
+from sweeps.config import RANK_METRIC, VALIDATION_METRICS, higher_is_better, objectives_param
 from sweeps.repeats import REPEATED, SOURCES
 from sweeps.runs import Job, SweepRuns
 from sweeps.stats import ALPHA, CONFIDENCE, mean_ci, tied, welch_p  # noqa: F401 - part of this module's interface
@@ -62,7 +62,7 @@ def default_metric(sweep: SweepRuns) -> str:
     """What ranks a sweep unless told otherwise: the `optimized_metric` its jobs share, else the
     data loss (`val_loss` for sweeps logged before the data loss was)."""
     logged = set(sweep.metric_names())
-    chosen = {job.params.get("optimized_metric") for job in sweep.jobs} - {None}
+    chosen = {(objectives_param(job.params.get("optimized_metric")) or [None])[0] for job in sweep.jobs} - {None}
     if len(chosen) == 1 and (next(iter(chosen)) in logged or not logged):  # not logged: no job got that far
         return chosen.pop()
     return RANK_METRIC if RANK_METRIC in logged or not logged else "val_loss"
@@ -82,13 +82,42 @@ def best_value(job: Job, metric: str) -> Optional[float]:
     return max(history) if higher_is_better(metric) else min(history)
 
 
-def job_rows(sweep: SweepRuns, metric: str, extra_keys: tuple[str, ...] = ()) -> list[dict]:
-    """One row per job, best `metric` first; `extra_keys` adds columns for non-swept params."""
+def job_rows(sweep: SweepRuns, metric: str, extra_keys: tuple[str, ...] = (),
+             objectives: Optional[list[str]] = None) -> list[dict]:
+    """One row per job, best `metric` first; `extra_keys` adds columns for non-swept params; with two
+    or more `objectives` (default: `default_objectives`), their columns and `pareto` (see `mark_front`)."""
+    objectives = default_objectives(sweep) if objectives is None else objectives
     logged = set(sweep.metric_names())
-    validation = [m for m in dict.fromkeys([metric, *VALIDATION]) if is_per_epoch(m) and m in logged]
-    end = [m for m in dict.fromkeys([metric, *END_METRICS]) if not is_per_epoch(m) and m in logged]
+    validation = [m for m in dict.fromkeys([metric, *objectives, *VALIDATION]) if is_per_epoch(m) and m in logged]
+    end = [m for m in dict.fromkeys([metric, *objectives, *END_METRICS]) if not is_per_epoch(m) and m in logged]
     rows = [_row(job, [*sweep.swept, *extra_keys], validation, end) for job in sweep.jobs]
-    return sort_rows(rows, metric)
+    return mark_front(sort_rows(rows, metric), objectives)
+
+
+def default_objectives(sweep: SweepRuns) -> list[str]:
+    """The objectives of a sweep whose jobs share an `optimized_metric` of two or more metrics, all
+    logged (else none: a single metric has no front)."""
+    chosen = {tuple(objectives_param(job.params.get("optimized_metric"))) for job in sweep.jobs} - {()}
+    logged = set(sweep.metric_names())
+    if len(chosen) == 1 and len(names := list(next(iter(chosen)))) > 1 and set(names) <= logged:
+        return names
+    return []
+
+
+def mark_front(rows: list[dict], objectives: list[str]) -> list[dict]:
+    """`pareto` on each row when there are two or more `objectives`: true for the rows no other row beats
+    on every objective at once (`stats.pareto_front` over their final values, or means for grouped rows),
+    false for the others, null for a row that did not finish or lacks one (pruned, failed)."""
+    if len(objectives) < 2:
+        return rows
+    columns = [rank_column(rows, m) for m in objectives]
+    finished = [i for i, row in enumerate(rows) if row.get("status") == "FINISHED" or "n" in row]  # "n": a group
+    scored = [i for i in finished if all(_is_number(rows[i].get(c)) and math.isfinite(rows[i][c]) for c in columns)]
+    front = {scored[i] for i in stats.pareto_front([[rows[j][c] for c in columns] for j in scored],
+                                                   [higher_is_better(m) for m in objectives])}
+    for i, row in enumerate(rows):
+        row["pareto"] = (i in front) if i in scored else None
+    return rows
 
 
 def _row(job: Job, keys: list[str], validation: list[str], end: list[str]) -> dict:
@@ -145,10 +174,16 @@ def config_keys(swept: list[str]) -> list[str]:
     return [key for key in swept if key not in REPEATED]
 
 
-def sweep_rows(sweep: SweepRuns, metric: str, keys: Optional[list[str]] = None, stats_kind: str = "t") -> list[dict]:
-    """The comparison table: one row per job, or per combination of `keys` (see `grouping`)."""
-    rows = job_rows(sweep, metric, tuple(k for k in keys or () if k not in sweep.swept))
-    return rows if keys is None else group_rows(rows, keys, metric, stats_kind)
+def sweep_rows(sweep: SweepRuns, metric: str, keys: Optional[list[str]] = None, stats_kind: str = "t",
+               objectives: Optional[list[str]] = None) -> list[dict]:
+    """The comparison table: one row per job, or per combination of `keys` (see `grouping`), with the
+    front of `objectives` (default: `default_objectives`) marked."""
+    objectives = default_objectives(sweep) if objectives is None else objectives
+    rows = job_rows(sweep, metric, tuple(k for k in keys or () if k not in sweep.swept), objectives)
+    if keys is None:
+        return rows
+    grouped = group_rows([{k: v for k, v in row.items() if k != "pareto"} for row in rows], keys, metric, stats_kind)
+    return mark_front(grouped, objectives)
 
 
 def grouping_note(sweep: SweepRuns, keys: list[str], metric: str) -> str:

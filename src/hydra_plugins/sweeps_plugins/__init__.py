@@ -35,10 +35,12 @@ class OptunaSweeperConf:
     _target_: str = "hydra_plugins.sweeps_plugins.OptunaSweeper"
     n_trials: int = 20  # trials in the study in all (a rerun of the command continues up to this many)
     n_jobs: int = 1  # trials in flight at once, run through hydra/launcher
-    sampler: str = "tpe"  # tpe | random | gp (needs PyTorch) | qmc | grid
-    pruner: str = "median"  # median (no pruning in the first 2 trials or epochs) | hyperband | successive_halving | none
+    sampler: str = "tpe"  # tpe | random | gp (needs PyTorch) | qmc | grid | nsga2 (several objectives too)
+    # median (no pruning in the first 2 trials or epochs) | hyperband | successive_halving | none;
+    # null: median, or none for several objectives (Optuna prunes one objective only)
+    pruner: Optional[str] = None
     seed: Optional[int] = None  # the sampler's seed
-    direction: Optional[str] = None  # minimize | maximize; null: from optimized_metric (accuracy: maximize)
+    direction: Optional[str] = None  # minimize | maximize; null: from optimized_metric's name (accuracy: maximize)
     study_name: Optional[str] = None  # null: derived from the command, so a rerun continues the study
     storage: Optional[str] = None  # null: sqlite optuna.db beside a SQLite tracking store; a database URL for a team
     params: Optional[Dict[str, str]] = None  # search space in Hydra's override grammar, e.g. {rate: "tag(log, interval(1e-6, 1e-2))"}
