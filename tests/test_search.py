@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import optuna
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 FAST = ["data=digits", "model.hidden=[16]", "tracking.log_model=false", "batch_size=64"]
 OPTUNA = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.seed=0"]
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 
 def _study(tmp_path) -> optuna.Study:
@@ -94,6 +97,25 @@ def test_a_search_of_two_objectives_reports_the_front_of_its_trials(tmp_path):
     assert section.count("\n| ") - 1 == len(front) and "![" in section, section
 
 
+def test_trials_run_asynchronously_a_new_one_starts_before_the_slow_one_ends(tmp_path):
+    """Two trials in flight on joblib's workers: one of 1 epoch, one of 30 (the random sampler's first
+    two draws for seed 0). The third trial is asked and started when the short one ends, while the
+    long one still trains: no batch barrier."""
+    proc = run_cli(tmp_path, *OPTUNA, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler=random",
+                   "hydra.sweeper.pruner=none", *FAST, "reg=l2", "rate=1e-4", "epochs=choice(1,30)",
+                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = sorted(_study(tmp_path).trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert {trials[0].params["epochs"], trials[1].params["epochs"]} == {"1", "30"}, "one short, one long first trial"
+    slow = max(trials[:2], key=lambda t: int(t.params["epochs"]))
+    assert trials[2].datetime_start < slow.datetime_complete, "asked while the slow trial was in flight"
+    _, (parent,), jobs = _runs(tmp_path)
+    run = {int(j.data.tags["sweeps.trial"]): j.info for j in jobs}
+    assert run[2].start_time < run[slow.number].end_time, "and trained while it trained"
+    assert len({j.data.tags["sweeps.pid"] for j in jobs} - {parent.data.tags["sweeps.pid"]}) == 2, "in 2 workers"
+
+
 def test_median_pruning_stops_bad_trials_early_in_worker_processes(tmp_path):
     """A learning rate that reaches far too small makes some trials clearly worse; they are pruned
     by trials running in joblib workers, which reach their trial through the study's storage."""
@@ -124,16 +146,66 @@ def test_a_diverging_trial_fails_in_optuna_and_mlflow_and_the_search_goes_on(tmp
     assert "2 job(s) finished, 2 failed" in proc.stderr
 
 
-def test_ctrl_c_ends_the_open_trial_and_run_and_a_rerun_does_not_count_it(tmp_path):
-    args = [*OPTUNA, "hydra.sweeper.n_trials=2", "epochs=400", *FAST, "rate=tag(log, interval(1e-6, 1e-2))"]
+@pytest.mark.parametrize("parallel", [[], ["hydra.sweeper.n_jobs=2", *JOBLIB]], ids=["in-process", "in-flight"])
+def test_ctrl_c_ends_the_open_trials_and_runs_and_a_rerun_does_not_count_them(tmp_path, parallel):
+    """In this process, or two trials in flight on joblib's workers: Ctrl-C ends every open trial
+    FAIL (not counted again) and every run KILLED; no worker is left."""
+    args = [*OPTUNA, "hydra.sweeper.n_trials=2", "epochs=400", *FAST, "rate=tag(log, interval(1e-6, 1e-2))", *parallel]
     proc, stderr = interrupt_after_first_epoch(tmp_path, args, start_s=180)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
-    (trial,) = _study(tmp_path).trials
-    assert trial.state == optuna.trial.TrialState.FAIL
-    assert _study(tmp_path).user_attrs["sweeps_stale_trials"] == [0], "a rerun does not count it"
-    _, (parent,), (job,) = _runs(tmp_path)
-    assert (job.info.status, parent.info.status) == ("KILLED", "KILLED"), (job.data.tags.get("sweeps.error"),
-                                                                          stderr[-3000:])
+    trials = _study(tmp_path).trials
+    assert len(trials) == (2 if parallel else 1) and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    assert _study(tmp_path).user_attrs["sweeps_stale_trials"] == [t.number for t in trials], "a rerun does not count them"
+    _, (parent,), jobs = _runs(tmp_path)
+    assert jobs and {j.info.status for j in jobs} == {"KILLED"} and parent.info.status == "KILLED", (
+        [j.data.tags.get("sweeps.error") for j in jobs], stderr[-3000:])
+    workers = {int(j.data.tags["sweeps.pid"]) for j in jobs} - {int(parent.data.tags["sweeps.pid"])}
+    assert len(workers) == (2 if parallel else 0) or (parallel and len(workers) == 1), workers
+    deadline = time.monotonic() + 30
+    while [p for p in workers if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in workers if _alive(p)], "no worker is left"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_worker_killed_under_a_trial_in_flight_fails_its_trials_and_the_search_keeps_its_result(tmp_path):
+    """Trials in flight on joblib's workers (the random sampler's draws for seed 0: 400 epochs, 1,
+    400): once the short one finished and the two long ones train, one worker is SIGKILLed. loky stops
+    its whole pool: both long trials end FAIL, their runs FAILED with the reason, nothing RUNNING; the
+    finished trial keeps its value; exit 1."""
+    db = tmp_path / "mlflow.db"
+    proc = start_cli(tmp_path, *OPTUNA, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+                     "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none", *FAST, "reg=l2", "rate=1e-4",
+                     "epochs=choice(1,400)", *JOBLIB)
+    try:
+        def ready():
+            finished = [r for r in _rows(db, JOBS) if r[1] == "FINISHED"]
+            training = [r for r in _rows(db, JOBS) if r[1] == "RUNNING"
+                        and _rows(db, "select 1 from metrics where run_uuid = ? and key = 'loss'", r[0])]
+            return training if finished and len(training) == 2 else None
+        training = _wait_for(ready, 180, proc, "one trial finished and two training")
+        (pid,) = _rows(db, "select value from tags where run_uuid = ? and key = 'sweeps.pid'", training[0][0])[0]
+        psutil.Process(int(pid)).kill()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+    states = {t.number: t.state.name for t in _study(tmp_path).trials}
+    assert states == {0: "FAIL", 1: "COMPLETE", 2: "FAIL"}, states
+    _, (parent,), jobs = _runs(tmp_path)
+    by_trial = {int(j.data.tags["sweeps.trial"]): j for j in jobs}
+    assert by_trial[1].info.status == "FINISHED" and parent.info.status == "FAILED"
+    for number in (0, 2):
+        assert by_trial[number].info.status == "FAILED", by_trial[number].data.tags
+        assert "died" in by_trial[number].data.tags["sweeps.error"], by_trial[number].data.tags
+    assert "1 job(s) finished, 2 failed" in stderr, stderr[-3000:]
+    assert "died (TerminatedWorkerError" in stdout and "the search goes on" in stdout, stdout[-3000:]  # Hydra's log
 
 
 @pytest.mark.parametrize("override, message", [

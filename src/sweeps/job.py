@@ -26,6 +26,7 @@ from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import ConfigError, DataError
 from sweeps.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
+from sweeps.launcher import parallel_jobs
 from sweeps.models import kernel_layers, portable, summary_text
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,6 @@ class JobContext:
         return cls(tuple(hc.overrides.task), sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd) if multirun else None,
                    parallel_jobs(hc.launcher) if multirun else 1, hc.job.num if multirun else None,
                    sweep.key_of(hc) if multirun else None)
-
-
-def parallel_jobs(launcher: DictConfig) -> int:
-    """How many jobs a launcher runs at once on one machine (joblib's n_jobs; 1 otherwise)."""
-    n = launcher.get("n_jobs") or 1
-    return os.cpu_count() or 1 if n < 0 else n
 
 
 def thread_share(cfg: DictConfig, job: JobContext) -> Optional[int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -130,12 +131,81 @@ class PackedLauncher(Launcher):
         return returns
 
     def _compose(self, overrides: list[str], number: int) -> DictConfig:
-        log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        with open_dict(cfg):
-            cfg.hydra.job.id = number
-            cfg.hydra.job.num = number
-        return cfg
+        return compose_job(self.config, self.hydra_context, overrides, number)
+
+
+def compose_job(config: DictConfig, hydra_context: HydraContext, overrides: list[str], number: int) -> DictConfig:
+    """Job `number`'s config, composed as Hydra's basic launcher composes it."""
+    log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
+    cfg = hydra_context.config_loader.load_sweep_config(config, overrides)
+    with open_dict(cfg):
+        cfg.hydra.job.id = number
+        cfg.hydra.job.num = number
+    return cfg
+
+
+class InFlight:
+    """Jobs in flight on a pool of worker processes, each unit (a pack, or one job alone) returning on
+    its own: `launch` hands a batch over and returns at once, `wait` returns the units that ended as
+    soon as any one did. What `hydra/sweeper=optuna` runs its trials on with `hydra/launcher=joblib`
+    or `hydra/launcher=packed` and `n_jobs` >= 2, so that a new trial starts the moment one ends
+    (Hydra's `Launcher.launch` returns only when its whole batch ended: no launcher of Hydra's API
+    can do that). A unit runs exactly as under those launchers (`run_unit`, in a loky worker, which
+    is joblib's own pool: reusable, and a worker that dies fails its futures instead of hanging).
+    """
+
+    def __init__(self, config: DictConfig, hydra_context: HydraContext, task_function: TaskFunction, workers: int,
+                 max_pack: int = 1, jit_compile: bool = True):
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        self.workers, self.max_pack, self.jit_compile = workers, max_pack, jit_compile
+        self.pending: dict = {}  # future -> the override lists (tuples) of the jobs of its unit
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> None:
+        from loky import get_reusable_executor
+
+        setup_globals()
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        composed = [compose_job(self.config, self.hydra_context, list(overrides), initial_job_idx + i)
+                    for i, overrides in enumerate(job_overrides)]
+        packable = getattr(self.task_function, "pack", None) is not None
+        executor = get_reusable_executor(max_workers=self.workers)
+        state = Singleton.get_state()
+        for unit in packs([task_config(c) for c in composed], self.max_pack if packable else 1):
+            future = executor.submit(run_unit, [composed[i] for i in unit], self.hydra_context, self.task_function,
+                                     self.jit_compile, singleton_state=state)
+            self.pending[future] = [tuple(job_overrides[i]) for i in unit]
+
+    def wait(self) -> list[tuple[list[tuple], Optional[BaseException]]]:
+        """Block until a unit ends; each unit that ended, with the error of its worker (None: it ran; a
+        job's own failure is in its run, as under Hydra's launchers)."""
+        import concurrent.futures
+
+        done: set = set()
+        while not done:  # in slices: Ctrl-C is taken between them at once
+            done, _ = concurrent.futures.wait(list(self.pending), timeout=1.0,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+        return [(self.pending.pop(future), future.exception()) for future in done]
+
+
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs a launcher runs at once on one machine (joblib's and packed's n_jobs; 1 otherwise)."""
+    n = launcher.get("n_jobs") or 1
+    return os.cpu_count() or 1 if n < 0 else n
+
+
+def in_flight(config: DictConfig, hydra_context: HydraContext, task_function: TaskFunction) -> Optional[InFlight]:
+    """An `InFlight` pool for the chosen launcher when it runs jobs in worker processes of this
+    machine (joblib's process backend, packed with `n_jobs` >= 2); None for the others (basic: one
+    job at a time here; submitit, SLURM, Ray: their queues, through Hydra's `launch`)."""
+    launcher = config.hydra.launcher
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("PackedLauncher") and launcher.n_jobs >= 2:
+        return InFlight(config, hydra_context, task_function, launcher.n_jobs, launcher.max_pack, launcher.jit_compile)
+    processes = (launcher.get("backend") in (None, "loky") and launcher.get("require") is None
+                 and launcher.get("prefer", "processes") == "processes")
+    if target.endswith("JoblibLauncher") and processes:
+        return InFlight(config, hydra_context, task_function, parallel_jobs(launcher))
+    return None
 
 
 def run_unit(composed: list[DictConfig], hydra_context: HydraContext, task_function: TaskFunction,

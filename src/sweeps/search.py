@@ -41,6 +41,7 @@ from omegaconf import DictConfig
 from sweeps import interrupts, tags
 from sweeps.config import metric_direction, objectives, validate
 from sweeps.errors import ConfigError
+from sweeps.launcher import InFlight, in_flight
 from sweeps.mdtext import code, text
 from sweeps.redact import redact_text, redact_uri
 from sweeps.sweeper import Plan, TrackedSweeper
@@ -291,8 +292,9 @@ class OptunaSweeper(TrackedSweeper):
 
     def plan(self, items: list[str]) -> Plan:
         self.search = search = Search.open(self.config, self.hydra_context, items, **self.settings)
+        search.run_on(self.config.hydra.launcher, in_flight(self.config, self.hydra_context, self.task_function))
         return Plan(search.batches(), list(search.space), search.remaining, {tags.STUDY: search.study.study_name},
-                    search.report)
+                    search.report, None if search.pool is None else search.pool.launch)
 
     def finished(self) -> None:
         print(self.search.summary(), file=sys.stderr)
@@ -311,6 +313,20 @@ class Search:
         self.open: list = []  # trials asked and not told yet
         self.remaining = 0  # set by open(), after stale trials are closed
         self.lock: Optional[StudyLock] = None  # held from open() to the end of batches()
+        self.pool: Optional[InFlight] = None  # set by run_on: trials in flight, or (None) batch by batch
+        self.unit = 1  # trials asked at once, trained together as one pack where they can be
+        self.batch = n_jobs  # trials a batch holds when they run batch by batch
+
+    def run_on(self, launcher: DictConfig, pool: Optional[InFlight]) -> None:
+        """How the trials run: with `pool`, `n_jobs` in flight (and as many packs in flight as the
+        packed launcher has workers, each of up to `max_pack` trials); without, in batches of `n_jobs`
+        (of `max_pack` with the packed launcher training in this process)."""
+        self.pool = pool
+        if str(launcher.get("_target_", "")).endswith("PackedLauncher"):
+            self.unit = max(1, launcher.max_pack)
+        self.batch = max(self.n_jobs, self.unit)
+        if pool is not None:
+            self.n_jobs = max(self.n_jobs, self.unit * pool.workers)
 
     @classmethod
     def open(cls, config: DictConfig, hydra_context: HydraContext, items: list[str], n_trials: int, n_jobs: int,
@@ -391,42 +407,105 @@ class Search:
             log.warning("closed %d trial(s) left RUNNING by a process that is gone", len(running))
 
     def batches(self) -> Iterator[list[list[str]]]:
-        """Ask `n_jobs` trials, yield their jobs; once they ran, tell Optuna how each ended."""
+        """The trials' jobs for `sweep.run` to launch, and what each run did told back to Optuna:
+        a batch at a time, or with an `InFlight` pool one unit at a time as soon as one ends."""
         import optuna
 
         try:
-            left = self.remaining
-            while left > 0:
-                with interrupts.deferred():  # whole study writes: an interrupted one leaves the study locked
-                    self.open = [self.study.ask(self.space) for _ in range(min(self.n_jobs, left))]
-                yield [self.job(trial) for trial in self.open]
-                with interrupts.deferred():
-                    for trial in self.open:
-                        self.tell(trial)
-                left -= len(self.open)
-                self.open = []
+            yield from (self._batched() if self.pool is None else self._in_flight())
         finally:  # interrupted or failed: the open trials end FAIL, and a rerun does not count them
             for trial in self.open:
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            if self.open:
-                stale = self.study.user_attrs.get(STALE, []) + [t.number for t in self.open]
-                self.study.set_user_attr(STALE, stale)
+            self.mark_stale(self.open)
             if self.lock is not None:
                 self.lock.release()
+
+    def _batched(self) -> Iterator[list[list[str]]]:
+        """Ask `n_jobs` trials, yield their jobs; once they ran, tell Optuna how each ended."""
+        left = self.remaining
+        while left > 0:
+            with interrupts.deferred():  # whole study writes: an interrupted one leaves the study locked
+                self.open = [self.study.ask(self.space) for _ in range(min(self.batch, left))]
+            yield [self.job(trial) for trial in self.open]
+            with interrupts.deferred():
+                for trial in self.open:
+                    self.tell(trial)
+            left -= len(self.open)
+            self.open = []
+
+    def _in_flight(self) -> Iterator[list[list[str]]]:
+        """`n_jobs` trials in flight until `n_trials`: whenever a unit (a trial, or a pack of them) ends,
+        tell Optuna and ask the next ones at once. A trial whose worker died before it opened its run
+        was never tried: it is not counted, and another is asked in its place (as `sweep.run` launches
+        again what a failed launcher never started), at most `n_trials` times in all."""
+        left, spares = self.remaining, self.n_trials
+        flying: dict[tuple, Any] = {}  # a job's overrides -> its trial
+        while left > 0 or flying:
+            while left > 0 and len(flying) < self.n_jobs:
+                with interrupts.deferred():
+                    asked = [self.study.ask(self.space) for _ in range(min(self.unit, left, self.n_jobs - len(flying)))]
+                self.open += asked
+                jobs = [self.job(trial) for trial in asked]
+                flying.update((tuple(job), trial) for job, trial in zip(jobs, asked))
+                left -= len(asked)
+                yield jobs
+            for jobs, error in self.pool.wait():
+                trials = [flying.pop(job) for job in jobs]
+                if error is not None:
+                    self.worker_lost(trials, error)
+                with interrupts.deferred():
+                    for trial in trials:
+                        if not self.tell(trial) and spares > 0:  # its worker never started it
+                            self.mark_stale([trial])
+                            left, spares = left + 1, spares - 1
+                        self.open.remove(trial)
+
+    def worker_lost(self, trials: list, error: BaseException) -> None:
+        """A worker died under `trials`: their runs it left RUNNING end FAILED (`recovery`), and those
+        its death ended KILLED too, when nobody interrupted this sweep; the search goes on."""
+        from sweeps import recovery, tracking
+
+        numbers = ", ".join(str(t.number) for t in trials)
+        log.error("the worker process of trial(s) %s died (%s); the search goes on", numbers,
+                  redact_text(f"{type(error).__name__}: {error}".splitlines()[0]))
+        tracker = tracking.connect(self.config.tracking)
+        deadline = time.monotonic() + 30  # a pool that broke stops its other workers too: give them the time
+        while True:
+            recovery.close_stale_runs(tracker, reason="died while the sweep ran (killed or crashed)")
+            runs = [r for t in trials if (r := self.run_of(t)) is not None]
+            if all(r.info.status != "RUNNING" for r in runs) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if interrupts.received() is None:
+            for run in runs:
+                if run.info.status == "KILLED":
+                    reason = "stopped: its worker process died while the sweep ran (the sweep was not interrupted)"
+                    self.client.set_tag(run.info.run_id, tags.ERROR, reason)
+                    self.client.set_terminated(run.info.run_id, "FAILED")
+
+    def mark_stale(self, trials: list) -> None:
+        """Trials that did not run to an end of their own (interrupted, never started): not counted."""
+        if trials:
+            self.study.set_user_attr(STALE, self.study.user_attrs.get(STALE, []) + [t.number for t in trials])
 
     def job(self, trial) -> list[str]:
         values = [f"{key}={format_value(value)}" for key, value in trial.params.items()]
         return [*self.fixed, *values, f"search.study={self.study.study_name}", f"search.storage='{self.storage}'",
                 f"search.trial={trial.number}", f"search.trial_id={trial._trial_id}", f"search.pruner={self.pruner}"]
 
-    def tell(self, trial) -> None:
-        import optuna
-
+    def run_of(self, trial):
+        """The trial's run in the store (the latest, should there be several), or None."""
         runs = self.client.search_runs(
             [self.experiment_id],
             f"tags.`{tags.STUDY}` = '{self.study.study_name}' and tags.`{tags.TRIAL}` = '{trial.number}'",
             order_by=["attributes.start_time DESC"], max_results=1)
-        run = runs[0] if runs else None
+        return runs[0] if runs else None
+
+    def tell(self, trial) -> bool:
+        """Tell Optuna how the trial's run ended (FAIL without one); whether it had a run."""
+        import optuna
+
+        run = self.run_of(trial)
         if run is not None:
             trial.set_user_attr("run_id", run.info.run_id)
         state = optuna.trial.TrialState
@@ -440,6 +519,7 @@ class Search:
                 self.study.tell(trial, state=state.FAIL, skip_if_finished=True)
             else:
                 self.study.tell(trial, values if len(values) > 1 else values[0], skip_if_finished=True)
+        return run is not None
 
     # what the parent run gets
     def report(self, parent_run_id: str, folder: Path) -> str:

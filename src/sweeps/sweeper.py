@@ -124,6 +124,7 @@ class Plan:
     planned: int  # jobs it means to launch
     parent_tags: Optional[dict] = None  # extra tags on the parent run
     report_extra: Optional[sweep.ReportExtra] = None  # extra section of the parent's report.md
+    launch: Optional[sweep.Launch] = None  # what launches a batch, if not the Hydra launcher (`launcher.InFlight`)
 
 
 class TrackedSweeper(Sweeper):
@@ -137,11 +138,12 @@ class TrackedSweeper(Sweeper):
         self.params = params or {}
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
         self.launcher = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         hydra_context = HydraContext(ComposedOnce(hydra_context.config_loader), hydra_context.callbacks)
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
 
@@ -157,7 +159,7 @@ class TrackedSweeper(Sweeper):
         try:
             getattr(self.launcher, "check", lambda: None)()  # a launcher's own settings (hydra/launcher=packed)
             plan = self.plan(items)
-            outcome = sweep.run(self.config, plan.batches, plan.swept, self.launcher.launch, plan.planned,
+            outcome = sweep.run(self.config, plan.batches, plan.swept, plan.launch or self.launcher.launch, plan.planned,
                                 plan.parent_tags, plan.report_extra)
         except SweepsError as err:  # raised before any job started (a job's own errors stay in its run)
             print(f"error: {err}", file=sys.stderr)
