@@ -116,6 +116,38 @@ def test_trials_run_asynchronously_a_new_one_starts_before_the_slow_one_ends(tmp
     assert len({j.data.tags["sweeps.pid"] for j in jobs} - {parent.data.tags["sweeps.pid"]}) == 2, "in 2 workers"
 
 
+def test_a_packed_search_trains_trials_as_packs_and_prunes_members_one_by_one(tmp_path):
+    """hydra/launcher=packed: 8 trials asked 4 at a time, each 4 trained as one model. Hyperband
+    prunes members of the second pack at different epochs: each pruned run ends FINISHED and marked
+    at the epoch its trial last reported, its curves end there, and its pack-mates train on; every
+    trial's state is its run's."""
+    proc = run_cli(tmp_path, *OPTUNA, "hydra.sweeper.n_trials=8", "hydra.sweeper.sampler=random",
+                   "hydra.sweeper.pruner=hyperband", "hydra/launcher=packed", "hydra.launcher.max_pack=4", "epochs=8",
+                   *FAST, "reg=l1", "rate=tag(log, interval(1e-5, 1))")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = {t.number: t for t in _study(tmp_path).trials}
+    client, _, jobs = _runs(tmp_path)
+    by_trial = {int(j.data.tags["sweeps.trial"]): j for j in jobs}
+    assert sorted(by_trial) == list(range(8))
+    packs = {frozenset([j.info.run_id, *json.loads(j.data.tags["sweeps.packed_with"])]) for j in jobs}
+    assert sorted(len(p) for p in packs) == [4, 4], "two packs of four trials"
+    pruned = {}
+    for number, trial in trials.items():
+        run = by_trial[number]
+        assert run.info.status == "FINISHED"
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val_data_loss")]
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            pruned[number] = int(run.data.tags["sweeps.pruned_at_epoch"])
+            assert pruned[number] == max(trial.intermediate_values) == max(epochs) < 8, (number, epochs)
+        else:
+            assert trial.state == optuna.trial.TrialState.COMPLETE and "sweeps.pruned_at_epoch" not in run.data.tags
+            assert max(epochs) == 8 and trial.value == pytest.approx(run.data.metrics["val_data_loss"])
+    assert len(set(pruned.values())) >= 2, f"members pruned at different epochs: {pruned}"
+    for number in pruned:  # its pack went on with the rest
+        mates = json.loads(by_trial[number].data.tags["sweeps.packed_with"])
+        assert any(m not in {by_trial[p].info.run_id for p in pruned} for m in mates)
+
+
 def test_median_pruning_stops_bad_trials_early_in_worker_processes(tmp_path):
     """A learning rate that reaches far too small makes some trials clearly worse; they are pruned
     by trials running in joblib workers, which reach their trial through the study's storage."""

@@ -169,35 +169,56 @@ class StopOnInterrupt(keras.callbacks.Callback):
         interrupts.check()
 
 
-class OptunaPruning(keras.callbacks.Callback):
-    """Report `monitor` to an Optuna trial at every epoch end; stop training when its pruner says so.
+class TrialReports:
+    """One search trial's side of pruning: `monitor` reported to its Optuna trial at each epoch end,
+    and whether its pruner stops it there (`pruned_at`: the last epoch trained, None while it goes on).
 
-    The trial is reached through the study's storage (any process, any machine). `pruned_at` is
-    the last epoch trained when the pruner stopped it (None otherwise). A `monitor` that is not
-    a per-epoch metric (e.g. test_accuracy) is never reported, so such a trial is never pruned.
+    The trial is reached through the study's storage (any process, any machine). A `monitor` that is
+    not a per-epoch metric (e.g. test_accuracy) is never reported, so such a trial is never pruned.
+    Used by `OptunaPruning` for a job alone and by `packing.MemberEpochs` for each member of a pack.
     """
 
     def __init__(self, study: str, storage: str, trial_id: int, pruner: str, monitor: str):
-        super().__init__()
         self.study, self.storage, self.trial_id, self.pruner, self.monitor = study, storage, trial_id, pruner, monitor
+        self.pruned_at: Optional[int] = None
 
-    def on_train_begin(self, logs=None):
+    def open(self) -> None:
         import optuna
 
-        from sweeps.search import make_pruner
+        from sweeps.search import make_pruner, trial_of
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(study_name=self.study, storage=self.storage, pruner=make_pruner(self.pruner))
-        self.trial = optuna.trial.Trial(study, self.trial_id)
-        self.pruned_at: Optional[int] = None
+        self.trial = trial_of(study, self.trial_id)
+        self.pruned_at = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def epoch_end(self, epoch: int, logs: Optional[dict]) -> bool:
+        """After epoch `epoch` (from 0): report; whether the pruner stops the trial here."""
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(float(value)):
-            return
+            return False
         with interrupts.deferred():  # an interrupted write would leave the study locked for the clean-up
             self.trial.report(float(value), epoch + 1)  # epochs counted from 1, as logged
             prune = self.trial.should_prune()
         if prune:
             self.pruned_at = epoch + 1
+        return prune
+
+
+class OptunaPruning(keras.callbacks.Callback):
+    """A job alone as a search trial: its `TrialReports` every epoch; training stops when it is pruned."""
+
+    def __init__(self, reports: TrialReports):
+        super().__init__()
+        self.reports = reports
+
+    @property
+    def pruned_at(self) -> Optional[int]:
+        return self.reports.pruned_at
+
+    def on_train_begin(self, logs=None):
+        self.reports.open()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.reports.epoch_end(epoch, logs):
             self.model.stop_training = True

@@ -20,7 +20,7 @@ import keras
 from omegaconf import DictConfig
 
 from sweeps import interrupts, plots, progress, recovery, sweep, tags, tracking
-from sweeps.callbacks import MlflowEpochLogger, OptunaPruning
+from sweeps.callbacks import MlflowEpochLogger, OptunaPruning, TrialReports
 from sweeps.config import check_task, config_hash, objectives, ranked_metric, validate
 from sweeps.cv import cross_validate
 from sweeps.data import Dataset, load_dataset
@@ -133,12 +133,18 @@ def check_folds(cfg: DictConfig, data: Dataset) -> None:
                           f"use at most {n // 2} folds")
 
 
-def trial_pruning(cfg: DictConfig) -> Optional[OptunaPruning]:
-    """For a trial of `hydra/sweeper=optuna`: the callback that reports to it and obeys its pruner."""
+def trial_reports(cfg: DictConfig) -> Optional[TrialReports]:
+    """For a trial of `hydra/sweeper=optuna`: what reports to it and asks its pruner (None: no trial)."""
     s = cfg.search
     if s.trial_id is None or len(objectives(cfg)) > 1:  # Optuna takes no reports from a multi-objective trial
         return None
-    return OptunaPruning(s.study, s.storage, s.trial_id, s.pruner, ranked_metric(cfg))
+    return TrialReports(s.study, s.storage, s.trial_id, s.pruner, ranked_metric(cfg))
+
+
+def trial_pruning(cfg: DictConfig) -> Optional[OptunaPruning]:
+    """For a trial trained alone: the callback that reports to it and obeys its pruner."""
+    reports = trial_reports(cfg)
+    return OptunaPruning(reports) if reports else None
 
 
 def find_parent(tracker: tracking.Tracker, job: JobContext):

@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 PACKABLE = ("reg", "rate", "dropout", "dropout_type", "dropout_layers", "seed", "max_norm", "label_smoothing",
             "input_noise")
 PACKABLE_OPTIMIZER = ("weight_decay",)  # of `optimizer`: each member decays its own kernels (`PackedMLP`)
-# Keys that differ freely (they change neither the model nor its training).
-_FREE = ("optimized_metric", "resume")
+# Keys that differ freely (they change neither the model nor its training; `search`: each member of
+# a pack of trials reports to its own trial, `packing.MemberEpochs`).
+_FREE = ("optimized_metric", "resume", "search")
 
 
 def why_alone(cfg: DictConfig) -> Optional[str]:
@@ -49,8 +50,6 @@ def why_alone(cfg: DictConfig) -> Optional[str]:
         return "model.batchnorm=true (batch statistics are not packed)"
     if cfg.cv.folds:
         return "cv.folds (each fold is a model of its own)"
-    if cfg.search.trial is not None:
-        return "a search trial (its pruner stops it alone)"
     return None
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sweeps import interrupts, job as jobs, progress, tags, tracking
-from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
+from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt, TrialReports
 from sweeps.config import check_task, higher_is_better, objectives, ranked_metric, validate
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import DivergedError
@@ -104,7 +104,8 @@ def _train(slots: list[Slot], data: Dataset, tracker: tracking.Tracker, parent_i
         loggers = [MlflowEpochLogger(run_id, len(data.x_train), member_layers(packed, j),
                                      monitor=slot.cfg.early_stopping.monitor, client=tracker.client)
                    for j, (slot, run_id) in enumerate(zip(slots, runs.ids))]
-        members = MemberEpochs(loggers, [MemberStopping.of(s.cfg) for s in slots])
+        members = MemberEpochs(loggers, [MemberStopping.of(s.cfg) for s in slots],
+                               [jobs.trial_reports(s.cfg) for s in slots])
         shown = progress.EpochProgress(first.epochs, ())
         tic = time.perf_counter()
         try:
@@ -114,6 +115,9 @@ def _train(slots: list[Slot], data: Dataset, tracker: tracking.Tracker, parent_i
         train_time = time.perf_counter() - tic
         packed.load_members([members.final_weights(j) for j in range(len(slots))])
         evaluated = evaluation(packed, data)
+        for j, reports in enumerate(members.reports):
+            if reports and reports.pruned_at is not None:  # a search trial the pruner stopped: FINISHED, marked
+                tracker.client.set_tag(runs.ids[j], tags.PRUNED_AT, str(reports.pruned_at))
         return [_finish(j, slot, runs, loggers[j], models[j], packed, data, tracker, evaluated,
                         train_time, started) for j, slot in enumerate(slots)]
     except BaseException as err:
@@ -232,19 +236,23 @@ class MemberStopping:
 
 
 class MemberEpochs(keras.callbacks.Callback):
-    """Hands each member of a packed model its own slice of the logs: to its own `MlflowEpochLogger`
-    and its own early stopping. A member stops when it diverges or its early stopping says so; the
-    pack's training stops when every member has stopped.
+    """Hands each member of a packed model its own slice of the logs: to its own `MlflowEpochLogger`,
+    its own early stopping and, for a search trial, its own trial's pruner. A member stops when it
+    diverges, its early stopping says so or its trial is pruned (it stops learning: its weights stay
+    as they are while the others go on); the pack's training stops when every member has stopped.
 
     Args:
         loggers: one per member, in member order.
         stoppers: one per member (None: no early stopping for it).
+        reports: one per member (None: not a search trial, or not one that is pruned).
     """
 
-    def __init__(self, loggers: Sequence[MlflowEpochLogger], stoppers: Sequence[Optional[MemberStopping]]):
+    def __init__(self, loggers: Sequence[MlflowEpochLogger], stoppers: Sequence[Optional[MemberStopping]],
+                 reports: Optional[Sequence[Optional[TrialReports]]] = None):
         super().__init__()
         self.loggers = list(loggers)
         self.stoppers = list(stoppers)
+        self.reports = list(reports or [None] * len(self.loggers))
 
     def set_model(self, model):
         super().set_model(model)
@@ -253,11 +261,15 @@ class MemberEpochs(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.active = [True] * len(self.loggers)
+        self.frozen: dict[int, list[np.ndarray]] = {}  # members pruned: their weights when they were
         for logger in self.loggers:
             logger.on_train_begin()
         for stopper in self.stoppers:
             if stopper:
                 stopper.reset()
+        for reports in self.reports:
+            if reports:
+                reports.open()
 
     def on_epoch_begin(self, epoch, logs=None):
         for j in self._active():
@@ -272,9 +284,12 @@ class MemberEpochs(keras.callbacks.Callback):
         for j in self._active():
             mine = member_logs(logs, j)
             self.loggers[j].on_epoch_end(epoch, mine)
-            stopper = self.stoppers[j]
+            stopper, reports = self.stoppers[j], self.reports[j]
             if stopper and stopper.update(epoch, mine, lambda j=j: self.model.member_weights(j)):
                 self.active[j] = False
+            elif reports and reports.epoch_end(epoch, mine):
+                self.active[j] = False
+                self.frozen[j] = self.model.member_weights(j)  # what it ends with, whatever the others do
         self._settle()
 
     def _active(self) -> list[int]:
@@ -287,11 +302,12 @@ class MemberEpochs(keras.callbacks.Callback):
         self.model.stop_training = not any(self.active)  # a member's logger stops the whole fit otherwise
 
     def final_weights(self, j: int) -> list[np.ndarray]:
-        """Member j's weights at its end: as its early stopping kept them, else the pack's last ones."""
+        """Member j's weights at its end: as its early stopping kept them, as they were when its trial was
+        pruned, else the pack's last ones."""
         stopper = self.stoppers[j]
         if stopper and stopper.kept is not None:
             return stopper.kept
-        return self.model.member_weights(j)
+        return self.frozen.get(j) or self.model.member_weights(j)
 
 
 def member_logs(logs: Optional[dict], j: int, keys: Optional[Sequence[str]] = None) -> dict[str, float]:

@@ -491,7 +491,7 @@ class Search:
     def job(self, trial) -> list[str]:
         values = [f"{key}={format_value(value)}" for key, value in trial.params.items()]
         return [*self.fixed, *values, f"search.study={self.study.study_name}", f"search.storage='{self.storage}'",
-                f"search.trial={trial.number}", f"search.trial_id={trial._trial_id}", f"search.pruner={self.pruner}"]
+                f"search.trial={trial.number}", f"search.trial_id={trial_id_of(trial)}", f"search.pruner={self.pruner}"]
 
     def run_of(self, trial):
         """The trial's run in the store (the latest, should there be several), or None."""
@@ -581,6 +581,20 @@ class Search:
             line += (f"; best {self.metric} = {best.value:.4g} (trial {best.number}: "
                      + ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items()) + ")")
         return line
+
+
+def trial_of(study, trial_id: int):
+    """The running trial `trial_id` of `study`, to report to from the job's process. Optuna has no
+    public way to reach a trial another process asked, so this is its `Trial(study, trial_id)`,
+    fenced here (tests/test_search.py fails loudly should Optuna change it)."""
+    import optuna
+
+    return optuna.trial.Trial(study, trial_id)
+
+
+def trial_id_of(trial) -> int:
+    """The storage's id of an asked trial, which `trial_of` needs (Optuna keeps it private)."""
+    return trial._trial_id
 
 
 def format_value(value: Any) -> str:
