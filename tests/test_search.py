@@ -95,6 +95,10 @@ def test_a_search_of_two_objectives_reports_the_front_of_its_trials(tmp_path):
     report = open(client.download_artifacts(parent.info.run_id, "report.md")).read()
     section = report.split("## The trade-off: val_data_loss against active_weights")[1].split("\n## ")[0]
     assert section.count("\n| ") - 1 == len(front) and "![" in section, section
+    again = run_cli(tmp_path, *OPTUNA, "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler=nsga2", "epochs=2", *FAST,
+                    "optimized_metric=[val_data_loss,active_weights]", "reg=choice(l1,l2)",
+                    "rate=tag(log, interval(1e-4, 1e-1))")
+    assert again.returncode == 0 and "6 trial(s) in all" in again.stderr, again.stderr[-2000:]  # the same study
 
 
 def test_trials_run_asynchronously_a_new_one_starts_before_the_slow_one_ends(tmp_path):
