@@ -241,8 +241,14 @@ def test_a_process_that_dies_without_python_still_has_its_runs_closed(tmp_path):
         time.sleep(0.5)
     _, runs = _all_runs(tmp_path)
     assert runs and all(r.info.status == "FAILED" for r in runs), [(r.info.status, r.data.tags) for r in runs]
-    assert all("died without closing its run" in r.data.tags["sweeps.error"] and "closed at once by its guard"
-               in r.data.tags["sweeps.error"] for r in runs)
+    by_guard = [r for r in runs if "died without closing its run" in r.data.tags.get("sweeps.error", "")
+                and "closed at once by its guard" in r.data.tags.get("sweeps.error", "")]
+    # TensorFlow sometimes raises first (AbortedError: the job records its own failure) and aborts
+    # later: such a run is closed by Python; what Python could not close, the guard did
+    assert by_guard and any(r.data.tags["sweeps.kind"] == "sweep" for r in by_guard), \
+        [(r.data.tags["sweeps.kind"], r.data.tags.get("sweeps.error", "")[:60]) for r in runs]
+    assert all(r in by_guard or r.data.tags["sweeps.kind"] == "job" and "Error" in r.data.tags.get("sweeps.error", "")
+               for r in runs), [(r.data.tags["sweeps.kind"], r.data.tags.get("sweeps.error", "")[:60]) for r in runs]
 
 
 def test_sigkill_leaves_running_runs_that_its_guard_closes_and_a_rerun_resumes(tmp_path):
