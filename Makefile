@@ -14,7 +14,7 @@ STORE   ?= sqlite:///mlruns/mlflow.db
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) data system ## venv in .venv with sweeps (editable) and test tools; Fashion-MNIST, PostgreSQL and Chromium via apt
+install: $(STAMP) data system ## venv in .venv with sweeps (editable) and test tools; Fashion-MNIST, PostgreSQL, Chromium and SLURM via apt
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -30,7 +30,7 @@ data: ## Debian's dataset-fashion-mnist package (skipped when present or apt is 
 	  echo "note: could not apt-get install dataset-fashion-mnist; see README (data)"; \
 	else echo "note: Fashion-MNIST not installed; run: sudo apt-get install dataset-fashion-mnist"; fi
 
-system: ## Debian's postgresql (the team server and its test) and chromium (the UI's test); each skipped when present or apt is unavailable
+system: ## Debian's postgresql (the team server and its test), chromium (the UI's test) and slurm-wlm + munge (a one-node SLURM cluster for the cluster tests); each skipped when present or apt is unavailable
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get install -y -qq postgresql >/dev/null 2>&1 || \
@@ -43,6 +43,12 @@ system: ## Debian's postgresql (the team server and its test) and chromium (the 
 	   (apt-get update -qq && apt-get install -y -qq chromium)) || \
 	  echo "note: could not apt-get install chromium; the UI test will be skipped"; \
 	else echo "note: chromium not installed (sudo apt-get install chromium); the UI test will be skipped"; fi
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq slurm-wlm munge)) || \
+	  echo "note: could not apt-get install slurm-wlm munge; the SLURM tests will be skipped"; \
+	else echo "note: SLURM not installed (sudo apt-get install slurm-wlm munge); the SLURM tests will be skipped"; fi
 
 test: install ## the whole test suite (what CI runs)
 	$(BIN)/pytest -q -m "slow or not slow"

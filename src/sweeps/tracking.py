@@ -144,8 +144,15 @@ def root_reason(err: BaseException) -> str:
 
 
 def process_tags() -> dict[str, str]:
-    """pid and host of this process: a RUNNING run whose process is gone is stale (see recovery)."""
-    return {tags.PID: str(os.getpid()), tags.HOST: socket.gethostname()}
+    """pid and host of this process: a RUNNING run whose process is gone is stale (see recovery); inside
+    a SLURM task its id (`5_1`), by which the launching process finds the run of a task SLURM ended."""
+    found = {tags.PID: str(os.getpid()), tags.HOST: socket.gethostname()}
+    array, task, job = (os.environ.get(k) for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"))
+    if array and task:
+        found[tags.SLURM_JOB] = f"{array}_{task}"
+    elif job:
+        found[tags.SLURM_JOB] = job
+    return found
 
 
 def resolve_uri(uri: Optional[str]) -> str:

@@ -2,7 +2,8 @@
 
 Hydra imports this package when ANY Hydra app of the environment starts, so it stays a thin
 shell, as Hydra's own plugins are: it registers options under names of our own only
-(`hydra/sweeper=grid`, `hydra/sweeper=optuna`, `hydra/launcher=packed`; never a core name such as
+(`hydra/sweeper=grid`, `hydra/sweeper=optuna`, `hydra/launcher=packed`, and the class behind
+`conf/hydra/launcher/slurm.yaml`; never a core name such as
 `basic`, so every other app keeps Hydra's own sweeper and launcher), imports nothing but Hydra's
 interfaces, and each class below imports its implementation when Hydra instantiates it, i.e.
 only in an app that chose it. `sweeps`' own app picks `grid` in `conf/config.yaml`.
@@ -100,6 +101,23 @@ class PackedLauncher(Launcher):
 
     def check(self) -> None:
         """Its settings out of range, as one line (our sweepers call it before anything runs)."""
+        self.impl.check()
+
+
+class SlurmLauncher(Launcher):
+    """`hydra/launcher=slurm` (conf/hydra/launcher/slurm.yaml: hydra-submitit-launcher's options): see `sweeps.slurm`."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.impl = _implementation("sweeps.slurm:SlurmLauncher", settings)
+
+    def setup(self, **kwargs: Any) -> None:
+        self.impl.setup(**kwargs)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        return self.impl.launch(job_overrides, initial_job_idx)
+
+    def check(self) -> None:
+        """The request against the cluster's partition, as one line (before anything is submitted)."""
         self.impl.check()
 
 

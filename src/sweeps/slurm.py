@@ -1,0 +1,248 @@
+"""`hydra/launcher=slurm`: hydra-submitit-launcher's SLURM launcher, made to behave on a real cluster.
+
+    python -m sweeps.train -m reg=l1,l2 hydra/launcher=slurm hydra.launcher.partition=debug
+
+Each job is one task of one SLURM array, submitted by submitit as upstream does; around it:
+
+- **Before submitting**, the request is checked against the partition (`sinfo`): an unknown
+  partition, more CPUs or memory than its nodes have, or more time than it allows is one line naming
+  the key (`hydra.launcher.cpus_per_task=4: partition debug's nodes have 2 CPUs`), exit 2.
+- **While the array runs** this process reads the queue itself (`squeue`, every `POLL_S`), not
+  `sacct`: clusters without an accounting database (common on small ones) make submitit warn on
+  every poll; those warnings become one line (`-v` shows them all). The terminal says how many
+  tasks run and wait (`2 running, 2 pending on SLURM`) whenever that changes. A task pending for a
+  reason that never clears (`PartitionConfig`, ...) cancels the array and fails the sweep in one line.
+- **A task SLURM ends** (`scancel` of one task, its time limit, a node lost) ends its run FAILED with
+  SLURM's state (the run is found by the `sweeps.slurm_job` tag every job run carries on SLURM); the
+  other tasks go on, and a rerun resumes.
+- **Ctrl-C or SIGTERM** on this process cancels the array (running and pending tasks), then waits
+  until no task runs, so the sweep's own clean-up (`sweep.run`) finds every run closed or closes it
+  KILLED: a cancelled task gets SIGTERM, which a job turns into KeyboardInterrupt (`interrupts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from omegaconf import OmegaConf
+
+from sweeps import tags
+from sweeps.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+POLL_S = 2.0  # how often the queue is read while the array runs
+CANCEL_WAIT_S = 120.0  # after cancelling: how long to wait for running tasks to end (SLURM's KillWait, then SIGKILL)
+LOST_S = 30.0  # a task gone from the queue without a result: how long its result file gets to appear (slow NFS)
+# Pending reasons that never clear by waiting: the request exceeds what the partition or account allows.
+NEVER = ("PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints", "InvalidAccount",
+         "InvalidQOS", "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "QOSMaxWallDurationPerJobLimit",
+         "AssocMaxCpuPerJobLimit", "AssocMaxWallDurationPerJobLimit", "ReqNodeNotAvail, UnavailableNodes:")
+ENDED = ("CANCELLED", "TIMEOUT", "FAILED", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+SACCT = "Bypassing sacct error"
+
+
+def minutes(limit: str) -> Optional[float]:
+    """SLURM's time format (`30:00`, `1-12:00:00`, `infinite`) in minutes (None: no limit)."""
+    if limit in ("infinite", "UNLIMITED", "n/a", ""):
+        return None
+    days, _, clock = limit.rpartition("-")
+    parts = [float(p) for p in clock.split(":")]
+    h, m, s = ([0.0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0.0, parts[0], 0.0)
+    return (float(days or 0) * 24 + h) * 60 + m + s / 60
+
+
+def _cli(*command: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise ConfigError(f"hydra/launcher=slurm: `{command[0]}` not found: run the sweep where SLURM's commands "
+                          "are (a login node), or pick another hydra/launcher") from None
+
+
+def check_request(params: dict) -> None:
+    """One line naming the key when the partition can never run a task of this size."""
+    partition = params.get("partition")
+    args = ["sinfo", "-h", "-o", "%P|%c|%m|%l"] + (["-p", partition] if partition else [])
+    out = _cli(*args)
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.count("|") == 3]
+    if out.returncode != 0 or not rows:
+        known = sorted({line.split("|")[0].rstrip("*") for line in _cli("sinfo", "-h", "-o", "%P|").stdout.split()})
+        raise ConfigError(f"hydra.launcher.partition={partition}: no such partition on this cluster "
+                          f"(sinfo lists: {', '.join(known) or 'none'})")
+    name = rows[0][0].rstrip("*")
+    cpus = max(int(r[1].rstrip("+")) for r in rows)
+    memory_mb = max(int(re.sub(r"\D", "", r[2]) or 0) for r in rows)
+    limits = [minutes(r[3]) for r in rows]
+    limit = None if None in limits else max(limits)
+    want_cpus = params.get("cpus_per_task") or 1
+    if want_cpus * (params.get("tasks_per_node") or 1) > cpus:
+        raise ConfigError(f"hydra.launcher.cpus_per_task={want_cpus}: partition {name}'s nodes have {cpus} CPUs; "
+                          f"use hydra.launcher.cpus_per_task={cpus} or fewer")
+    if params.get("mem_gb") and params["mem_gb"] * 1024 > memory_mb:
+        raise ConfigError(f"hydra.launcher.mem_gb={params['mem_gb']}: partition {name}'s nodes have "
+                          f"{memory_mb / 1024:.1f} GB; use hydra.launcher.mem_gb={max(1, int(memory_mb / 1024))} or less")
+    if params.get("timeout_min") and limit is not None and params["timeout_min"] > limit:
+        raise ConfigError(f"hydra.launcher.timeout_min={params['timeout_min']}: partition {name} allows at most "
+                          f"{limit:g} minutes; use hydra.launcher.timeout_min={int(limit)} or less")
+
+
+class QuietSacct(logging.Filter):
+    """submitit's "Bypassing sacct error" warning (every poll, on a cluster without accounting) as one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if SACCT not in record.getMessage():
+            return True
+        if self.said:
+            return False
+        self.said = True
+        record.msg, record.args = ("sacct does not answer on this cluster (no accounting database): task states come "
+                                   "from squeue; -v shows submitit's messages"), ()
+        return True
+
+
+class Queue:
+    """The array's tasks as `squeue` sees them: {task id: (state, reason)}."""
+
+    def __init__(self, array_id: str):
+        self.array_id = array_id
+
+    def read(self) -> dict[str, tuple[str, str]]:
+        out = _cli("squeue", "-h", "-r", "-t", "all", "-j", self.array_id, "-o", "%i|%T|%r")
+        if out.returncode != 0:  # the controller is busy or the array already left the queue
+            return {}
+        rows = (line.split("|", 2) for line in out.stdout.splitlines() if line.count("|") >= 2)
+        return {task: (state, reason) for task, state, reason in rows}
+
+    def cancel(self) -> None:
+        """Pending tasks first (so none starts while the running ones end), then the running ones."""
+        _cli("scancel", "--state=PENDING", self.array_id)
+        _cli("scancel", self.array_id)
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    def check(self) -> None:
+        """The request against the partition, before anything is submitted (the sweeper calls this)."""
+        check_request(self.params)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        from sweeps.train import verbose
+
+        assert self.config is not None
+        if not verbose():
+            logging.getLogger("submitit").addFilter(QuietSacct())
+        executor = submitit.AutoExecutor(cluster="slurm", folder=self.params["submitit_folder"],
+                                         slurm_max_num_timeout=self.params["max_num_timeout"])
+        queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in queue_keys else f"slurm_{k}": v for k, v in self.params.items()
+                                      if k not in ("submitit_folder", "max_num_timeout")})
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        job_params = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        try:
+            jobs = executor.map_array(self, *zip(*job_params))
+        except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as err:
+            raise ConfigError(f"hydra/launcher=slurm: sbatch refused the array: {str(err).strip().splitlines()[-1]}"
+                              ) from None
+        queue = Queue(jobs[0].job_id.split("_")[0])
+        log.info("submitted %d job(s) to SLURM as array %s", len(jobs), queue.array_id)
+        try:
+            return self._wait(jobs, queue)
+        except BaseException:  # Ctrl-C, SIGTERM, a job that can never run, a store that is gone: cancel what we submitted
+            queue.cancel()
+            self._wait_for_the_end(queue)
+            raise
+
+    def _wait(self, jobs: list, queue: Queue) -> list[JobReturn]:
+        results: dict[int, JobReturn] = {}
+        lost_since: dict[int, float] = {}
+        said = None
+        while len(results) < len(jobs):
+            states = queue.read()
+            for i, job in enumerate(jobs):
+                if i in results:
+                    continue
+                state, reason = states.get(job.job_id, ("", ""))
+                if state in ENDED:  # even with a result file: a task cancelled mid-job ended its run KILLED itself
+                    results[i] = self._ended_by_slurm(job, state, reason)
+                    continue
+                if job.paths.result_pickle.exists():
+                    results[i] = self._result(job)
+                    continue
+                if state == "PENDING" and reason.startswith(NEVER):
+                    raise ConfigError(f"hydra/launcher=slurm: SLURM will never start task {job.job_id} "
+                                      f"(pending: {reason}); check hydra.launcher.partition, cpus_per_task, "
+                                      "mem_gb and timeout_min against `sinfo -o '%P %c %m %l'`")
+                if state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"):
+                    lost_since.pop(i, None)
+                    continue
+                # ended without a result, or gone from the queue: give the result file a moment to appear
+                if time.monotonic() - lost_since.setdefault(i, time.monotonic()) > LOST_S:
+                    results[i] = self._ended_by_slurm(job, state or "gone from the queue without a result", reason)
+            counts = {s: sum(1 for j in jobs if states.get(j.job_id, ("",))[0] == s) for s in ("RUNNING", "PENDING")}
+            line = f"{counts['RUNNING']} running, {counts['PENDING']} pending on SLURM (array {queue.array_id})"
+            if len(results) < len(jobs) and line != said and any(counts.values()):
+                log.info(line)
+                said = line
+            if len(results) < len(jobs):
+                time.sleep(POLL_S)
+        return [results[i] for i in range(len(jobs))]
+
+    @staticmethod
+    def _result(job: Any) -> JobReturn:
+        error = job.exception()
+        if error is None:
+            return job.results()[0]
+        return JobReturn(status=JobStatus.FAILED, _return_value=error)
+
+    def _ended_by_slurm(self, job: Any, state: str, reason: str) -> JobReturn:
+        """The run of a task SLURM ended (scancel, time limit, node lost) closed FAILED with SLURM's state."""
+        why = f"SLURM ended task {job.job_id}: {state}" + (f" ({reason})" if reason and reason != "None" else "")
+        log.error(why)
+        from sweeps.tracking import best_effort, connect
+
+        tracker = connect(self.config.tracking)
+        query = f"tags.`{tags.SLURM_JOB}` = '{job.job_id}' and attributes.status != 'FINISHED'"
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        # SIGTERM from SLURM makes the job end its own run KILLED ("interrupted") on its way out; wait for
+        # that (bounded: a task SIGKILLed or on a lost node never writes), then say what really ended it
+        while time.monotonic() < deadline and any(
+                r.info.status == "RUNNING" for r in tracker.client.search_runs([tracker.experiment_id], query)):
+            time.sleep(POLL_S)
+        for run in tracker.client.search_runs([tracker.experiment_id], query, max_results=10):
+            best_effort(tracker.client.set_tag, run.info.run_id, tags.ERROR, why)
+            best_effort(tracker.client.set_terminated, run.info.run_id, "FAILED")
+        return JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError(why))
+
+    @staticmethod
+    def _wait_for_the_end(queue: Queue) -> None:
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        said = False
+        while time.monotonic() < deadline:
+            try:
+                active = [t for t, (s, _) in queue.read().items() if s in ("RUNNING", "COMPLETING", "PENDING")]
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting (SLURM still ends them)
+                return
+            if not active:
+                return
+            if not said:
+                log.info("cancelled array %s: waiting for its %d task(s) to end", queue.array_id, len(active))
+                said = True
+            time.sleep(POLL_S)

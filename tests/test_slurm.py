@@ -1,0 +1,124 @@
+"""`hydra/launcher=slurm` on a real one-node SLURM cluster (tests/slurm_cluster.py: munged, slurmctld
+and slurmd started here, no accounting, 2 CPUs): an array read back, a task cancelled with `scancel`,
+Ctrl-C with tasks running and pending, and a request the partition can never meet (slow).
+
+Every job asks for one CPU, so two tasks run and the others wait, as on a busy cluster. Every wait
+is bounded and every process started here is killed in a `finally`; the cluster is stopped by pid.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import slurm_cluster
+from test_faults_cli import JOBS, _all_runs, _kill, _rows, _wait_for
+
+pytestmark = pytest.mark.slow
+
+FAST = ["data=digits", "model.hidden=[8]", "tracking.log_model=false", "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=10"]
+LONG_JOB_RUNNING = """select r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid
+                      where t.key = 'mlflow.runName' and t.value = 'epochs=500' and r.status = 'RUNNING'"""
+ACTIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = slurm_cluster.why_not()
+    if why:
+        pytest.skip(why)
+    started = slurm_cluster.Cluster()
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+
+
+def start(cluster, tmp_path: Path, *args: str) -> subprocess.Popen:
+    env = {**cluster.env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    return subprocess.Popen([sys.executable, "-m", "sweeps.train", "-m", *FAST, *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        _kill(proc)
+
+
+def array_of(stdout: str) -> str:
+    (line,) = [line for line in stdout.splitlines() if "to SLURM as array" in line]
+    return line.split()[-1]
+
+
+def tasks(cluster, array: str) -> dict[str, str]:
+    return {i: s for i, s in (line.split("|") for line in cluster.squeue("-r", "-t", "all", "-j", array,
+                                                                          "-o", "%i|%T"))}
+
+
+def test_an_array_whose_task_is_cancelled_fails_that_job_alone_with_slurms_reason(cluster, tmp_path):
+    """4 jobs, 2 running at a time: the terminal says so, in one line per change and no sacct noise;
+    `scancel` of the long task ends its run FAILED with SLURM's state, the other three finish."""
+    db = tmp_path / "mlflow.db"
+    proc = start(cluster, tmp_path, "epochs=1,2,3,500")
+    try:
+        long_job = _wait_for(lambda: _rows(db, LONG_JOB_RUNNING), 240, proc, "the long job running")[0][0]
+        (task,) = _rows(db, "select value from tags where run_uuid = ? and key = 'sweeps.slurm_job'", long_job)[0]
+        subprocess.run(["scancel", task], env=cluster.env, check=True)
+        out, err = finish(proc)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 1, err[-3000:]
+    assert "3 job(s) finished, 1 failed" in err and f"FAILED epochs=500: SLURM ended task {task}: CANCELLED" in err
+    assert err.count("sacct") <= 1 and "Bypassing" not in err + out
+    progress = [line for line in out.splitlines() if "pending on SLURM" in line]
+    assert any("2 running, 2 pending on SLURM" in line for line in progress), out[-3000:]
+    assert len(progress) == len(set(line.split("] ", 1)[1] for line in progress)), "a line per change, not per poll"
+    _, runs = _all_runs(tmp_path)
+    jobs = {r.info.run_name: r for r in runs if r.data.tags["sweeps.kind"] == "job"}
+    assert sorted(jobs) == ["epochs=1", "epochs=2", "epochs=3", "epochs=500"]
+    assert [jobs[f"epochs={n}"].info.status for n in (1, 2, 3)] == ["FINISHED"] * 3
+    cancelled = jobs["epochs=500"]
+    assert cancelled.info.status == "FAILED" and cancelled.data.tags["sweeps.error"].startswith(
+        f"SLURM ended task {task}: CANCELLED")
+    array = array_of(out)
+    assert sorted(r.data.tags["sweeps.slurm_job"] for r in jobs.values()) == [f"{array}_{i}" for i in range(4)]
+    assert not [s for s in tasks(cluster, array).values() if s in ACTIVE]
+
+
+def test_ctrl_c_cancels_the_running_and_the_pending_tasks(cluster, tmp_path):
+    """Ctrl-C with 2 tasks running and 2 pending: nothing of the array is left in the queue, nothing
+    RUNNING in the store, and the last line counts what happened: 2 stopped, 2 not started."""
+    db = tmp_path / "mlflow.db"
+    proc = start(cluster, tmp_path, "epochs=500", "seed=0,1,2,3")
+    try:
+        _wait_for(lambda: len([r for r in _rows(db, JOBS) if r[1] == "RUNNING"]) == 2, 240, proc, "2 jobs running")
+        proc.send_signal(signal.SIGINT)
+        out, err = finish(proc, timeout=200)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 130, err[-3000:]
+    assert "0 job(s) finished, 0 failed, 2 stopped, 2 not started" in err, err[-2000:]
+    array = array_of(out)
+    left = tasks(cluster, array)
+    assert left and not [s for s in left.values() if s in ACTIVE], left
+    assert not _rows(db, "select 1 from runs where status = 'RUNNING'")
+    assert sorted(s for (s,) in _rows(db, "select status from runs")) == ["KILLED"] * 3  # 2 jobs and the sweep
+
+
+def test_a_request_the_partition_cannot_meet_is_one_line_and_submits_nothing(cluster, tmp_path):
+    """The shipped example's 4 CPUs on nodes of 2: one line naming the key, exit 2, nothing queued."""
+    before = cluster.squeue("-t", "all", "-o", "%i")
+    proc = start(cluster, tmp_path, "epochs=1", "hydra.launcher.cpus_per_task=4")
+    out, err = finish(proc, timeout=120)
+    assert proc.returncode == 2, err[-2000:]
+    assert err.strip().splitlines() == ["error: hydra.launcher.cpus_per_task=4: partition debug's nodes have 2 CPUs; "
+                                        "use hydra.launcher.cpus_per_task=2 or fewer"]
+    assert cluster.squeue("-t", "all", "-o", "%i") == before
+    assert not _rows(tmp_path / "mlflow.db", "select 1 from runs")
