@@ -112,13 +112,20 @@ def test_ctrl_c_cancels_the_running_and_the_pending_tasks(cluster, tmp_path):
     assert sorted(s for (s,) in _rows(db, "select status from runs")) == ["KILLED"] * 3  # 2 jobs and the sweep
 
 
-def test_a_request_the_partition_cannot_meet_is_one_line_and_submits_nothing(cluster, tmp_path):
-    """The shipped example's 4 CPUs on nodes of 2: one line naming the key, exit 2, nothing queued."""
+@pytest.mark.parametrize("override, message", [
+    ("hydra.launcher.cpus_per_task=4", "error: hydra.launcher.cpus_per_task=4: partition debug's nodes have 2 CPUs; "
+                                       "use hydra.launcher.cpus_per_task=2 or fewer"),
+    ("hydra.launcher.gpus_per_task=1", "error: hydra.launcher: SLURM refuses this request (Invalid generic resource "
+                                       "(gres) specification): check partition=debug"),
+], ids=["cpus-sinfo", "gpus-test-only"])
+def test_a_request_the_partition_cannot_meet_is_one_line_and_submits_nothing(cluster, tmp_path, override, message):
+    """The shipped example's 4 CPUs on nodes of 2 (seen by sinfo), a GPU on a node without (sbatch
+    --test-only): one line naming the key, exit 2, nothing queued, nothing written to the store."""
     before = cluster.squeue("-t", "all", "-o", "%i")
-    proc = start(cluster, tmp_path, "epochs=1", "hydra.launcher.cpus_per_task=4")
+    proc = start(cluster, tmp_path, "epochs=1", override)
     out, err = finish(proc, timeout=120)
     assert proc.returncode == 2, err[-2000:]
-    assert err.strip().splitlines() == ["error: hydra.launcher.cpus_per_task=4: partition debug's nodes have 2 CPUs; "
-                                        "use hydra.launcher.cpus_per_task=2 or fewer"]
+    (line,) = err.strip().splitlines()
+    assert line.startswith(message), line
     assert cluster.squeue("-t", "all", "-o", "%i") == before
-    assert not _rows(tmp_path / "mlflow.db", "select 1 from runs")
+    assert not list(tmp_path.iterdir()), "nothing written"

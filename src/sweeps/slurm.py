@@ -6,7 +6,8 @@ Each job is one task of one SLURM array, submitted by submitit as upstream does;
 
 - **Before submitting**, the request is checked against the partition (`sinfo`): an unknown
   partition, more CPUs or memory than its nodes have, or more time than it allows is one line naming
-  the key (`hydra.launcher.cpus_per_task=4: partition debug's nodes have 2 CPUs`), exit 2.
+  the key (`hydra.launcher.cpus_per_task=4: partition debug's nodes have 2 CPUs`), exit 2; then
+  `sbatch --test-only` gives SLURM's own word on the rest (a constraint or gres no node has).
 - **While the array runs** this process reads the queue itself (`squeue`, every `POLL_S`), not
   `sacct`: clusters without an accounting database (common on small ones) make submitit warn on
   every poll; those warnings become one line (`-v` shows them all). The terminal says how many
@@ -75,7 +76,11 @@ def check_request(params: dict) -> None:
     args = ["sinfo", "-h", "-o", "%P|%c|%m|%l"] + (["-p", partition] if partition else [])
     out = _cli(*args)
     rows = [line.split("|") for line in out.stdout.splitlines() if line.count("|") == 3]
-    if out.returncode != 0 or not rows:
+    if out.returncode != 0 and "Invalid partition" not in out.stderr:
+        said = (out.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise ConfigError(f"hydra/launcher=slurm: sinfo cannot reach the cluster ({said}): run where SLURM's "
+                          "commands work (a login node; SLURM_CONF names the cluster's slurm.conf)")
+    if not rows:
         known = sorted({line.split("|")[0].rstrip("*") for line in _cli("sinfo", "-h", "-o", "%P|").stdout.split()})
         raise ConfigError(f"hydra.launcher.partition={partition}: no such partition on this cluster "
                           f"(sinfo lists: {', '.join(known) or 'none'})")
@@ -94,6 +99,27 @@ def check_request(params: dict) -> None:
     if params.get("timeout_min") and limit is not None and params["timeout_min"] > limit:
         raise ConfigError(f"hydra.launcher.timeout_min={params['timeout_min']}: partition {name} allows at most "
                           f"{limit:g} minutes; use hydra.launcher.timeout_min={int(limit)} or less")
+
+
+# Launcher options that are sbatch options of the same name (`cpus_per_task` -> `--cpus-per-task`).
+SBATCH_SAME = ("partition", "qos", "account", "comment", "constraint", "exclude", "gres", "nodes", "cpus_per_task",
+               "tasks_per_node", "gpus_per_node", "gpus_per_task", "cpus_per_gpu", "mem_per_gpu", "mem_per_cpu")
+
+
+def test_only(params: dict) -> None:
+    """`sbatch --test-only` with the request (nothing is submitted): SLURM's own word on what `sinfo`
+    cannot show (a constraint no node has, a gres that does not exist, an account or QOS)."""
+    flags = [f"--{k.replace('_', '-')}={params[k]}" for k in SBATCH_SAME if params.get(k) is not None]
+    if params.get("mem_gb"):
+        flags.append(f"--mem={params['mem_gb']}GB")
+    if params.get("timeout_min"):
+        flags.append(f"--time={params['timeout_min']}")
+    flags += [f"--{k.replace('_', '-')}={v}" for k, v in (params.get("additional_parameters") or {}).items()]
+    out = _cli("sbatch", "--test-only", *flags, "--wrap", "true")
+    if out.returncode != 0:
+        said = (out.stderr.strip().splitlines() or ["no reason given"])[-1].replace("sbatch: error: ", "")
+        raise ConfigError(f"hydra.launcher: SLURM refuses this request ({said}): check "
+                          f"{', '.join(f.lstrip('-') for f in flags)} against `sinfo -o '%P %c %m %l %f %G'`")
 
 
 class QuietSacct(logging.Filter):
@@ -137,6 +163,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
     def check(self) -> None:
         """The request against the partition, before anything is submitted (the sweeper calls this)."""
         check_request(self.params)
+        test_only(self.params)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
