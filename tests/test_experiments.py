@@ -1,4 +1,8 @@
-"""Every conf/experiment/*.yaml runs as a multirun with tiny overrides and finishes every job (slow).
+"""Every conf/experiment/*.yaml composes into jobs that pass the config checks and differ (fast, in
+this process); one experiment per component runs as a multirun with tiny overrides and finishes
+every job (slow): regression on California housing, cross-validation, a search, the Kaggle CSV with
+batch norm, early stopping and every penalty kind. The others train what those do, on the same
+loaders (tests/test_data.py reads every file format).
 
 The datasets are small files written here (MNIST and Fashion-MNIST IDX, Kaggle CSV, the California
 archive) and found through $SWEEPS_DATA_DIR, so the test needs no internet.
@@ -8,6 +12,7 @@ process is single-threaded start-up (importing TensorFlow and MLflow), so the mo
 selected experiments two at a time (one per core, at most two) before its tests read the results.
 """
 
+import itertools
 import json
 import os
 import subprocess
@@ -16,13 +21,14 @@ import time
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from conftest import write_cal_housing, write_idx_dataset, write_kaggle_csv
-from sweeps.config import conf_dir
+from sweeps.config import conf_dir, config_hash, validate
 
-pytestmark = pytest.mark.slow
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
+END_TO_END = ["california_warmup", "fashion_architectures", "fashion_regularizers", "search_regularization"]
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +51,30 @@ def is_search(name: str) -> bool:
     return {"override /hydra/sweeper": "optuna"} in defaults
 
 
-def expected_jobs(name: str) -> int:
-    if is_search(name):
-        return SEARCH_TRIALS
+def grid(name: str) -> list[list[str]]:
+    """The jobs of a grid experiment as override lists (Hydra's cartesian product of its params)."""
     params = yaml.safe_load((conf_dir() / "experiment" / f"{name}.yaml").read_text())
     params = (params.get("hydra") or {}).get("sweeper", {}).get("params", {})
-    count = 1
-    for values in params.values():
-        count *= len(str(values).split(","))
-    return count
+    return [list(job) for job in itertools.product(*([f"{key}={v.strip()}" for v in str(values).split(",")]
+                                                      for key, values in params.items()))]
+
+
+def expected_jobs(name: str) -> int:
+    return SEARCH_TRIALS if is_search(name) else len(grid(name))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_into_jobs_that_pass_the_checks_and_differ(name):
+    jobs = [[]] if is_search(name) else grid(name)
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        configs = [compose("config", overrides=[f"+experiment={name}", *job]) for job in jobs]
+    for cfg in configs:
+        validate(cfg)
+    assert len({config_hash(cfg) for cfg in configs}) == len(configs), "variants must differ"
 
 
 def test_every_study_is_an_experiment_and_fashion_batch_size_is_one():
-    assert "fashion_batch_size" in EXPERIMENTS and len(EXPERIMENTS) >= 8
+    assert "fashion_batch_size" in EXPERIMENTS and len(EXPERIMENTS) >= 8 and set(END_TO_END) <= set(EXPERIMENTS)
 
 
 TIMEOUT_S = 900  # per experiment
@@ -68,7 +85,7 @@ def finished(request, tmp_path_factory, data_dir) -> dict:
     """{name: (folder, completed process)} for every experiment selected in this session, run at most
     two at a time; each process is killed if it outlives TIMEOUT_S (or the fixture is interrupted)."""
     selected = [item.callspec.params["name"] for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec") and "name" in item.callspec.params]
+                if item.module is request.module and "finished" in item.fixturenames and "name" in item.callspec.params]
     waiting, running, done = list(dict.fromkeys(selected)), {}, {}
     try:
         while waiting or running:
@@ -100,7 +117,8 @@ def finished(request, tmp_path_factory, data_dir) -> dict:
     return done
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.slow
+@pytest.mark.parametrize("name", END_TO_END)
 def test_experiment_runs_as_a_multirun(name, finished):
     folder, proc = finished[name]
     assert proc.returncode == 0, proc.stderr[-3000:]
