@@ -1,12 +1,12 @@
 """`hydra/launcher=slurm` on a real one-node SLURM cluster (tests/slurm_cluster.py: munged, slurmctld
 and slurmd started here, no accounting, 2 CPUs): an array read back, a task cancelled with `scancel`,
-Ctrl-C with tasks running and pending, and a request the partition can never meet (slow).
+Ctrl-C with tasks running and pending, and a request the partition can never meet (slow); and the pieces that need no cluster.
 
 Every job asks for one CPU, so two tasks run and the others wait, as on a busy cluster. Every wait
 is bounded and every process started here is killed in a `finally`; the cluster is stopped by pid.
 """
 
-import os
+import logging
 import signal
 import subprocess
 import sys
@@ -16,8 +16,6 @@ import pytest
 
 import slurm_cluster
 from test_faults_cli import JOBS, _all_runs, _kill, _rows, _wait_for
-
-pytestmark = pytest.mark.slow
 
 FAST = ["data=digits", "model.hidden=[8]", "tracking.log_model=false", "hydra/launcher=slurm",
         "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
@@ -62,6 +60,7 @@ def tasks(cluster, array: str) -> dict[str, str]:
                                                                           "-o", "%i|%T"))}
 
 
+@pytest.mark.slow
 def test_an_array_whose_task_is_cancelled_fails_that_job_alone_with_slurms_reason(cluster, tmp_path):
     """4 jobs, 2 running at a time: the terminal says so, in one line per change and no sacct noise;
     `scancel` of the long task ends its run FAILED with SLURM's state, the other three finish."""
@@ -92,6 +91,7 @@ def test_an_array_whose_task_is_cancelled_fails_that_job_alone_with_slurms_reaso
     assert not [s for s in tasks(cluster, array).values() if s in ACTIVE]
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_the_running_and_the_pending_tasks(cluster, tmp_path):
     """Ctrl-C with 2 tasks running and 2 pending: nothing of the array is left in the queue, nothing
     RUNNING in the store, and the last line counts what happened: 2 stopped, 2 not started."""
@@ -112,6 +112,7 @@ def test_ctrl_c_cancels_the_running_and_the_pending_tasks(cluster, tmp_path):
     assert sorted(s for (s,) in _rows(db, "select status from runs")) == ["KILLED"] * 3  # 2 jobs and the sweep
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, message", [
     ("hydra.launcher.cpus_per_task=4", "error: hydra.launcher.cpus_per_task=4: partition debug's nodes have 2 CPUs; "
                                        "use hydra.launcher.cpus_per_task=2 or fewer"),
@@ -129,3 +130,30 @@ def test_a_request_the_partition_cannot_meet_is_one_line_and_submits_nothing(clu
     assert line.startswith(message), line
     assert cluster.squeue("-t", "all", "-o", "%i") == before
     assert not list(tmp_path.iterdir()), "nothing written"
+
+
+@pytest.mark.parametrize("limit, expected", [("30:00", 30), ("1:30:00", 90), ("2-00:00:00", 2880), ("infinite", None),
+                                             ("UNLIMITED", None), ("5", 5)])
+def test_slurm_time_limits_read_as_minutes(limit, expected):
+    from sweeps.slurm import minutes
+
+    assert minutes(limit) == expected
+
+
+def test_submitits_sacct_warnings_become_one_line_and_other_lines_pass(caplog):
+    from sweeps.slurm import QuietSacct
+
+    logger = logging.getLogger("submitit.test")
+    quiet = QuietSacct()
+    logger.addFilter(quiet)
+    try:
+        with caplog.at_level(logging.INFO, logger="submitit.test"):
+            for call in range(5):
+                logger.warning("Call #%d - Bypassing sacct error Command '['sacct', ...]' returned non-zero exit "
+                               "status 1., status may be inaccurate.", call)
+            logger.info("Submitted job 7")
+    finally:
+        logger.removeFilter(quiet)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["sacct does not answer on this cluster (no accounting database): task states come from "
+                        "squeue; -v shows submitit's messages", "Submitted job 7"]

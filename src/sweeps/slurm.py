@@ -160,6 +160,10 @@ class Queue:
 
 
 class SlurmLauncher(SubmititSlurmLauncher):
+    _tracker = None  # the store, connected when a task SLURM ended has a run to close
+
+    def __getstate__(self) -> dict:  # submitit pickles the launcher into every task: not the store's client
+        return {k: v for k, v in self.__dict__.items() if k != "_tracker"}
     def check(self) -> None:
         """The request against the partition, before anything is submitted (the sweeper calls this)."""
         check_request(self.params)
@@ -199,7 +203,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _wait(self, jobs: list, queue: Queue) -> list[JobReturn]:
         results: dict[int, JobReturn] = {}
-        lost_since: dict[int, float] = {}
+        lost_since: dict[int, float] = {}  # task index -> when it was first seen neither queued nor with a result
+        ending: dict[int, float] = {}  # task index -> when SLURM was first seen to have ended it
         said = None
         while len(results) < len(jobs):
             states = queue.read()
@@ -208,7 +213,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
                     continue
                 state, reason = states.get(job.job_id, ("", ""))
                 if state in ENDED:  # even with a result file: a task cancelled mid-job ended its run KILLED itself
-                    results[i] = self._ended_by_slurm(job, state, reason)
+                    ended = self._ended_by_slurm(job, state, reason, ending.setdefault(i, time.monotonic()))
+                    if ended is not None:
+                        results[i] = ended
                     continue
                 if job.paths.result_pickle.exists():
                     results[i] = self._result(job)
@@ -222,7 +229,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
                     continue
                 # ended without a result, or gone from the queue: give the result file a moment to appear
                 if time.monotonic() - lost_since.setdefault(i, time.monotonic()) > LOST_S:
-                    results[i] = self._ended_by_slurm(job, state or "gone from the queue without a result", reason)
+                    ended = self._ended_by_slurm(job, state or "gone from the queue without a result", reason,
+                                                 ending.setdefault(i, time.monotonic()))
+                    if ended is not None:
+                        results[i] = ended
             counts = {s: sum(1 for j in jobs if states.get(j.job_id, ("",))[0] == s) for s in ("RUNNING", "PENDING")}
             line = f"{counts['RUNNING']} running, {counts['PENDING']} pending on SLURM (array {queue.array_id})"
             if len(results) < len(jobs) and line != said and any(counts.values()):
@@ -239,23 +249,25 @@ class SlurmLauncher(SubmititSlurmLauncher):
             return job.results()[0]
         return JobReturn(status=JobStatus.FAILED, _return_value=error)
 
-    def _ended_by_slurm(self, job: Any, state: str, reason: str) -> JobReturn:
-        """The run of a task SLURM ended (scancel, time limit, node lost) closed FAILED with SLURM's state."""
-        why = f"SLURM ended task {job.job_id}: {state}" + (f" ({reason})" if reason and reason != "None" else "")
-        log.error(why)
+    def _ended_by_slurm(self, job: Any, state: str, reason: str, since: float) -> Optional[JobReturn]:
+        """The run of a task SLURM ended (scancel, time limit, node lost) closed FAILED with SLURM's state;
+        None while that run is still RUNNING and its job may yet close it (asked again at the next poll)."""
         from sweeps.tracking import best_effort, connect
 
-        tracker = connect(self.config.tracking)
-        query = f"tags.`{tags.SLURM_JOB}` = '{job.job_id}' and attributes.status != 'FINISHED'"
-        deadline = time.monotonic() + CANCEL_WAIT_S
+        if self._tracker is None:
+            self._tracker = connect(self.config.tracking)
+        client, experiment = self._tracker.client, self._tracker.experiment_id
+        runs = client.search_runs([experiment], f"tags.`{tags.SLURM_JOB}` = '{job.job_id}' and "
+                                  "attributes.status != 'FINISHED'", max_results=10)
         # SIGTERM from SLURM makes the job end its own run KILLED ("interrupted") on its way out; wait for
         # that (bounded: a task SIGKILLed or on a lost node never writes), then say what really ended it
-        while time.monotonic() < deadline and any(
-                r.info.status == "RUNNING" for r in tracker.client.search_runs([tracker.experiment_id], query)):
-            time.sleep(POLL_S)
-        for run in tracker.client.search_runs([tracker.experiment_id], query, max_results=10):
-            best_effort(tracker.client.set_tag, run.info.run_id, tags.ERROR, why)
-            best_effort(tracker.client.set_terminated, run.info.run_id, "FAILED")
+        if any(r.info.status == "RUNNING" for r in runs) and time.monotonic() - since < CANCEL_WAIT_S:
+            return None
+        why = f"SLURM ended task {job.job_id}: {state}" + (f" ({reason})" if reason and reason != "None" else "")
+        log.error(why)
+        for run in runs:
+            best_effort(client.set_tag, run.info.run_id, tags.ERROR, why)
+            best_effort(client.set_terminated, run.info.run_id, "FAILED")
         return JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError(why))
 
     @staticmethod
