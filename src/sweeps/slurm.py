@@ -164,6 +164,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def __getstate__(self) -> dict:  # submitit pickles the launcher into every task: not the store's client
         return {k: v for k, v in self.__dict__.items() if k != "_tracker"}
+
     def check(self) -> None:
         """The request against the partition, before anything is submitted (the sweeper calls this)."""
         check_request(self.params)
@@ -175,8 +176,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
         from sweeps.train import verbose
 
         assert self.config is not None
-        if not verbose():
-            logging.getLogger("submitit").addFilter(QuietSacct())
+        submitit_log = logging.getLogger("submitit")
+        if not verbose() and not any(isinstance(f, QuietSacct) for f in submitit_log.filters):  # once per process
+            submitit_log.addFilter(QuietSacct())
         executor = submitit.AutoExecutor(cluster="slurm", folder=self.params["submitit_folder"],
                                          slurm_max_num_timeout=self.params["max_num_timeout"])
         queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
@@ -189,7 +191,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         try:
             jobs = executor.map_array(self, *zip(*job_params))
-        except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as err:
+        except (subprocess.CalledProcessError, RuntimeError) as err:  # sbatch's refusal; submitit's FailedSubmissionError
             raise ConfigError(f"hydra/launcher=slurm: sbatch refused the array: {str(err).strip().splitlines()[-1]}"
                               ) from None
         queue = Queue(jobs[0].job_id.split("_")[0])
