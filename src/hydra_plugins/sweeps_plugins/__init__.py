@@ -87,38 +87,33 @@ class OptunaSweeper(_TrackedSweeper):
     IMPLEMENTATION = "sweeps.search:OptunaSweeper"
 
 
-class PackedLauncher(Launcher):
+class _ImplementedLauncher(Launcher):
+    IMPLEMENTATION = ""
+
+    def __init__(self, **settings: Any) -> None:
+        self.impl = _implementation(self.IMPLEMENTATION, settings)
+
+    def setup(self, **kwargs: Any) -> None:
+        self.impl.setup(**kwargs)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        return self.impl.launch(job_overrides, initial_job_idx)
+
+    def check(self) -> None:
+        """Its settings checked, as one line (our sweepers call it before anything runs)."""
+        self.impl.check()
+
+
+class PackedLauncher(_ImplementedLauncher):
     """`hydra/launcher=packed`: see `sweeps.launcher`."""
 
-    def __init__(self, **settings: Any) -> None:
-        self.impl = _implementation("sweeps.launcher:PackedLauncher", settings)
-
-    def setup(self, **kwargs: Any) -> None:
-        self.impl.setup(**kwargs)
-
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-        return self.impl.launch(job_overrides, initial_job_idx)
-
-    def check(self) -> None:
-        """Its settings out of range, as one line (our sweepers call it before anything runs)."""
-        self.impl.check()
+    IMPLEMENTATION = "sweeps.launcher:PackedLauncher"
 
 
-class SlurmLauncher(Launcher):
+class SlurmLauncher(_ImplementedLauncher):
     """`hydra/launcher=slurm` (conf/hydra/launcher/slurm.yaml: hydra-submitit-launcher's options): see `sweeps.slurm`."""
 
-    def __init__(self, **settings: Any) -> None:
-        self.impl = _implementation("sweeps.slurm:SlurmLauncher", settings)
-
-    def setup(self, **kwargs: Any) -> None:
-        self.impl.setup(**kwargs)
-
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-        return self.impl.launch(job_overrides, initial_job_idx)
-
-    def check(self) -> None:
-        """The request against the cluster's partition, as one line (before anything is submitted)."""
-        self.impl.check()
+    IMPLEMENTATION = "sweeps.slurm:SlurmLauncher"
 
 
 _store = ConfigStore.instance()
