@@ -1,11 +1,13 @@
-"""How much does tracking cost? Per-epoch logging vs an epoch, and saving the model.
+"""How much does tracking cost? Per-epoch logging vs an epoch, a per-epoch checkpoint, and saving the model.
 
     make bench            # or: python benchmarks/bench_logging.py [--epochs 3] [--reps 3]
 
 Side by side in one process, on Fashion-MNIST (Debian package) or digits when it is absent:
   1. the same 512-512 MLP trained with and without `MlflowEpochLogger`, alternating, so that
      machine noise hits both; the logger also times its own work per epoch;
-  2. `log_keras_model` (requirements given) against MLflow's default (requirements inferred by
+  2. the per-epoch checkpoint of a job on SLURM (`sweeps.checkpoint`: variables, optimizer state,
+     early stopping) against the epoch, and its file size;
+  3. `log_keras_model` (requirements given) against MLflow's default (requirements inferred by
      re-importing the model in a fresh process).
 Prints medians and ratios; absolute seconds on a shared machine are noise.
 """
@@ -16,6 +18,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import keras
 import mlflow
@@ -25,10 +28,11 @@ from mlflow.tracking import MlflowClient
 
 from common import EpochTimer
 from sweeps.callbacks import MlflowEpochLogger
+from sweeps.checkpoint import Checkpoint
 from sweeps.config import conf_dir, register_configs
 from sweeps.data import load_dataset
 from sweeps.errors import DataError
-from sweeps.models import build_model, compile_model, hidden_dense_layers
+from sweeps.models import build_model, compile_model, kernel_layers
 from sweeps.tracking import Tracker
 
 
@@ -65,7 +69,7 @@ def main() -> None:
                 callbacks = [timer]
                 if with_logger:
                     run_id = client.create_run(exp).info.run_id
-                    logger = MlflowEpochLogger(run_id, len(data.x_train), hidden_dense_layers(model), client=client)
+                    logger = MlflowEpochLogger(run_id, len(data.x_train), kernel_layers(model), client=client)
                     callbacks.append(logger)
                 model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=args.epochs, verbose=0,
                           validation_data=(data.x_val, data.y_val), callbacks=callbacks)
@@ -78,6 +82,24 @@ def main() -> None:
         print(f"| epoch with logger (s) | {statistics.median(logged):.3f} |")
         print(f"| logger's own work per epoch (s) | {cost:.4f} |")
         print(f"| logging cost / epoch | {100 * cost / epoch:.3f} % |")
+
+        saving, size = [], 0
+        for rep in range(args.reps):
+            model = compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)
+            run_id = client.create_run(exp).info.run_id
+            logger = MlflowEpochLogger(run_id, len(data.x_train), kernel_layers(model), client=client)
+            path = Path(tmp) / f"checkpoint-{rep}.npz"
+            keep = Checkpoint(path, {"run_id": run_id, "parent": "bench", "config_hash": "bench"}, logger,
+                              keras.callbacks.EarlyStopping(patience=100, restore_best_weights=True))
+            model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=args.epochs, verbose=0,
+                      validation_data=(data.x_val, data.y_val),
+                      callbacks=[keep.hold, logger, keep.early_stopping, keep])
+            saving.append(keep.seconds / args.epochs)
+            size = path.stat().st_size
+        print(f"| checkpoint per epoch (s) | {statistics.median(saving):.4f} |")
+        print(f"| checkpoint cost / epoch | {100 * statistics.median(saving) / epoch:.3f} % |")
+        print(f"| checkpoint file (MB, {model.count_params()} weights, optimizer and best weights) | "
+              f"{size / 1e6:.1f} |")
 
         ours, inferred = [], []
         with mlflow.start_run(experiment_id=exp) as run:

@@ -28,7 +28,7 @@ from sweeps.callbacks import MlflowEpochLogger
 from sweeps.config import conf_dir, register_configs
 from sweeps.data import load_dataset
 from sweeps.errors import DataError
-from sweeps.models import build_model, compile_model, hidden_dense_layers
+from sweeps.models import build_model, compile_model, kernel_layers
 from sweeps.tracking import ensure_experiment
 
 
@@ -58,7 +58,7 @@ def epoch_times(cfg, data, logger_cls, client, run_id, epochs: int) -> list[floa
     keras.utils.set_random_seed(0)
     model = compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)
     timer = EpochTimer()
-    logger = logger_cls(run_id, len(data.x_train), hidden_dense_layers(model), client=client)
+    logger = logger_cls(run_id, len(data.x_train), kernel_layers(model), client=client)
     model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=epochs, verbose=0,
               validation_data=(data.x_val, data.y_val), callbacks=[timer, logger])
     return timer.times[1:]

@@ -82,6 +82,8 @@ def test_values_that_fit_their_class_pass(make_cfg):
     (["hydra.sweep.dir=/etc/hostname/x", "reg=l1,l2"], True, "hydra.sweep.dir=/etc/hostname/x: cannot write there"),
     (["seed=-1"], False, "seed=-1 is invalid"),  # a single run's values: checked before Hydra makes its folder
     (["repeat=3"], False, "repeat=3 repeats each configuration of a sweep: add -m"),
+    (["checkpoint=true"], False, "checkpoint=true saves each epoch of a sweep's jobs, so a job SLURM requeues "
+                                 "continues: add -m"),
 ])
 def test_what_only_the_composed_config_shows_is_one_line(tmp_path, monkeypatch, overrides, multirun, message):
     monkeypatch.chdir(tmp_path)

@@ -31,3 +31,11 @@ def test_wheel_ships_conf_inside_the_package(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path,
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(target / "sweeps" / "conf")
+
+
+def test_every_benchmark_imports_what_it_uses():
+    """`make bench` is run by hand, rarely: a renamed function must fail here, not in the next bench run."""
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    code = "import sys; sys.path.insert(0, 'benchmarks'); " + "; ".join(f"import {p.stem}" for p in scripts)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert len(scripts) >= 8 and out.returncode == 0, out.stderr[-2000:]

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 import slurm_cluster
 from test_faults_cli import JOBS, _all_runs, _kill, _rows, _wait_for
@@ -89,6 +90,34 @@ def test_an_array_whose_task_is_cancelled_fails_that_job_alone_with_slurms_reaso
     array = array_of(out)
     assert sorted(r.data.tags["sweeps.slurm_job"] for r in jobs.values()) == [f"{array}_{i}" for i in range(4)]
     assert not [s for s in tasks(cluster, array).values() if s in ACTIVE]
+
+
+@pytest.mark.slow
+def test_a_requeued_task_continues_after_its_last_saved_epoch_in_the_same_run(cluster, tmp_path):
+    """`scontrol requeue` of a running task (what preemption does): SIGTERM, back to the queue, started
+    again; the job goes on from its checkpoint in its own run: every epoch logged once, one run."""
+    proc = start(cluster, tmp_path, "epochs=200")
+    try:
+        saved = _wait_for(lambda: list(tmp_path.glob("multirun/*/*/.checkpoints/0.npz")), 240, proc, "a checkpoint")
+        ((task,),) = _rows(tmp_path / "mlflow.db", "select value from tags where key = 'sweeps.slurm_job'")
+        subprocess.run(["scontrol", "requeue", task], env=cluster.env, check=True)
+        # SLURM holds a requeued task back for 2 minutes (BeginTime); let it start at once
+        _wait_for(lambda: tasks(cluster, task).get(task) == "PENDING", 120, proc, "the task back in the queue")
+        subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], env=cluster.env, check=True)
+        out, err = finish(proc)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 0, err[-3000:]
+    assert "1 job(s) finished, 0 failed" in err and f"SLURM requeued task {task}" in out, out[-2000:]
+    _, runs = _all_runs(tmp_path)
+    (job,) = [r for r in runs if r.data.tags["sweeps.kind"] == "job"]
+    said = "".join(p.read_text() for p in tmp_path.glob("multirun/*/*/.submitit/*/*_log.err"))
+    assert f"continues run {job.info.run_id} after epoch" in said, said[-2000:]  # the task's own stderr
+    assert job.info.status == "FINISHED" and int(job.data.tags["sweeps.continued_at_epoch"]) >= 1
+    steps = sorted(m.step for m in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+        job.info.run_id, "val_loss"))
+    assert steps == list(range(1, 201)), "every epoch once"
+    assert not saved[0].exists()
 
 
 @pytest.mark.slow

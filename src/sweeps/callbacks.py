@@ -150,6 +150,12 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.diverged = self.diverged or reason
         self.model.stop_training = True
 
+    STATE = ("history", "best", "best_epoch", "log_seconds", "epoch_seconds")
+
+    def state(self) -> dict:
+        """What a checkpoint stores to continue this log after a restart (`checkpoint.Checkpoint` sets it back)."""
+        return {key: getattr(self, key) for key in self.STATE}
+
     def summary(self) -> dict[str, float]:
         """End-of-training metrics: best epoch and value, and the logging overhead."""
         out = {"logging_overhead_pct": 100.0 * self.log_seconds / max(self.epoch_seconds, 1e-9)}

@@ -194,6 +194,9 @@ class Config:
     optimized_metric: Any = RANK_METRIC
     resume: bool = True  # multirun: skip jobs whose config already FINISHED in the experiment
     threads: Optional[int] = None  # TensorFlow CPU threads per job; null: cores / jobs running at once
+    # Save the training state every epoch so a job SLURM requeues continues after its last finished epoch
+    # in the same run (`sweeps.checkpoint`); null: on inside a SLURM task of a sweep
+    checkpoint: Optional[bool] = None
     steps_per_execution: Optional[int] = None  # batches per call into TensorFlow (same updates); null: 64
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)  # set by hydra/sweeper=optuna; leave alone
@@ -689,7 +692,8 @@ def applicable(cfg: DictConfig) -> dict:
 
 
 # Keys that do not change what is trained, so they stay out of the config hash.
-_NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution", "optimized_metric", "repeat")
+_NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution", "optimized_metric", "repeat",
+               "checkpoint")
 
 
 # Keys added after runs were recorded, with the value that means "off": a job that leaves them off

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
 from omegaconf import DictConfig
 
 from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
+from sweeps.checkpoint import Checkpoint
 from sweeps.config import higher_is_better, ranked_metric
 from sweeps.data import Dataset
 from sweeps.errors import DivergedError
@@ -29,23 +30,32 @@ def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
 
 
 def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger,
-        extra: tuple[keras.callbacks.Callback, ...] = ()) -> float:
+        extra: tuple[keras.callbacks.Callback, ...] = (), checkpoint: Optional[Checkpoint] = None) -> float:
     """model.fit with our logger, the epoch progress on stderr (and early stopping when enabled, and
-    `extra`); returns seconds spent."""
+    `extra`); with `checkpoint`, the state saved every epoch and, when it holds a saved one, training
+    continued after its last epoch. Returns seconds spent."""
     shown = (ranked_metric(cfg), *EPOCH_KEYS)
     progress = EpochProgress(cfg.epochs, shown)
-    callbacks: list[keras.callbacks.Callback] = [logger, StopOnInterrupt(), progress, *extra]
+    callbacks: list[keras.callbacks.Callback] = [logger, progress, *extra]
     es = cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, mode=direction(es.monitor),
                                                        patience=es.patience,
                                                        min_delta=es.min_delta,
                                                        restore_best_weights=es.restore_best_weights))
+    first = 0
+    if checkpoint is not None:  # after the logger and early stopping: restores them, saves what they updated
+        checkpoint.early_stopping = callbacks[-1] if es.enabled else None
+        first = checkpoint.saved.epoch if checkpoint.saved else 0
+        callbacks = [checkpoint.hold, *callbacks, checkpoint]
+    callbacks.append(StopOnInterrupt())  # last: an interrupt swallowed during the epoch stops after it was saved
     tic = time.perf_counter()
     try:
-        fit_epochs(model, data, cfg, [cfg.seed], callbacks)
+        fit_epochs(model, data, cfg, [cfg.seed], callbacks, first)
     finally:
         progress.close()
+        if checkpoint is not None:
+            checkpoint.release()
     if logger.diverged:
         raise DivergedError(diverged_message(logger.diverged))
     return time.perf_counter() - tic
@@ -64,11 +74,12 @@ EVAL_BATCH = 1024  # batch size of validation and evaluation passes (no updates:
 
 
 def fit_epochs(model: keras.Model, data: Dataset, cfg: DictConfig, seeds: Sequence[int],
-               callbacks: Sequence[keras.callbacks.Callback]) -> None:
-    """`model.fit` for `cfg.epochs` on our batches (`EpochBatches`), validating every epoch."""
-    batches = EpochBatches(data.x_train, data.y_train, cfg.batch_size, seeds)
+               callbacks: Sequence[keras.callbacks.Callback], first: int = 0) -> None:
+    """`model.fit` for `cfg.epochs` on our batches (`EpochBatches`), validating every epoch; from
+    epoch `first` (counted from 0: the epochs a checkpoint already holds are not trained again)."""
+    batches = EpochBatches(data.x_train, data.y_train, cfg.batch_size, seeds, first)
     validation = evaluation_batches(data, "val") if len(data.x_val) else None
-    model.fit(batches.dataset, epochs=cfg.epochs, validation_data=validation,
+    model.fit(batches.dataset, epochs=cfg.epochs, initial_epoch=first, validation_data=validation,
               shuffle=False, callbacks=[batches, *callbacks], verbose=0)  # the order is `batches`'
 
 
@@ -80,19 +91,21 @@ class EpochBatches(keras.callbacks.Callback):
     gives `[B, ...]` batches (every member sees the same batch); several give
     `[len(seeds), B, ...]`, member k's batch under seeds[k] (members sharing a seed share its
     permutation). The dataset counts its own passes (the
-    epoch number), from 0 at the start of training; one epoch per pass keeps Keras' multi-step
+    epoch number), from `first` at the start of training; one epoch per pass keeps Keras' multi-step
     calls (`steps_per_execution`) inside the epoch.
 
     Args:
         x, y: the training examples.
         batch_size: examples per batch.
         seeds: one seed per member.
+        first: the epoch training starts at (a job continued from its checkpoint: after the saved ones).
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seeds: Sequence[int]):
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seeds: Sequence[int], first: int = 0):
         import tensorflow as tf
 
         super().__init__()
+        self.first = first
         n = len(x)
         self.steps = math.ceil(n / batch_size)
         self.passes = tf.Variable(-1, dtype=tf.int64, trainable=False)  # epoch of the latest pass begun
@@ -119,7 +132,7 @@ class EpochBatches(keras.callbacks.Callback):
         self.dataset = batches.apply(tf.data.experimental.assert_cardinality(self.steps)).prefetch(tf.data.AUTOTUNE)
 
     def on_train_begin(self, logs=None):
-        self.passes.assign(-1)  # Keras may have looked at a batch before training began
+        self.passes.assign(self.first - 1)  # Keras may have looked at a batch before training began
 
 
 def evaluation_batches(data: Dataset, split: str):

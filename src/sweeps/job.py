@@ -19,7 +19,7 @@ from typing import Optional
 import keras
 from omegaconf import DictConfig
 
-from sweeps import interrupts, plots, progress, recovery, sweep, tags, tracking
+from sweeps import checkpoint, interrupts, plots, progress, recovery, sweep, tags, tracking
 from sweeps.callbacks import MlflowEpochLogger, OptunaPruning, TrialReports
 from sweeps.config import check_task, config_hash, objectives, ranked_metric, validate
 from sweeps.cv import cross_validate
@@ -89,24 +89,50 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
         use_threads(threads)
     keras.utils.set_random_seed(cfg.seed)
     model = new_model(cfg, data)  # 6.
-    with tracker.job_run(name, parent.info.run_id if parent else None, run_tags) as run:  # 7. always ended
+    saving, saved = job_checkpoint(cfg, job, tracker, parent)  # requeued by SLURM: where it left off
+    if saved:
+        progress.say(f"  continues run {saved.run_id} after epoch {saved.epoch} (its checkpoint: the job was requeued)")
+    with checkpoint.kept_if_interrupted(saving), tracker.job_run(
+            name, parent.info.run_id if parent else None, run_tags, continues=saved.run_id if saved else None,
+            after_epoch=saved.epoch if saved else 0) as run:  # 7. always ended
         run_id = run.info.run_id
-        tracker.log_config(run_id, cfg, {"n_params": model.count_params(), **data.sizes()})
-        cv = cross_validate(cfg, data, tracker, run_id) if cfg.cv.folds else {}  # k folds, nested under this run
+        if saved is None:
+            tracker.log_config(run_id, cfg, {"n_params": model.count_params(), **data.sizes()})
+            cv = cross_validate(cfg, data, tracker, run_id) if cfg.cv.folds else {}  # k folds, nested under this run
+        else:
+            cv = saved.state.get("cv", {})
         logger = MlflowEpochLogger(run_id, len(data.x_train), kernel_layers(model),
                                    monitor=cfg.early_stopping.monitor, client=tracker.client)
         pruning = trial_pruning(cfg)
-        train_time = fit(model, data, cfg, logger, (pruning,) if pruning else ())  # 8.
+        keep = (checkpoint.Checkpoint(saving, {"run_id": run_id, "parent": parent.info.run_id,
+                                                "config_hash": config_hash(cfg)}, logger, saved=saved, extra={"cv": cv})
+                if saving else None)
+        train_time = fit(model, data, cfg, logger, (pruning,) if pruning else (), keep)  # 8.
         if pruning and pruning.pruned_at is not None:  # a search trial the pruner stopped: FINISHED, marked
             tracker.client.set_tag(run_id, tags.PRUNED_AT, str(pruning.pruned_at))
-        final = {**cv, **logger.summary(), **best_values(logger.history), "train_time_s": train_time,
+        earlier = saved.state.get("train_time_s", 0.0) if saved else 0.0
+        final = {**cv, **logger.summary(), **best_values(logger.history), "train_time_s": earlier + train_time,
                  **evaluate(model, data)}  # 9.
+        if keep:
+            final["checkpoint_s"] = keep.seconds
         tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
         log_artifacts(tracker, run_id, model, data, logger.history, name, cfg.tracking.log_model)  # 10.
     result = {**last_epoch(logger.history), **final}
     progress.say(progress.result_line(title, result, (*objectives(cfg), *progress.RESULT_KEYS),
                                       time.monotonic() - started))
     return result.get(ranked_metric(cfg), math.nan)
+
+
+def job_checkpoint(cfg: DictConfig, job: JobContext, tracker: tracking.Tracker, parent):
+    """Where this job saves its state every epoch (None: it does not), and the state an earlier start
+    of it saved there (None: it starts at its first epoch): see `sweeps.checkpoint`."""
+    if parent is None or not checkpoint.wanted(cfg.checkpoint, job.sweep_dir):
+        return None, None
+    path = checkpoint.path_of(job.sweep_dir, job.number)
+    saved = checkpoint.load(path, parent.info.run_id, config_hash(cfg))
+    if saved is not None and tracker.client.get_run(saved.run_id).info.status == "FINISHED":
+        saved = None  # its run ended after the last save (a kill before the file was removed)
+    return path, saved
 
 
 def load_data(cfg: DictConfig) -> Dataset:

@@ -39,7 +39,7 @@ PACKABLE = ("reg", "rate", "dropout", "dropout_type", "dropout_layers", "seed", 
 PACKABLE_OPTIMIZER = ("weight_decay",)  # of `optimizer`: each member decays its own kernels (`PackedMLP`)
 # Keys that differ freely (they change neither the model nor its training; `search`: each member of
 # a pack of trials reports to its own trial, `packing.MemberEpochs`).
-_FREE = ("optimized_metric", "resume", "search")
+_FREE = ("optimized_metric", "resume", "search", "checkpoint")
 
 
 def why_alone(cfg: DictConfig) -> Optional[str]:
@@ -50,6 +50,8 @@ def why_alone(cfg: DictConfig) -> Optional[str]:
         return "model.batchnorm=true (batch statistics are not packed)"
     if cfg.cv.folds:
         return "cv.folds (each fold is a model of its own)"
+    if cfg.checkpoint:
+        return "checkpoint=true (a job alone saves its state every epoch; a pack does not)"
     return None
 
 

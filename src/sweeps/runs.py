@@ -26,7 +26,7 @@ from sweeps import tags
 from sweeps.tracking import check_reachable, resolve_uri, sqlite_path
 
 # Params that follow from other params (sizes) or do not change what is trained.
-DERIVED_PARAMS = re.compile(r"^(n_params|n_train|n_val|n_test|tracking\..*|search\..*|resume|threads|steps_per_execution)$")
+DERIVED_PARAMS = re.compile(r"^(n_params|n_train|n_val|n_test|tracking\..*|search\..*|resume|threads|steps_per_execution|checkpoint)$")
 # `reg=l1,rate=0.001` -> split before each `key=` (a comma inside `[16,32]` is not followed by one).
 _NAME_SPLIT = re.compile(r",(?=[+~]?[\w.]+=)")
 # A config group on the command line (`reg=l1`) is logged as its choice param (`reg.kind`).

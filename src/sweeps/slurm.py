@@ -16,6 +16,9 @@ Each job is one task of one SLURM array, submitted by submitit as upstream does;
 - **A task SLURM ends** (`scancel` of one task, its time limit, a node lost) ends its run FAILED with
   SLURM's state (the run is found by the `sweeps.slurm_job` tag every job run carries on SLURM); the
   other tasks go on, and a rerun resumes.
+- **A task SLURM requeues** (preemption, `scontrol requeue`, submitit's requeue at the time limit)
+  is said once; it starts again and continues after its last finished epoch, in the same run
+  (`sweeps.checkpoint`: every job inside a SLURM task saves its state each epoch).
 - **Ctrl-C or SIGTERM** on this process cancels the array (running and pending tasks), then waits
   until no task runs, so the sweep's own clean-up (`sweep.run`) finds every run closed or closes it
   KILLED: a cancelled task gets SIGTERM, which a job turns into KeyboardInterrupt (`interrupts`).
@@ -207,6 +210,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         results: dict[int, JobReturn] = {}
         lost_since: dict[int, float] = {}  # task index -> when it was first seen neither queued nor with a result
         ending: dict[int, float] = {}  # task index -> when SLURM was first seen to have ended it
+        was: dict[int, str] = {}  # task index -> its state at the previous poll
         said = None
         while len(results) < len(jobs):
             states = queue.read()
@@ -214,6 +218,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 if i in results:
                     continue
                 state, reason = states.get(job.job_id, ("", ""))
+                if state in ("PENDING", "REQUEUED") and was.get(i) in ("RUNNING", "COMPLETING"):
+                    log.info("SLURM requeued task %s: it starts again, and continues after its last saved epoch "
+                             "(sweeps.checkpoint)", job.job_id)
+                was[i] = state or was.get(i, "")
                 if state in ENDED:  # even with a result file: a task cancelled mid-job ended its run KILLED itself
                     ended = self._ended_by_slurm(job, state, reason, ending.setdefault(i, time.monotonic()))
                     if ended is not None:

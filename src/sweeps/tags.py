@@ -22,6 +22,7 @@ RESUMES = "sweeps.resumes"  # on a parent: comma-separated earlier parents it re
 STUDY = "sweeps.study"  # on a search's parent and trials: the Optuna study name
 TRIAL = "sweeps.trial"  # on a trial's run: its Optuna trial number
 FRONT = "sweeps.front"  # on a search of several objectives: comma-separated numbers of the trials on its front
+CONTINUED_AT = "sweeps.continued_at_epoch"  # on a job requeued by SLURM: the checkpointed epoch(s) it went on after
 PRUNED_AT = "sweeps.pruned_at_epoch"  # on a trial stopped by the pruner: the last epoch it trained
 PACKED_WITH = "sweeps.packed_with"  # on a job of a packed sweep: JSON list of the run ids trained in the same model
 FOLD = "sweeps.fold"  # on a cross-validation child: the fold number

@@ -478,14 +478,16 @@ class Tracker:
         return interrupts.deferred() if self.database else contextlib.nullcontext()
 
     @contextlib.contextmanager
-    def job_run(self, name: str, parent_run_id: Optional[str] = None,
-                extra_tags: Optional[dict] = None) -> Iterator[Run]:
-        """Open a run and always close it (`end_job_run`): FINISHED, FAILED or KILLED.
+    def job_run(self, name: str, parent_run_id: Optional[str] = None, extra_tags: Optional[dict] = None,
+                continues: Optional[str] = None, after_epoch: int = 0) -> Iterator[Run]:
+        """Open a run and always close it (`end_job_run`): FINISHED, FAILED or KILLED. With `continues`,
+        that earlier run of the job is reopened instead (a requeued job going on after `after_epoch`).
 
         Client calls with the run's id only (no fluent active-run stack), so a worker process that
         runs many jobs carries nothing from one job to the next.
         """
-        run = self.open_job_run(name, parent_run_id, extra_tags)
+        run = (self.reopen_job_run(continues, after_epoch) if continues
+               else self.open_job_run(name, parent_run_id, extra_tags))
         try:
             yield run
         except BaseException as err:
@@ -499,6 +501,19 @@ class Tracker:
         if parent_run_id:
             run_tags[tags.PARENT] = parent_run_id
         return self.client.create_run(self.experiment_id, run_name=name, tags=run_tags)
+
+    def reopen_job_run(self, run_id: str, after_epoch: int) -> Run:
+        """An interrupted job's run, RUNNING again in this process (its pid and host: not stale), its
+        earlier end's reason removed; `sweeps.continued_at_epoch` lists every epoch it went on after."""
+        run = self.client.get_run(run_id)
+        before = run.data.tags.get(tags.CONTINUED_AT)
+        self.client.update_run(run_id, status="RUNNING")
+        for key, value in {**process_tags(), tags.CONTINUED_AT: f"{before},{after_epoch}" if before
+                           else str(after_epoch)}.items():
+            self.client.set_tag(run_id, key, value)
+        if tags.ERROR in run.data.tags:
+            self.client.delete_tag(run_id, tags.ERROR)
+        return self.client.get_run(run_id)
 
     def end_job_run(self, run_id: str, err: Optional[BaseException] = None) -> None:
         """FINISHED; or after `err`: KILLED for an interrupt (or a Ctrl-C that surfaced as another

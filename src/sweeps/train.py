@@ -267,6 +267,9 @@ def check_composed(overrides: list[str], multirun: bool) -> None:
         if cfg.repeat:  # a single run is one job: nothing to repeat it across
             raise ConfigError(f"repeat={cfg.repeat} repeats each configuration of a sweep: add -m "
                               f"(python -m sweeps.train -m ... repeat={cfg.repeat})")
+        if cfg.checkpoint:  # only a job of a sweep is ever started again in its own run (SLURM's requeue)
+            raise ConfigError("checkpoint=true saves each epoch of a sweep's jobs, so a job SLURM requeues "
+                              "continues: add -m, or leave checkpoint out")
     n_jobs = cfg.hydra.launcher.get("n_jobs")
     if n_jobs == 0:
         raise ConfigError("hydra.launcher.n_jobs=0 is invalid: use an integer >= 1 (or -1: one job per core)")
