@@ -20,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import SEED_SWEEP
-from test_faults_cli import JOBS, _kill, _rows, _wait_for, run_cli, start_cli
+from test_faults_cli import JOBS, _env, _kill, _rows, _wait_for, run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,8 @@ def test_joblib_two_workers_run_the_same_sweep_as_the_basic_launcher_and_resume(
     grid = ["-m", *SEED_SWEEP]
     joblib_dir = tmp_path / "joblib"
     joblib_dir.mkdir()
-    parallel = run_cli(joblib_dir, *grid, *JOBLIB)
+    # two GPUs (as far as the variable goes: TensorFlow finds none here): each worker sees one of its own
+    parallel = run_cli(joblib_dir, *grid, *JOBLIB, env=_env(joblib_dir, CUDA_VISIBLE_DEVICES="0,1"))
     assert parallel.returncode == 0, parallel.stderr[-3000:]
     assert "4 job(s) finished, 0 failed" in parallel.stderr
     client, (parent,), jobs = _sweep_runs(joblib_dir)
@@ -58,6 +59,9 @@ def test_joblib_two_workers_run_the_same_sweep_as_the_basic_launcher_and_resume(
     assert all(j.data.tags["mlflow.parentRunId"] == parent.info.run_id for j in jobs)
     assert len({j.data.tags["sweeps.pid"] for j in jobs}) == 2, "two worker processes, each reused"
     assert parent.data.tags["sweeps.pid"] not in {j.data.tags["sweeps.pid"] for j in jobs}
+    seen = {(j.data.tags["sweeps.pid"], j.data.tags["sweeps.cuda_visible_devices"]) for j in jobs}
+    assert sorted(device for _, device in seen) == ["0", "1"], seen  # one GPU per worker, for all its jobs
+    assert parent.data.tags["sweeps.cuda_visible_devices"] == "0,1"  # the launching process sees both
     rows = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "comparison.csv"))))
     assert sorted(r["reg"] for r in rows) == ["l1", "l2"] and [r["n"] for r in rows] == ["2", "2"]  # over seed 0, 1
     basic_client = seed_sweep["client"]

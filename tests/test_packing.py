@@ -20,7 +20,7 @@ from sweeps.launcher import packs, why_alone
 from sweeps.models import make_optimizer
 from sweeps.packed_model import Member, PackedMLP
 from sweeps.packing import MemberStopping
-from test_faults_cli import interrupt_after_first_epoch, run_cli
+from test_faults_cli import _env, interrupt_after_first_epoch, run_cli
 
 register_configs()
 
@@ -275,7 +275,8 @@ def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_me
     plain = run_cli(tmp_path, "-m", *JOBS_OF, *FAST, "tracking.experiment=plain", timeout=600)
     assert plain.returncode == 0, plain.stderr[-3000:]
     packed = run_cli(tmp_path, "-m", "reg=l1,l2", "rate=1e-4,3e-3,1e3", "dropout=0,0.3", *FAST,
-                     "hydra/launcher=packed", "hydra.launcher.n_jobs=2", "tracking.experiment=packed", timeout=600)
+                     "hydra/launcher=packed", "hydra.launcher.n_jobs=2", "tracking.experiment=packed", timeout=600,
+                     env=_env(tmp_path, CUDA_VISIBLE_DEVICES="3,5"))  # each worker: one of the two GPUs
     assert packed.returncode == 1, packed.stderr[-3000:]  # the rate=1e3 members diverge
     assert "Traceback" not in packed.stderr
     client, alone = _jobs(tmp_path, "plain")
@@ -289,6 +290,9 @@ def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_me
                                    "tags.`sweeps.kind` = 'sweep'")
     assert len(pids[4]) == len(pids[8]) == 1 and pids[4] != pids[8], "each pack in its own worker (n_jobs=2)"
     assert parent.data.tags["sweeps.pid"] not in pids[4] | pids[8], "workers, not the launching process"
+    devices = {size: {r.data.tags["sweeps.cuda_visible_devices"] for r in together.values()
+                      if 1 + len(json.loads(r.data.tags["sweeps.packed_with"])) == size} for size in (4, 8)}
+    assert sorted(devices[4] | devices[8]) == ["3", "5"] and len(devices[4]) == 1, devices
     for name in (f"{reg} rate=1e3 dropout={p}" for reg in ("l1", "l2") for p in (0, 0.3)):
         assert together[name].info.status == "FAILED"
         assert "training diverged" in together[name].data.tags["sweeps.error"]

@@ -145,8 +145,11 @@ def root_reason(err: BaseException) -> str:
 
 def process_tags() -> dict[str, str]:
     """pid and host of this process: a RUNNING run whose process is gone is stale (see recovery); inside
-    a SLURM task its id (`5_1`), by which the launching process finds the run of a task SLURM ended."""
+    a SLURM task its id (`5_1`), by which the launching process finds the run of a task SLURM ended;
+    the GPUs it may use, where `CUDA_VISIBLE_DEVICES` says."""
     found = {tags.PID: str(os.getpid()), tags.HOST: socket.gethostname()}
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # the GPUs this process saw (`sweeps.devices`)
+        found[tags.DEVICES] = os.environ["CUDA_VISIBLE_DEVICES"]
     array, task, job = (os.environ.get(k) for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"))
     if array and task:
         found[tags.SLURM_JOB] = f"{array}_{task}"

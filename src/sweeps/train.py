@@ -100,10 +100,25 @@ def import_tensorflow() -> None:
         import tensorflow  # noqa: F401
 
 
+def own_gpu() -> None:
+    """In a pool worker beside others on a machine with GPUs: one GPU of its own, chosen before
+    TensorFlow looks for them (`sweeps.devices`); nothing anywhere else."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from sweeps import devices, sweep
+    from sweeps.launcher import parallel_jobs
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        hc = HydraConfig.get()
+        devices.claim(sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd), parallel_jobs(hc.launcher))
+
+
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: a failing job is reported and, in a multirun, the sweep goes on."""
     from sweeps.tracking import run_name
 
+    own_gpu()
     try:
         import_tensorflow()
         from sweeps import job as jobs
@@ -147,6 +162,7 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
     from sweeps.launcher import task_config
     from sweeps.tracking import run_name
 
+    own_gpu()  # the launcher set Hydra's config to the pack's first job
     try:
         import_tensorflow()
         from sweeps import job as jobs, packing
