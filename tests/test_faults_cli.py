@@ -480,7 +480,8 @@ def test_a_store_made_unwritable_mid_sweep_stops_it_in_one_line_and_a_rerun_clos
     assert proc.returncode == 1, stderr[-3000:]
     (line,) = _error_lines(stderr)
     assert line.startswith(f"error: tracking store sqlite:///{db} stopped answering ({folder} is no longer writable")
-    assert "unable to open database file" in line
+    # SQLite's own word depends on which write met the immutable folder first (a new journal or the file)
+    assert "unable to open database file" in line or "disk I/O error" in line, line
     assert "Traceback" not in stdout + stderr and "autoflush" not in stdout + stderr, (stdout + stderr)[-3000:]
     assert len((stdout + stderr).splitlines()) < 20, (stdout + stderr)[-3000:]
     jobs = _rows(db, JOBS)

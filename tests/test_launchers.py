@@ -222,21 +222,3 @@ def test_a_packed_worker_killed_with_sigkill_fails_its_members_and_the_queued_pa
     assert all(json.loads(j.data.tags["sweeps.packed_with"]) for j in relaunched), "still one pack"
     assert {j.data.tags["sweeps.pid"] for j in relaunched}.isdisjoint({pid}), "in a new worker"
     assert "2 job(s) finished, 4 failed" in stderr
-
-
-def _ray_missing() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is None or importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None
-
-
-@pytest.mark.skipif(_ray_missing(), reason="Ray is an optional extra: pip install 'sweeps[ray]'")
-def test_ray_on_a_local_cluster_runs_the_sweep_in_its_workers(tmp_path):
-    """hydra-ray-launcher starts a local Ray (2 CPUs); jobs run in Ray workers and find their parent."""
-    proc = run_cli(tmp_path, "-m", "reg=l1,l2", "epochs=1", *FAST, "hydra/launcher=ray",
-                   "+hydra.launcher.ray.init.num_cpus=2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, (parent,), jobs = _sweep_runs(tmp_path)
-    assert parent.info.status == "FINISHED" and sorted(j.info.status for j in jobs) == ["FINISHED", "FINISHED"]
-    assert all(j.data.tags["mlflow.parentRunId"] == parent.info.run_id for j in jobs)
-    assert parent.data.tags["sweeps.pid"] not in {j.data.tags["sweeps.pid"] for j in jobs}

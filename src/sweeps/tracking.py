@@ -145,9 +145,13 @@ def root_reason(err: BaseException) -> str:
 
 def process_tags() -> dict[str, str]:
     """pid and host of this process: a RUNNING run whose process is gone is stale (see recovery); inside
-    a SLURM task its id (`5_1`), by which the launching process finds the run of a task SLURM ended;
+    a SLURM task its id (`5_1`), by which the launching process finds the run of a task SLURM ended
+    (inside a Ray task: its task and node);
     the GPUs it may use, where `CUDA_VISIBLE_DEVICES` says."""
     found = {tags.PID: str(os.getpid()), tags.HOST: socket.gethostname()}
+    for tag, variable in ((tags.RAY_TASK, "SWEEPS_RAY_TASK"), (tags.RAY_NODE, "SWEEPS_RAY_NODE")):
+        if os.environ.get(variable):  # a Ray task of hydra/launcher=ray (`sweeps.ray_launcher.run_task` sets them)
+            found[tag] = os.environ[variable]
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # the GPUs this process saw (`sweeps.devices`)
         found[tags.DEVICES] = os.environ["CUDA_VISIBLE_DEVICES"]
     array, task, job = (os.environ.get(k) for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"))
