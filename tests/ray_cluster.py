@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Optional
 
 RAY = Path(sys.executable).parent / "ray"
+# Every process of the tests in one auth mode: Ray 2.60 turns token authentication on for a head that
+# finds a token in ~/.ray (any earlier local Ray leaves one there), and a client without it cannot join.
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 NODES = """import ray, sys, time
 ray.init(address=sys.argv[1], logging_level="ERROR")
 deadline = time.monotonic() + 120
@@ -56,8 +59,7 @@ class Cluster:
         self.procs.append(subprocess.Popen(
             [str(RAY), "start", *args, f"--num-cpus={self.cpus}", f"--dashboard-agent-listen-port={_free_port()}",
              "--disable-usage-stats", "--block"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}))
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=ENV))
 
     def start(self) -> "Cluster":
         try:
@@ -73,7 +75,7 @@ class Cluster:
 
     def _wait_for(self, nodes: int) -> None:
         out = subprocess.run([sys.executable, "-c", NODES, self.address, str(nodes)], capture_output=True,
-                             text=True, timeout=240)
+                             text=True, timeout=240, env=ENV)
         if out.stdout.strip() != str(nodes):
             raise RuntimeError(f"the Ray cluster did not come up with {nodes} node(s): {out.stderr[-2000:]}\n"
                                f"{self.log()}")

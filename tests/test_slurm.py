@@ -21,8 +21,10 @@ from test_faults_cli import JOBS, _all_runs, _kill, _rows, _wait_for
 FAST = ["data=digits", "model.hidden=[8]", "tracking.log_model=false", "hydra/launcher=slurm",
         "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
         "hydra.launcher.timeout_min=10"]
-LONG_JOB_RUNNING = """select r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid
-                      where t.key = 'mlflow.runName' and t.value = 'epochs=500' and r.status = 'RUNNING'"""
+LONG_JOBS_RUNNING = """select r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid
+                       where t.key = 'mlflow.runName' and t.value in ('epochs=500', 'epochs=501')
+                       and r.status = 'RUNNING'"""
+SHORT_JOB_FINISHED = "select 1 from runs where name = 'epochs=1' and status = 'FINISHED'"
 ACTIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
 
 
@@ -62,34 +64,47 @@ def tasks(cluster, array: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_an_array_whose_task_is_cancelled_fails_that_job_alone_with_slurms_reason(cluster, tmp_path):
-    """4 jobs, 2 running at a time: the terminal says so, in one line per change and no sacct noise;
-    `scancel` of the long task ends its run FAILED with SLURM's state, the other three finish."""
+def test_tasks_cancelled_running_or_pending_fail_their_jobs_alone_with_slurms_reason(cluster, tmp_path):
+    """4 jobs, 2 running at a time: the terminal says so, in one line per change and no sacct noise.
+    With both CPUs held by the two long jobs, `scancel` of a pending task (its job never opened a
+    run) and of one long task: each job ends FAILED with SLURM's state, the short job still runs and
+    finishes; then the other long task is cancelled too."""
     db = tmp_path / "mlflow.db"
-    proc = start(cluster, tmp_path, "epochs=1,2,3,500")
+    proc = start(cluster, tmp_path, "epochs=500,501,1,2")
     try:
-        long_job = _wait_for(lambda: _rows(db, LONG_JOB_RUNNING), 240, proc, "the long job running")[0][0]
-        (task,) = _rows(db, "select value from tags where run_uuid = ? and key = 'sweeps.slurm_job'", long_job)[0]
-        subprocess.run(["scancel", task], env=cluster.env, check=True)
+        _wait_for(lambda: len(_rows(db, LONG_JOBS_RUNNING)) == 2, 240, proc, "both long jobs running")
+        slurm_job = dict(_rows(db, "select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
+                                   "where t.key = 'sweeps.slurm_job'"))
+        array = slurm_job["epochs=500"].split("_")[0]
+        pending = f"{array}_3"  # epochs=2: waits for a CPU the long jobs hold
+        assert tasks(cluster, pending) == {pending: "PENDING"}
+        subprocess.run(["scancel", pending], env=cluster.env, check=True)
+        subprocess.run(["scancel", slurm_job["epochs=500"]], env=cluster.env, check=True)
+        _wait_for(lambda: _rows(db, SHORT_JOB_FINISHED), 240, proc, "the short job finished on the freed CPU")
+        subprocess.run(["scancel", slurm_job["epochs=501"]], env=cluster.env, check=True)
         out, err = finish(proc)
     finally:
         _kill(proc)
     assert proc.returncode == 1, err[-3000:]
-    assert "3 job(s) finished, 1 failed" in err and f"FAILED epochs=500: SLURM ended task {task}: CANCELLED" in err
+    assert "1 job(s) finished, 3 failed" in err, err[-3000:]
+    for name in ("epochs=500", "epochs=501"):
+        assert f"FAILED {name}: SLURM ended task {slurm_job[name]}: CANCELLED" in err, err[-3000:]
+    # SLURM keeps no record of a task cancelled while pending beside others of its array: the queue says no more
+    assert f"FAILED epochs=2: SLURM ended task {pending}: gone from the queue before it started" in err, err[-3000:]
     assert err.count("sacct") <= 1 and "Bypassing" not in err + out
     progress = [line for line in out.splitlines() if "pending on SLURM" in line]
     assert any("2 running, 2 pending on SLURM" in line for line in progress), out[-3000:]
     assert len(progress) == len(set(line.split("] ", 1)[1] for line in progress)), "a line per change, not per poll"
     _, runs = _all_runs(tmp_path)
     jobs = {r.info.run_name: r for r in runs if r.data.tags["sweeps.kind"] == "job"}
-    assert sorted(jobs) == ["epochs=1", "epochs=2", "epochs=3", "epochs=500"]
-    assert [jobs[f"epochs={n}"].info.status for n in (1, 2, 3)] == ["FINISHED"] * 3
-    cancelled = jobs["epochs=500"]
-    assert cancelled.info.status == "FAILED" and cancelled.data.tags["sweeps.error"].startswith(
-        f"SLURM ended task {task}: CANCELLED")
-    array = array_of(out)
-    assert sorted(r.data.tags["sweeps.slurm_job"] for r in jobs.values()) == [f"{array}_{i}" for i in range(4)]
+    assert sorted(jobs) == ["epochs=1", "epochs=2", "epochs=500", "epochs=501"]
+    assert jobs["epochs=1"].info.status == "FINISHED"
+    for name in ("epochs=2", "epochs=500", "epochs=501"):
+        assert jobs[name].info.status == "FAILED" and jobs[name].data.tags["sweeps.error"].startswith(
+            "SLURM ended task"), name
+    assert jobs["epochs=2"].data.tags["sweeps.error"] == f"SLURM ended task {pending}: gone from the queue before it started"
     assert not [s for s in tasks(cluster, array).values() if s in ACTIVE]
+    assert not _rows(db, "select 1 from runs where status = 'RUNNING'")
 
 
 @pytest.mark.slow

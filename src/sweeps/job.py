@@ -228,8 +228,9 @@ def log_artifacts(tracker: tracking.Tracker, run_id: str, model, data: Dataset, 
         tracker.log_keras_model(run_id, portable(model), data.x_test[:5])
 
 
-def record_failure(cfg: DictConfig, job: JobContext, err: BaseException) -> None:
-    """A job of a sweep that failed before opening its run still leaves a FAILED run under the parent."""
+def record_failure(cfg: DictConfig, job: JobContext, err: BaseException, reason: Optional[str] = None) -> None:
+    """A job of a sweep that failed before opening its run still leaves a FAILED run under the parent
+    (`reason`: its one-line reason, when not the error's own text)."""
     try:
         tracker = tracking.connect(cfg.tracking)
         parent = sweep.find_parent(tracker, job.sweep_key)
@@ -239,7 +240,7 @@ def record_failure(cfg: DictConfig, job: JobContext, err: BaseException) -> None
         children = sweep.children(tracker, parent.info.run_id)
         mine = [r for r in children if r.data.tags.get(tags.OVERRIDES) == run_tags[tags.OVERRIDES]]
         if not mine:  # the run itself records errors raised after it was opened
-            sweep.record_failed_job(tracker, parent.info.run_id, name, run_tags, err)
+            sweep.record_failed_job(tracker, parent.info.run_id, name, run_tags, err, reason)
     except Exception as nested:  # noqa: BLE001 - the store may be the very thing that failed
         log.debug("could not record the failure: %s", nested)
 

@@ -135,9 +135,11 @@ class PackedLauncher(Launcher):
         return compose_job(self.config, self.hydra_context, overrides, number)
 
 
-def compose_job(config: DictConfig, hydra_context: HydraContext, overrides: list[str], number: int) -> DictConfig:
-    """Job `number`'s config, composed as Hydra's basic launcher composes it."""
-    log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
+def compose_job(config: DictConfig, hydra_context: HydraContext, overrides: list[str], number: int,
+                announce: bool = True) -> DictConfig:
+    """Job `number`'s config, composed as Hydra's basic launcher composes it (and says, with `announce`)."""
+    if announce:
+        log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
     cfg = hydra_context.config_loader.load_sweep_config(config, overrides)
     with open_dict(cfg):
         cfg.hydra.job.id = number

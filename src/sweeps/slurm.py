@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 POLL_S = 2.0  # how often the queue is read while the array runs
 CANCEL_WAIT_S = 120.0  # after cancelling: how long to wait for running tasks to end (SLURM's KillWait, then SIGKILL)
 LOST_S = 30.0  # a task gone from the queue without a result: how long its result file gets to appear (slow NFS)
+NO_RUN_S = 10.0  # a task SLURM ended with no run in the store: how long its job gets to open one on its way out
 # Pending reasons that never clear by waiting: the request exceeds what the partition or account allows.
 NEVER = ("PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints", "InvalidAccount",
          "InvalidQOS", "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "QOSMaxWallDurationPerJobLimit",
@@ -144,17 +145,25 @@ class QuietSacct(logging.Filter):
 
 
 class Queue:
-    """The array's tasks as `squeue` sees them: {task id: (state, reason)}."""
+    """The array's tasks as `squeue` sees them: {task id: (state, reason, start time)}."""
 
     def __init__(self, array_id: str):
         self.array_id = array_id
 
-    def read(self) -> dict[str, tuple[str, str]]:
-        out = _cli("squeue", "-h", "-r", "-t", "all", "-j", self.array_id, "-o", "%i|%T|%r")
-        if out.returncode != 0:  # the controller is busy or the array already left the queue
-            return {}
-        rows = (line.split("|", 2) for line in out.stdout.splitlines() if line.count("|") >= 2)
-        return {task: (state, reason) for task, state, reason in rows}
+    def read(self) -> Optional[dict[str, tuple[str, str, str]]]:
+        """None when squeue did not answer (a busy controller): that poll tells nothing about any task."""
+        out = _cli("squeue", "-h", "-r", "-t", "all", "-j", self.array_id, "-o", "%i|%T|%S|%r")
+        if out.returncode != 0:
+            return None
+        rows = (line.split("|", 3) for line in out.stdout.splitlines() if line.count("|") >= 3)
+        return {task: (state, reason, start) for task, state, start, reason in rows}
+
+    @staticmethod
+    def final(task: str) -> tuple[str, str, str]:
+        """The state of a task squeue no longer lists, from the controller's record (`scontrol show job`)."""
+        out = _cli("scontrol", "-o", "show", "job", task)
+        fields = dict(f.split("=", 1) for f in out.stdout.split() if "=" in f) if out.returncode == 0 else {}
+        return fields.get("JobState", ""), fields.get("Reason", ""), fields.get("StartTime", "")
 
     def cancel(self) -> None:
         """Pending tasks first (so none starts while the running ones end), then the running ones."""
@@ -189,6 +198,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
                                       if k not in ("submitit_folder", "max_num_timeout")})
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         job_params = []
+        # by task index, for a task ended before its job opened a run
+        self._jobs = [(list(o), idx) for idx, o in enumerate(job_overrides, start=initial_job_idx)]
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
@@ -210,20 +221,28 @@ class SlurmLauncher(SubmititSlurmLauncher):
         results: dict[int, JobReturn] = {}
         lost_since: dict[int, float] = {}  # task index -> when it was first seen neither queued nor with a result
         ending: dict[int, float] = {}  # task index -> when SLURM was first seen to have ended it
-        was: dict[int, str] = {}  # task index -> its state at the previous poll
+        was: dict[int, tuple] = {}  # task index -> its (state, reason, start) at the previous poll
         said = None
         while len(results) < len(jobs):
             states = queue.read()
+            if states is None:
+                time.sleep(POLL_S)
+                continue
             for i, job in enumerate(jobs):
                 if i in results:
                     continue
-                state, reason = states.get(job.job_id, ("", ""))
-                if state in ("PENDING", "REQUEUED") and was.get(i) in ("RUNNING", "COMPLETING"):
+                state, reason, start = states.get(job.job_id, ("", "", ""))
+                if not state and not job.paths.result_pickle.exists():  # squeue drops a task cancelled while pending
+                    state, reason, start = queue.final(job.job_id)
+                before, before_start = was.get(i, ("", "", ""))[::2]
+                if before in ("RUNNING", "COMPLETING") and (state in ("PENDING", "REQUEUED") or (
+                        state == "RUNNING" and start != before_start)):  # back in the queue, or started again since
                     log.info("SLURM requeued task %s: it starts again, and continues after its last saved epoch "
                              "(sweeps.checkpoint)", job.job_id)
-                was[i] = state or was.get(i, "")
+                if state:
+                    was[i] = (state, reason, start)
                 if state in ENDED:  # even with a result file: a task cancelled mid-job ended its run KILLED itself
-                    ended = self._ended_by_slurm(job, state, reason, ending.setdefault(i, time.monotonic()))
+                    ended = self._ended_by_slurm(job, i, state, reason, ending.setdefault(i, time.monotonic()))
                     if ended is not None:
                         results[i] = ended
                     continue
@@ -237,9 +256,15 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 if state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"):
                     lost_since.pop(i, None)
                     continue
+                if not state and before == "PENDING":  # a task cancelled while pending can leave no record at all
+                    ended = self._ended_by_slurm(job, i, "gone from the queue before it started", reason,
+                                                 ending.setdefault(i, time.monotonic()))
+                    if ended is not None:
+                        results[i] = ended
+                    continue
                 # ended without a result, or gone from the queue: give the result file a moment to appear
                 if time.monotonic() - lost_since.setdefault(i, time.monotonic()) > LOST_S:
-                    ended = self._ended_by_slurm(job, state or "gone from the queue without a result", reason,
+                    ended = self._ended_by_slurm(job, i, state or "gone from the queue without a result", reason,
                                                  ending.setdefault(i, time.monotonic()))
                     if ended is not None:
                         results[i] = ended
@@ -259,9 +284,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
             return job.results()[0]
         return JobReturn(status=JobStatus.FAILED, _return_value=error)
 
-    def _ended_by_slurm(self, job: Any, state: str, reason: str, since: float) -> Optional[JobReturn]:
-        """The run of a task SLURM ended (scancel, time limit, node lost) closed FAILED with SLURM's state;
-        None while that run is still RUNNING and its job may yet close it (asked again at the next poll)."""
+    def _ended_by_slurm(self, job: Any, index: int, state: str, reason: str, since: float) -> Optional[JobReturn]:
+        """The run of a task SLURM ended (scancel, time limit, node lost) closed FAILED with SLURM's state
+        (a task ended before its job opened a run: a FAILED run saying so); None while that run is
+        still RUNNING and its job may yet close it, or none is there yet (asked again at the next poll)."""
         from sweeps.tracking import best_effort, connect
 
         if self._tracker is None:
@@ -273,12 +299,27 @@ class SlurmLauncher(SubmititSlurmLauncher):
         # that (bounded: a task SIGKILLed or on a lost node never writes), then say what really ended it
         if any(r.info.status == "RUNNING" for r in runs) and time.monotonic() - since < CANCEL_WAIT_S:
             return None
+        if not runs and time.monotonic() - since < NO_RUN_S:  # a job on its way out may still be opening its run
+            return None
         why = f"SLURM ended task {job.job_id}: {state}" + (f" ({reason})" if reason and reason != "None" else "")
         log.error(why)
         for run in runs:
             best_effort(client.set_tag, run.info.run_id, tags.ERROR, why)
             best_effort(client.set_terminated, run.info.run_id, "FAILED")
+        if not runs and not client.search_runs([experiment], f"tags.`{tags.SLURM_JOB}` = '{job.job_id}'", max_results=1):
+            best_effort(self._record_without_run, *self._jobs[index], why)  # cancelled while pending, say
         return JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError(why))
+
+    def _record_without_run(self, overrides: list[str], number: int, why: str) -> None:
+        """A FAILED run under the sweep for a job whose task SLURM ended before the job opened one."""
+        from sweeps.launcher import compose_job, task_config
+        from sweeps.train import import_tensorflow
+
+        import_tensorflow()  # the job's identity is decided in `sweeps.job`, which needs Keras: without its banner
+        from sweeps import job as jobs
+
+        cfg = compose_job(self.config, self.hydra_context, overrides, number, announce=False)
+        jobs.record_failure(task_config(cfg), jobs.JobContext.of(cfg.hydra), RuntimeError(why), why)
 
     @staticmethod
     def _wait_for_the_end(queue: Queue) -> None:
@@ -286,7 +327,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
         said = False
         while time.monotonic() < deadline:
             try:
-                active = [t for t, (s, _) in queue.read().items() if s in ("RUNNING", "COMPLETING", "PENDING")]
+                states = queue.read()
+                active = ["?"] if states is None else [t for t, (s, *_) in states.items()
+                                                       if s in ("RUNNING", "COMPLETING", "PENDING")]
             except KeyboardInterrupt:  # a second Ctrl-C: stop waiting (SLURM still ends them)
                 return
             if not active:

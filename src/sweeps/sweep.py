@@ -101,11 +101,15 @@ def swept_of(parent: Run) -> list[str]:
     return json.loads(parent.data.tags.get(tags.SWEPT, "[]"))
 
 
-def record_failed_job(tracker: Tracker, parent_run_id: str, name: str, run_tags: dict, err: BaseException) -> None:
-    """A FAILED run for a job that failed before opening its own (e.g. its data could not be read)."""
+def record_failed_job(tracker: Tracker, parent_run_id: str, name: str, run_tags: dict, err: BaseException,
+                      reason: Optional[str] = None) -> None:
+    """A FAILED run for a job that failed before opening its own (e.g. its data could not be read);
+    `reason`: the one-line reason, when it is not the error's own text."""
     run = tracker.client.create_run(tracker.experiment_id, run_name=name, tags={
         **run_tags, tags.KIND: "job", tags.PARENT: parent_run_id, **process_tags()})
     tracker.record_error(run.info.run_id, err)
+    if reason:
+        tracker.client.set_tag(run.info.run_id, tags.ERROR, reason)
     tracker.client.set_terminated(run.info.run_id, "FAILED")
 
 
