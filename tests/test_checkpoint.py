@@ -78,6 +78,7 @@ def test_a_job_interrupted_after_some_epochs_continues_in_its_run_with_the_unint
     for key in ("best_epoch", "best_val_loss", "test_accuracy", "final_train_loss"):
         assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], rel=1e-4), key
     assert run.data.metrics["checkpoint_s"] >= 0
+    assert run.data.metrics["train_time_s"] > saved.state["train_time_s"] > 0  # both starts' training counted
 
 
 def test_a_checkpoint_of_another_sweep_or_config_is_not_continued(make_cfg, tmp_path):

@@ -134,6 +134,7 @@ class Checkpoint(keras.callbacks.Callback):
             holding.__exit__(None, None, None)
 
     def on_train_begin(self, logs=None):
+        self.began = time.perf_counter()
         if self.saved is None:
             return
         s, arrays = self.saved.state, self.saved.arrays
@@ -151,7 +152,9 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         tic = time.perf_counter()
-        state = {**self.identity, **self.extra, "epoch": epoch + 1, "logger": self.logger.state()}
+        earlier = self.saved.state.get("train_time_s", 0.0) if self.saved else 0.0
+        state = {**self.identity, **self.extra, "epoch": epoch + 1, "logger": self.logger.state(),
+                 "train_time_s": earlier + tic - self.began}  # every start's training, for the run's train_time_s
         arrays = {**numbered(self.model.variables, "model"), **numbered(self.model.optimizer.variables, "optimizer")}
         es = self.early_stopping
         if es is not None:
