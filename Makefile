@@ -14,7 +14,7 @@ STORE   ?= sqlite:///mlruns/mlflow.db
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) data system ## venv in .venv with sweeps (editable) and test tools; Fashion-MNIST, PostgreSQL, Chromium and SLURM via apt
+install: $(STAMP) data system ## venv in .venv with sweeps (editable), test tools and Ray; Fashion-MNIST, PostgreSQL, Chromium and SLURM via apt
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -79,7 +79,7 @@ ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000, printing the lin
 server: install ## team store: mlflow server on PostgreSQL in mlruns/server, artifacts proxied (SWEEPS_HOST=, PORT=)
 	$(BIN)/python -m sweeps.server --host $(SWEEPS_HOST) --port $(PORT)
 
-bench: install ## side by side: tracking overhead, NaN check, launchers, grid vs Optuna, presets (plain Keras / sweeps / matmul limit), packed sweeps, UI/server footprint, start-up
+bench: install ## side by side: tracking overhead and the per-epoch checkpoint, NaN check, launchers, grid vs Optuna, presets (plain Keras / sweeps / matmul limit), packed sweeps, UI/server footprint, start-up
 	$(BIN)/python benchmarks/bench_logging.py
 	$(BIN)/python benchmarks/bench_nan_check.py
 	$(BIN)/python benchmarks/bench_sweep.py
