@@ -2,9 +2,9 @@
 
 Hydra imports this package when ANY Hydra app of the environment starts, so it stays a thin
 shell, as Hydra's own plugins are: it registers options under names of our own only
-(`hydra/sweeper=grid`, `hydra/sweeper=optuna`, `hydra/launcher=packed`, `hydra/launcher=ray`
-(ours: `hydra-ray-launcher`, which registered the same name, is not used), and the class behind
-`conf/hydra/launcher/slurm.yaml`; never a core name such as
+(`hydra/sweeper=grid`, `hydra/sweeper=optuna`, `hydra/launcher=packed`, and the classes behind
+`conf/hydra/launcher/slurm.yaml` and `ray.yaml`, which only our app's config folder holds, so
+another app's `ray` stays hydra-ray-launcher's; never a core name such as
 `basic`, so every other app keeps Hydra's own sweeper and launcher), imports nothing but Hydra's
 interfaces, and each class below imports its implementation when Hydra instantiates it, i.e.
 only in an app that chose it. `sweeps`' own app picks `grid` in `conf/config.yaml`.
@@ -54,16 +54,6 @@ class PackedLauncherConf:
     max_pack: int = 8  # most jobs trained as one model (1: every job alone, as the basic launcher)
     jit_compile: bool = True  # XLA for the packed model's training steps (measured faster on CPU: make bench)
     n_jobs: int = 1  # packs (and lone jobs) trained at once, each in a worker process (1: in this process)
-
-
-@dataclass
-class RayLauncherConf:
-    _target_: str = "hydra_plugins.sweeps_plugins.RayLauncher"
-    # a running cluster (`ray start --head` prints it), e.g. 10.0.0.1:6379; null: $RAY_ADDRESS, else a local Ray
-    address: Optional[str] = None
-    num_cpus: float = 1  # CPUs Ray reserves for each job
-    num_gpus: float = 0  # GPUs for each job: Ray gives a task its own (CUDA_VISIBLE_DEVICES)
-    local_cpus: Optional[int] = None  # a local Ray (no address): the CPUs it offers (null: every core)
 
 
 def _implementation(path: str, settings: dict) -> Any:
@@ -136,4 +126,3 @@ _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="sweeps")
 _store.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="sweeps")
 _store.store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="sweeps")
-_store.store(group="hydra/launcher", name="ray", node=RayLauncherConf, provider="sweeps")
