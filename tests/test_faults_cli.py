@@ -172,6 +172,46 @@ def test_an_interrupt_ends_the_run_and_the_sweep_killed(tmp_path, signum):
     assert job.data.tags["sweeps.error"] == "interrupted"
 
 
+TRAP = """
+import os, signal, time
+
+import keras
+
+
+class Trap(keras.layers.Layer):
+    \"\"\"Sends its process SIGTERM while fit traces it, and turns the KeyboardInterrupt into another
+    error, as TensorFlow's C code does (a SystemError from `__import__` during tracing).\"\"\"
+
+    def call(self, x, training=None):
+        if training:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                raise SystemError("<built-in function __import__> returned a result with an exception set") from None
+        return x
+
+
+def build(spec):
+    inputs = keras.Input(spec.input_shape)
+    x = keras.layers.Dense(8, activation="relu", **spec.reg.dense_kwargs(0))(Trap()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(spec.outputs, activation=spec.output_activation)(x))
+"""
+
+
+def test_an_interrupt_that_library_code_turns_into_another_error_still_ends_the_sweep_killed(tmp_path):
+    """CI saw it: a SIGTERM that lands in TensorFlow's C code comes out as a SystemError. The job
+    still stops as interrupted (exit 143, its run and the sweep KILLED), not as a failed job with a
+    traceback."""
+    (tmp_path / "trap.py").write_text(TRAP)
+    proc = run_cli(tmp_path, "-m", "seed=0,1", "epochs=2", "data=digits", "tracking.log_model=false",
+                   "model=custom", "model._target_=trap.build", env=_env(tmp_path, PYTHONPATH=str(tmp_path)))
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert "interrupted (SIGTERM)" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    _, runs = _all_runs(tmp_path)
+    assert sorted((r.data.tags["sweeps.kind"], r.info.status) for r in runs) == [("job", "KILLED"), ("sweep", "KILLED")]
+
+
 def test_closing_the_terminal_ends_the_run_and_the_sweep_killed(tmp_path):
     """Issue 20 §3: the sweep runs on a terminal (a pty it controls) that is closed after the first
     epoch: the kernel sends SIGHUP and every later write to the terminal fails. Before: exit 129

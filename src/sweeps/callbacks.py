@@ -181,11 +181,14 @@ class TrialReports:
 
     The trial is reached through the study's storage (any process, any machine). A `monitor` that is
     not a per-epoch metric (e.g. test_accuracy) is never reported, so such a trial is never pruned.
+    The last of its `epochs` is reported but never pruned: the trial trained them all, so its value
+    counts as a complete one for the sampler (pruning there would save nothing and throw that away).
     Used by `OptunaPruning` for a job alone and by `packing.MemberEpochs` for each member of a pack.
     """
 
-    def __init__(self, study: str, storage: str, trial_id: int, pruner: str, monitor: str):
+    def __init__(self, study: str, storage: str, trial_id: int, pruner: str, monitor: str, epochs: int):
         self.study, self.storage, self.trial_id, self.pruner, self.monitor = study, storage, trial_id, pruner, monitor
+        self.epochs = epochs
         self.pruned_at: Optional[int] = None
 
     def open(self) -> None:
@@ -205,7 +208,7 @@ class TrialReports:
             return False
         with interrupts.deferred():  # an interrupted write would leave the study locked for the clean-up
             self.trial.report(float(value), epoch + 1)  # epochs counted from 1, as logged
-            prune = self.trial.should_prune()
+            prune = epoch + 1 < self.epochs and self.trial.should_prune()
         if prune:
             self.pruned_at = epoch + 1
         return prune

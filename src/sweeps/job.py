@@ -164,7 +164,7 @@ def trial_reports(cfg: DictConfig) -> Optional[TrialReports]:
     s = cfg.search
     if s.trial_id is None or len(objectives(cfg)) > 1:  # Optuna takes no reports from a multi-objective trial
         return None
-    return TrialReports(s.study, s.storage, s.trial_id, s.pruner, ranked_metric(cfg))
+    return TrialReports(s.study, s.storage, s.trial_id, s.pruner, ranked_metric(cfg), cfg.epochs)
 
 
 def trial_pruning(cfg: DictConfig) -> Optional[OptunaPruning]:

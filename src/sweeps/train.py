@@ -130,6 +130,9 @@ def task(cfg: DictConfig) -> float:
         try:
             return jobs.train(cfg, job)
         except Exception as err:
+            # a signal that C code turned into its own error (TensorFlow: SystemError from `__import__`)
+            # is still the interrupt: the run already ended KILLED, the job stops as interrupted
+            interrupts.check()
             # a single run whose store refuses it at the start (read-only, unreachable) is bad input: the
             # TrackingError names the fix; in a sweep the store answered the sweep's own check, so it was lost
             refused = job.sweep_dir is None and isinstance(err, TrackingError)
@@ -183,6 +186,7 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
         try:
             return packing.train_pack(cfgs, contexts, jit_compile)
         except Exception as err:
+            interrupts.check()  # as in `task`
             lost = jobs.store_lost(cfgs[0], err)
             if lost:
                 raise StoreUnavailable(lost) from None
