@@ -30,7 +30,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from sweeps import interrupts
-from sweeps.config import RANK_METRIC, higher_is_better
+from sweeps.metrics import RANK_METRIC, keras_mode
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.layers = list(layers)
         self.monitor = monitor
         if mode == "auto":
-            mode = "max" if higher_is_better(monitor) else "min"
+            mode = keras_mode(monitor)
         self.mode = mode
         self.sparsity_threshold = sparsity_threshold
         self.client = client or MlflowClient()

@@ -23,6 +23,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sweeps import keys
+from sweeps.metrics import EPOCH_METRIC, RANK_METRIC, RESULT_METRIC, WEIGHT_METRIC
 from sweeps.errors import ConfigError
 
 
@@ -78,14 +80,6 @@ class OptimizerName(Enum):
 class Validation(Enum):
     split = "split"
     test = "test"
-
-
-# The metric that ranks a sweep's jobs unless told otherwise (`optimized_metric`, compare's --metric):
-# the validation loss without the regularization penalty. Keras' `val_loss` includes the penalty,
-# so ranking on it favours weak regularization by construction.
-RANK_METRIC = "val_data_loss"
-# The validation metrics a job logs every epoch (as many as its task has), the ranking one first.
-VALIDATION_METRICS = (RANK_METRIC, "val_loss", "val_accuracy", "val_mae")
 
 
 @dataclass
@@ -321,15 +315,6 @@ def _check_layers(key: str, layers: Optional[List[int]], n_hidden: int) -> None:
     _check(not bad, key, list(layers), f"layer indices must be in 0..{n_hidden - 1} (model has {n_hidden} hidden layers)")
 
 
-# What `optimized_metric` may name: per-epoch values (last epoch) and end-of-run results.
-RESULT_METRIC = re.compile(r"^((val_|test_|final_train_|best_val_)?(loss|data_loss|accuracy|mae)|penalty"
-                           r"|generalization_gap|train_time_s|best_epoch"
-                           r"|cv_val_(loss|data_loss|accuracy|mae)_(mean|std))$")
-# A kernel's statistics at the last epoch (`callbacks.weight_stats`), the other side of a trade-off,
-# and the count of weights that matter over every kernel.
-WEIGHT_METRIC = re.compile(r"^([A-Za-z0-9_.-]+/(kernel_l1|kernel_l2|sparsity|rel_sparsity)|active_weights)$")
-
-
 def objectives(cfg: DictConfig) -> list[str]:
     """The metrics `optimized_metric` names, the ranking one first (one, or a list of several)."""
     value = cfg.optimized_metric
@@ -353,20 +338,6 @@ ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard
                "sigmoid", "silu", "soft_shrink", "softmax", "softplus", "softsign", "sparse_plus", "sparse_sigmoid",
                "sparsemax", "squareplus", "swish", "tanh", "tanh_shrink", "threshold")
 
-
-def higher_is_better(metric: str) -> bool:
-    """Accuracy-like metrics and sparsity are maximised; losses, errors, gaps, norms, counts and times
-    minimised (decided here only)."""
-    return any(word in metric for word in ("accuracy", "auc", "r2", "sparsity"))
-
-
-def metric_direction(metric: str) -> str:
-    """Optuna's name for the direction of `metric`."""
-    return "maximize" if higher_is_better(metric) else "minimize"
-
-
-# What `early_stopping.monitor` may name: metrics Keras computes every epoch.
-EPOCH_METRIC = re.compile(r"^(val_)?(loss|data_loss|accuracy|mae)$")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -691,11 +662,6 @@ def applicable(cfg: DictConfig) -> dict:
     return plain
 
 
-# Keys that do not change what is trained, so they stay out of the config hash.
-_NOT_HASHED = ("tracking", "resume", "threads", "search", "steps_per_execution", "optimized_metric", "repeat",
-               "checkpoint")
-
-
 # Keys added after runs were recorded, with the value that means "off": a job that leaves them off
 # hashes as it did before they existed, so finished runs of earlier versions are still resumed.
 _HASHED_ONCE_SET = {"max_norm": None, "label_smoothing": 0.0, "input_noise": 0.0,
@@ -709,7 +675,7 @@ def config_hash(cfg: DictConfig) -> str:
 
     Without a penalty (`reg=none`) the rate changes nothing: it is hashed as 0, so `-m reg=none,l1
     rate=1e-4,1e-3` trains its unpenalized job once (and earlier reg=none runs keep their hash)."""
-    plain = {k: v for k, v in to_plain(cfg).items() if k not in _NOT_HASHED}
+    plain = {k: v for k, v in to_plain(cfg).items() if k not in keys.NOT_TRAINING}
     if plain["reg"]["kind"] == RegKind.none.value:
         plain["rate"] = 0.0
     for key, off in _HASHED_ONCE_SET.items():  # off: hashed as before the key existed

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from sweeps import tags
 from sweeps.callbacks import MlflowEpochLogger
-from sweeps.config import VALIDATION_METRICS
+from sweeps.metrics import VALIDATION_METRICS
 from sweeps.data import Dataset
 from sweeps.fitting import fit, new_model
 from sweeps.tracking import Tracker

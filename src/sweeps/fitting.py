@@ -18,11 +18,12 @@ from omegaconf import DictConfig
 
 from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
 from sweeps.checkpoint import Checkpoint
-from sweeps.config import higher_is_better, ranked_metric
+from sweeps.config import ranked_metric
+from sweeps.metrics import SHOWN_EVERY_EPOCH, higher_is_better, keras_mode
 from sweeps.data import Dataset
 from sweeps.errors import DivergedError
 from sweeps.models import build, compile_model
-from sweeps.progress import EPOCH_KEYS, EpochProgress
+from sweeps.progress import EpochProgress
 
 
 def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
@@ -34,7 +35,7 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
     """model.fit with our logger, the epoch progress on stderr (and early stopping when enabled, and
     `extra`); with `checkpoint`, the state saved every epoch and, when it holds a saved one, training
     continued after its last epoch. Returns seconds spent."""
-    shown = (ranked_metric(cfg), *EPOCH_KEYS)
+    shown = (ranked_metric(cfg), *SHOWN_EVERY_EPOCH)
     progress = EpochProgress(cfg.epochs, shown)
     callbacks: list[keras.callbacks.Callback] = [logger, progress, *extra]
     es = cfg.early_stopping
@@ -62,8 +63,8 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
 
 
 def direction(metric: str) -> str:
-    """Keras' `mode` for a monitored metric (decided by `config.higher_is_better`)."""
-    return "max" if higher_is_better(metric) else "min"
+    """Keras' `mode` for a monitored metric."""
+    return keras_mode(metric)
 
 
 def diverged_message(reason: str) -> str:

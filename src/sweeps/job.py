@@ -27,6 +27,7 @@ from sweeps.data import Dataset, load_dataset
 from sweeps.errors import ConfigError, DataError
 from sweeps.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
 from sweeps.launcher import parallel_jobs
+from sweeps.metrics import SHOWN_AT_THE_END
 from sweeps.models import kernel_layers, portable, summary_text
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
         tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
         log_artifacts(tracker, run_id, model, data, logger.history, name, cfg.tracking.log_model)  # 10.
     result = {**last_epoch(logger.history), **final}
-    progress.say(progress.result_line(title, result, (*objectives(cfg), *progress.RESULT_KEYS),
+    progress.say(progress.result_line(title, result, (*objectives(cfg), *SHOWN_AT_THE_END),
                                       time.monotonic() - started))
     return result.get(ranked_metric(cfg), math.nan)
 
@@ -211,7 +212,7 @@ def announce(name: str, job: JobContext, parent) -> str:
 def reuse(cfg: DictConfig, tracker: tracking.Tracker, parent, done, name: str, run_tags: dict, title: str) -> float:
     """Stand in for a job that already FINISHED: a linked run under this sweep, the earlier result."""
     recovery.record_reuse(tracker, done, name, parent.info.run_id, run_tags)
-    shown = progress.values(done.data.metrics, (*objectives(cfg), *progress.RESULT_KEYS))
+    shown = progress.values(done.data.metrics, (*objectives(cfg), *SHOWN_AT_THE_END))
     twin = done.data.tags.get(tags.SWEEP) == parent.info.run_id  # the same config as a job of this sweep
     why = "another job of this sweep has the same config" if twin else "resume=false retrains it"
     progress.say(f"{title} not retrained: it FINISHED in run {recovery.original_of(done)} "

@@ -29,18 +29,10 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sweeps.config import to_plain
+from sweeps import keys
 from sweeps.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-# What may differ between the jobs of one pack; every other key must be the same.
-PACKABLE = ("reg", "rate", "dropout", "dropout_type", "dropout_layers", "seed", "max_norm", "label_smoothing",
-            "input_noise")
-PACKABLE_OPTIMIZER = ("weight_decay",)  # of `optimizer`: each member decays its own kernels (`PackedMLP`)
-# Keys that differ freely (they change neither the model nor its training; `search`: each member of
-# a pack of trials reports to its own trial, `packing.MemberEpochs`).
-_FREE = ("optimized_metric", "resume", "search", "checkpoint")
-
 
 def why_alone(cfg: DictConfig) -> Optional[str]:
     """Why a job is never packed (None: it can be)."""
@@ -57,8 +49,8 @@ def why_alone(cfg: DictConfig) -> Optional[str]:
 
 def pack_key(cfg: DictConfig) -> str:
     """Jobs with the same key can share one packed model."""
-    plain = {k: v for k, v in to_plain(cfg).items() if k not in PACKABLE + _FREE}
-    plain["optimizer"] = {k: v for k, v in plain["optimizer"].items() if k not in PACKABLE_OPTIMIZER}
+    plain = {k: v for k, v in to_plain(cfg).items() if k not in keys.PACKABLE + keys.FREE_IN_A_PACK}
+    plain["optimizer"] = {k: v for k, v in plain["optimizer"].items() if k not in keys.PACKABLE_OPTIMIZER}
     return json.dumps(plain, sort_keys=True)
 
 

@@ -31,7 +31,8 @@ from omegaconf import DictConfig
 
 from sweeps import interrupts, job as jobs, progress, tags, tracking
 from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt, TrialReports
-from sweeps.config import check_task, higher_is_better, objectives, ranked_metric, validate
+from sweeps.config import check_task, objectives, ranked_metric, validate
+from sweeps.metrics import SHOWN_AT_THE_END, higher_is_better
 from sweeps.data import Dataset, load_dataset
 from sweeps.errors import DivergedError
 from sweeps.fitting import best_values, diverged_message, evaluation, fit_epochs, last_epoch, new_model, results
@@ -146,7 +147,7 @@ def _finish(j: int, slot: Slot, runs: "MemberRuns", logger: MlflowEpochLogger, m
         return math.nan
     runs.end(j)
     result = {**last_epoch(logger.history), **final}
-    progress.say(progress.result_line(slot.title, result, (*objectives(slot.cfg), *progress.RESULT_KEYS),
+    progress.say(progress.result_line(slot.title, result, (*objectives(slot.cfg), *SHOWN_AT_THE_END),
                                       time.monotonic() - started))
     return result.get(ranked_metric(slot.cfg), math.nan)
 

@@ -23,8 +23,6 @@ import numpy as np
 
 from sweeps.callbacks import penalty
 
-EPOCH_KEYS = ("data_loss", "penalty", "val_accuracy", "val_mae")  # shown every epoch, after the ranking metric
-RESULT_KEYS = ("test_accuracy", "test_mae")  # shown at a job's end, after the ranking metric
 
 
 def say(line: str) -> None:

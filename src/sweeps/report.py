@@ -18,12 +18,10 @@ from mlflow.tracking import MlflowClient
 
 from sweeps import plots, report_html, runs, stats, table, tags
 from sweeps.mdtext import code, text, visible
-from sweeps.config import higher_is_better
+from sweeps.metrics import CURVES, higher_is_better
 from sweeps.repeats import REPEATED
 from sweeps.runs import Job, SweepRuns
 
-CURVES = ["data_loss", "val_data_loss", "penalty", "loss", "val_loss", "accuracy", "val_accuracy", "mae",
-          "val_mae"]  # per-epoch keys the plots use
 NOT_A_SERIES = {"rate", "reg", "reg.kind", *REPEATED}  # swept keys that do not get their own line against rate
 MANIFEST = ".sweeps-report"  # in a report folder: the files the report wrote (cleared before the next one)
 

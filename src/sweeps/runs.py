@@ -23,10 +23,9 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.errors import CompareError
 from sweeps import tags
+from sweeps.keys import derived_param
 from sweeps.tracking import check_reachable, resolve_uri, sqlite_path
 
-# Params that follow from other params (sizes) or do not change what is trained.
-DERIVED_PARAMS = re.compile(r"^(n_params|n_train|n_val|n_test|tracking\..*|search\..*|resume|threads|steps_per_execution|checkpoint)$")
 # `reg=l1,rate=0.001` -> split before each `key=` (a comma inside `[16,32]` is not followed by one).
 _NAME_SPLIT = re.compile(r",(?=[+~]?[\w.]+=)")
 # A config group on the command line (`reg=l1`) is logged as its choice param (`reg.kind`).
@@ -251,7 +250,7 @@ def swept_keys(parent: Run, job_runs: list[Run], given: list[dict[str, str]]) ->
     keys = list(dict.fromkeys(k for g in given for k in g))
     if keys:
         return [k for k in keys if len({g.get(k) for g in given}) > 1] or keys
-    params = list(dict.fromkeys(k for r in job_runs for k in r.data.params if not DERIVED_PARAMS.match(k)))
+    params = list(dict.fromkeys(k for r in job_runs for k in r.data.params if not derived_param(k)))
     return [k for k in params if len({r.data.params.get(k) for r in job_runs}) > 1]
 
 

@@ -39,7 +39,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweeps import interrupts, tags
-from sweeps.config import metric_direction, objectives, validate
+from sweeps.config import objectives, validate
+from sweeps.metrics import metric_direction
 from sweeps.errors import ConfigError
 from sweeps.launcher import InFlight, in_flight
 from sweeps.mdtext import code, text

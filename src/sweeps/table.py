@@ -36,14 +36,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sweeps import mdtext, stats, tags
-from sweeps.config import RANK_METRIC, VALIDATION_METRICS, higher_is_better, objectives_param
+from sweeps.config import objectives_param
+from sweeps.metrics import END_METRICS, RANK_METRIC, VALIDATION_METRICS, higher_is_better, is_per_epoch
 from sweeps.repeats import REPEATED, SOURCES
 from sweeps.runs import Job, SweepRuns
 from sweeps.stats import ALPHA, CONFIDENCE, mean_ci, tied, welch_p  # noqa: F401 - part of this module's interface
 
 VALIDATION = list(VALIDATION_METRICS)
-END_METRICS = ["final_train_data_loss", "test_data_loss", "final_train_loss", "test_loss", "test_accuracy", "test_mae",
-               "generalization_gap", "train_time_s"]
 HIDDEN_IN_READING = ("run_name", "run_id", "run_ids")  # left out of the text and Markdown tables
 PER_JOB = ("status", "run_name", "run_id")  # a group's row summarizes these instead of carrying them
 CONFIG_NUMBERS = ("n_params",)  # numbers that describe a configuration: carried, never averaged
@@ -51,11 +50,6 @@ TEXT_WIDTH = 120  # the terminal table fits this many characters unless --wide
 SHORT_NAMES = [("final_", ""), ("accuracy", "acc"), ("generalization_gap", "gap"), ("train_time_s", "time_s"),
                ("tied_with_best", "tied"), ("p_beats_best", "p_beats"), ("_boot95", "_boot"),
                ("p_vs_best_holm", "p_holm")]  # header abbreviations of the fitted text table
-
-
-def is_per_epoch(metric: str) -> bool:
-    """Validation metrics are logged every epoch: the table shows their final and best value."""
-    return metric.startswith("val_")
 
 
 def default_metric(sweep: SweepRuns) -> str:

@@ -34,7 +34,8 @@ from omegaconf import DictConfig
 
 from sweeps import guard, interrupts, tags
 from sweeps.redact import redact_text, redact_uri  # noqa: F401 - part of this module's interface
-from sweeps.config import RANK_METRIC, applicable, config_hash, dotted_keys, higher_is_better, to_plain
+from sweeps.config import applicable, config_hash, dotted_keys, to_plain
+from sweeps.metrics import RANK_METRIC, SHOWN_AT_THE_END, higher_is_better
 from sweeps.errors import TrackingError
 from sweeps.patience import STORE_PATIENCE, set_store_patience  # noqa: F401 - part of this module's interface
 
@@ -294,7 +295,7 @@ EXPERIMENT_KIND, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_de
 RUNS_VIEW_KEY = "sweeps"
 RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"
 RUNS_VIEW = json.dumps({"orderByKey": f"metrics.`{RANK_METRIC}`", "orderByAsc": not higher_is_better(RANK_METRIC),
-                        "selectedColumns": [*(f"metrics.`{m}`" for m in (RANK_METRIC, "test_accuracy", "test_mae")),
+                        "selectedColumns": [*(f"metrics.`{m}`" for m in (RANK_METRIC, *SHOWN_AT_THE_END)),
                                             *(f"params.`{p}`" for p in ("reg.kind", "rate"))]})
 
 
