@@ -17,7 +17,7 @@ from sweeps.config import validate
 from sweeps.data import read_pixel_csv
 from sweeps.errors import ConfigError, DataError
 from sweeps.search import check_storage
-from sweeps.train import check_composed
+from sweeps.train import check_composed, hydra_args
 
 from conftest import write_kaggle_csv
 
@@ -179,3 +179,14 @@ def test_a_server_listening_for_other_machines_without_their_names_is_warned_at_
                                                            "403 to every other machine; add --allowed-hosts")
     assert exposed_without_names("0.0.0.0", "box.lab,box.lab:5000") is None
     assert exposed_without_names("127.0.0.1", "") is None
+
+
+def test_the_pre_check_reads_hydras_flags_as_hydra_does():
+    """The fence around Hydra's private parser (`train.hydra_args`): should Hydra rename or move it,
+    or read its flags otherwise, this fails here and not as a pre-check that skips a user's typo."""
+    args = hydra_args(["-m", "--cfg", "job", "-cn", "config", "reg=l1,l2", "hydra.job.chdir=false", "--info"])
+    assert args.multirun and args.cfg == "job" and args.config_name == "config" and args.info
+    assert args.overrides == ["reg=l1,l2", "hydra.job.chdir=false"]
+    plain = hydra_args(["rate=1e-3"])
+    assert not plain.multirun and not (plain.help or plain.hydra_help or plain.cfg or plain.shell_completion)
+    assert plain.overrides == ["rate=1e-3"]

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -114,6 +114,41 @@ def own_gpu() -> None:
         devices.claim(sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd), parallel_jobs(hc.launcher))
 
 
+def failed_in_a_sweep(cfg: DictConfig, err: Exception, what: str) -> None:
+    """The one failure path of a job or a pack of a sweep (the caller records the failure on its
+    runs and the sweep goes on), from inside `interrupts.handling()`."""
+    from sweeps.job import store_lost
+
+    # a signal that C code turned into its own error (TensorFlow: SystemError from `__import__`)
+    # is still the interrupt: the run already ended KILLED, the job stops as interrupted
+    interrupts.check()
+    lost = store_lost(cfg, err)
+    if lost:  # every later job would fail the same way: stop (see StoreUnavailable)
+        raise StoreUnavailable(lost) from None
+    if isinstance(err, SweepsError):
+        log.error("%s failed: %s", what, err)
+    else:
+        log.exception("%s failed", what)
+
+
+def single_run_failed(cfg: DictConfig, err: Exception) -> NoReturn:
+    """A single run (no sweep) that failed: our errors are one line and exit 2, the rest raise."""
+    from sweeps.job import store_lost
+
+    interrupts.check()  # as in `failed_in_a_sweep`
+    # a store that refuses the run at the start (read-only, unreachable) is bad input: the
+    # TrackingError names the fix (in a sweep the store answered the sweep's own check, so it was lost)
+    lost = None if isinstance(err, TrackingError) else store_lost(cfg, err)
+    if lost:
+        raise StoreUnavailable(lost) from None
+    if isinstance(err, (ConfigError, DataError)):  # bad input found with the data: no run was opened
+        discard_run_folder()
+    if isinstance(err, SweepsError):
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise err
+
+
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: a failing job is reported and, in a multirun, the sweep goes on."""
     from sweeps.tracking import run_name
@@ -130,26 +165,9 @@ def task(cfg: DictConfig) -> float:
         try:
             return jobs.train(cfg, job)
         except Exception as err:
-            # a signal that C code turned into its own error (TensorFlow: SystemError from `__import__`)
-            # is still the interrupt: the run already ended KILLED, the job stops as interrupted
-            interrupts.check()
-            # a single run whose store refuses it at the start (read-only, unreachable) is bad input: the
-            # TrackingError names the fix; in a sweep the store answered the sweep's own check, so it was lost
-            refused = job.sweep_dir is None and isinstance(err, TrackingError)
-            lost = None if refused else jobs.store_lost(cfg, err)
-            if lost:  # every later job would fail the same way: stop (see StoreUnavailable)
-                raise StoreUnavailable(lost) from None
             if job.sweep_dir is None:
-                if isinstance(err, (ConfigError, DataError)):  # bad input found with the data: no run was opened
-                    discard_run_folder()
-                if isinstance(err, SweepsError):
-                    print(f"error: {err}", file=sys.stderr)
-                    raise SystemExit(2) from None
-                raise
-            if isinstance(err, SweepsError):
-                log.error("job %s failed: %s", run_name(list(job.overrides)), err)
-            else:
-                log.exception("job %s failed", run_name(list(job.overrides)))
+                single_run_failed(cfg, err)
+            failed_in_a_sweep(cfg, err, f"job {run_name(list(job.overrides))}")
             failure = err
     jobs.record_failure(cfg, job, failure)
     return math.nan
@@ -186,15 +204,7 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
         try:
             return packing.train_pack(cfgs, contexts, jit_compile)
         except Exception as err:
-            interrupts.check()  # as in `task`
-            lost = jobs.store_lost(cfgs[0], err)
-            if lost:
-                raise StoreUnavailable(lost) from None
-            names = ", ".join(run_name(list(job.overrides)) for job in contexts)
-            if isinstance(err, SweepsError):
-                log.error("pack of jobs %s failed: %s", names, err)
-            else:
-                log.exception("pack of jobs %s failed", names)
+            failed_in_a_sweep(cfgs[0], err, "pack of jobs " + ", ".join(run_name(list(job.overrides)) for job in contexts))
             failure = err
     for cfg, job in zip(cfgs, contexts):
         jobs.record_failure(cfg, job, failure)
@@ -238,14 +248,24 @@ def cannot_start(err: Exception, run_name) -> float:
     return math.nan
 
 
+def hydra_args(argv: list[str]):
+    """The command line as `@hydra.main` reads it (`.overrides`, `.multirun`, `.help`, `.cfg`, ...).
+
+    Hydra has no public parser for its own flags (`-m`, `--cfg job`, `-cn NAME`, `--info`, ...), and
+    a copy of theirs would drift; this is Hydra's `get_args_parser`, fenced here:
+    tests/test_bad_input.py fails loudly should Hydra change it."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    return args
+
+
 def check_command_line(argv: list[str]) -> bool:
     """Unknown keys and wrong types as one line and exit 2, before Hydra composes anything.
 
     Returns whether the command is a multirun.
     """
-    from hydra._internal.utils import get_args_parser  # Hydra's own parser: flags are skipped right
-
-    args, _ = get_args_parser().parse_known_args(argv)
+    args = hydra_args(argv)
     try:
         check_overrides(args.overrides)
         if not (args.help or args.hydra_help or args.info or args.cfg or args.shell_completion):
