@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from sweeps.config import conf_dir, register_configs
-from sweeps.fitting import EpochBatches, direction, new_model
+from sweeps.fitting import EpochBatches, new_model
+from sweeps.metrics import keras_mode
 from sweeps.launcher import packs, why_alone
 from sweeps.models import make_optimizer
 from sweeps.packed_model import Member, PackedMLP
@@ -233,7 +234,7 @@ def test_dropout_is_each_members_own():
 ])
 def test_a_members_early_stopping_stops_and_keeps_what_keras_early_stopping_would(monitor, values, restore):
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    keras_es = keras.callbacks.EarlyStopping(monitor=monitor, mode=direction(monitor), patience=2, min_delta=0.004,
+    keras_es = keras.callbacks.EarlyStopping(monitor=monitor, mode=keras_mode(monitor), patience=2, min_delta=0.004,
                                              restore_best_weights=restore)
     keras_es.set_model(model)
     mine = MemberStopping(monitor, 2, 0.004, restore)

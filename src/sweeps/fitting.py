@@ -40,7 +40,7 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
     callbacks: list[keras.callbacks.Callback] = [logger, progress, *extra]
     es = cfg.early_stopping
     if es.enabled:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, mode=direction(es.monitor),
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, mode=keras_mode(es.monitor),
                                                        patience=es.patience,
                                                        min_delta=es.min_delta,
                                                        restore_best_weights=es.restore_best_weights))
@@ -60,11 +60,6 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
     if logger.diverged:
         raise DivergedError(diverged_message(logger.diverged))
     return time.perf_counter() - tic
-
-
-def direction(metric: str) -> str:
-    """Keras' `mode` for a monitored metric."""
-    return keras_mode(metric)
 
 
 def diverged_message(reason: str) -> str:

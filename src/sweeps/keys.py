@@ -27,6 +27,6 @@ SIZE_PARAMS = ("n_params", "n_train", "n_val", "n_test")
 
 
 def derived_param(name: str) -> bool:
-    """Whether a logged param (`tracking.uri`, `n_train`, `rate`) follows from others or does not
-    change training, so a comparison never shows it as a swept key."""
+    """Whether a logged param follows from others (`n_train`) or does not change training
+    (`tracking.uri`), so a comparison never shows it as a swept key (`rate` is not such a param)."""
     return name in SIZE_PARAMS or name.split(".")[0] in NOT_TRAINING

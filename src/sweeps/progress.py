@@ -24,7 +24,6 @@ import numpy as np
 from sweeps.callbacks import penalty
 
 
-
 def say(line: str) -> None:
     """One progress line on stderr, at once (stderr may be a pipe or a worker's log file); a line that
     cannot be written (the terminal was closed: SIGHUP follows) is dropped, never a job's failure."""

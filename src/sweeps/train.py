@@ -114,17 +114,22 @@ def own_gpu() -> None:
         devices.claim(sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd), parallel_jobs(hc.launcher))
 
 
-def failed_in_a_sweep(cfg: DictConfig, err: Exception, what: str) -> None:
-    """The one failure path of a job or a pack of a sweep (the caller records the failure on its
-    runs and the sweep goes on), from inside `interrupts.handling()`."""
+def stop_if_not_the_jobs_own(cfg: DictConfig, err: Exception, store_lost_possible: bool = True) -> None:
+    """Raise what `err` really is when it is not this job's failure: an interrupt, or a lost store."""
     from sweeps.job import store_lost
 
     # a signal that C code turned into its own error (TensorFlow: SystemError from `__import__`)
     # is still the interrupt: the run already ended KILLED, the job stops as interrupted
     interrupts.check()
-    lost = store_lost(cfg, err)
+    lost = store_lost(cfg, err) if store_lost_possible else None
     if lost:  # every later job would fail the same way: stop (see StoreUnavailable)
         raise StoreUnavailable(lost) from None
+
+
+def failed_in_a_sweep(cfg: DictConfig, err: Exception, what: str) -> None:
+    """The one failure path of a job or a pack of a sweep (the caller records the failure on its
+    runs and the sweep goes on), from inside `interrupts.handling()`."""
+    stop_if_not_the_jobs_own(cfg, err)
     if isinstance(err, SweepsError):
         log.error("%s failed: %s", what, err)
     else:
@@ -133,14 +138,9 @@ def failed_in_a_sweep(cfg: DictConfig, err: Exception, what: str) -> None:
 
 def single_run_failed(cfg: DictConfig, err: Exception) -> NoReturn:
     """A single run (no sweep) that failed: our errors are one line and exit 2, the rest raise."""
-    from sweeps.job import store_lost
-
-    interrupts.check()  # as in `failed_in_a_sweep`
     # a store that refuses the run at the start (read-only, unreachable) is bad input: the
     # TrackingError names the fix (in a sweep the store answered the sweep's own check, so it was lost)
-    lost = None if isinstance(err, TrackingError) else store_lost(cfg, err)
-    if lost:
-        raise StoreUnavailable(lost) from None
+    stop_if_not_the_jobs_own(cfg, err, store_lost_possible=not isinstance(err, TrackingError))
     if isinstance(err, (ConfigError, DataError)):  # bad input found with the data: no run was opened
         discard_run_folder()
     if isinstance(err, SweepsError):
