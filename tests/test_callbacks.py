@@ -112,3 +112,23 @@ def test_state_is_reset_on_train_begin(make_cfg, client, run_id):
     ds = load_dataset(make_cfg().data)
     model.fit(ds.x_train, ds.y_train, epochs=1, verbose=0, validation_data=(ds.x_val, ds.y_val), callbacks=[logger])
     assert len(logger.history["loss"]) == 1
+
+
+def test_a_trial_that_its_sweep_ended_stops_the_job_as_interrupted_not_failed(tmp_path):
+    """The race of a Ctrl-C with trials in flight: the sweep fails its open trials before its signal
+    reaches the worker, whose next report then finds its trial finished. The job stops as
+    interrupted (its run ends KILLED), not with Optuna's UpdateFinishedTrialError (FAILED)."""
+    import optuna
+
+    from sweeps.callbacks import TrialReports
+    from sweeps.search import trial_id_of
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    reports = TrialReports("s", storage, trial_id_of(trial), "median", "val_loss", epochs=5)
+    reports.open()
+    assert reports.epoch_end(0, {"val_loss": 1.0}) is False  # reported while the trial runs
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # the sweep, interrupted, ends it
+    with pytest.raises(KeyboardInterrupt, match="ended by its sweep"):
+        reports.epoch_end(1, {"val_loss": 0.9})

@@ -206,8 +206,16 @@ class TrialReports:
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(float(value)):
             return False
+        import optuna
+
         with interrupts.deferred():  # an interrupted write would leave the study locked for the clean-up
-            self.trial.report(float(value), epoch + 1)  # epochs counted from 1, as logged
+            try:
+                self.trial.report(float(value), epoch + 1)  # epochs counted from 1, as logged
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # only the sweep that owns the trial ends it while its job trains: it was interrupted
+                # (its Ctrl-C reaches this worker a moment later) or closed the trial as stale, so
+                # the job stops as interrupted (run KILLED), not as a failure of its own
+                raise KeyboardInterrupt(f"trial #{self.trial.number} was ended by its sweep") from None
             prune = epoch + 1 < self.epochs and self.trial.should_prune()
         if prune:
             self.pruned_at = epoch + 1
