@@ -110,9 +110,9 @@ def offline(tmp_path, monkeypatch):
     dead = (tmp_path / "no-such-mirror").as_uri() + "/"
     monkeypatch.setattr(data, "MIRRORS", {"fashion_mnist": [dead], "mnist": [dead]})
     monkeypatch.setitem(data.CALIFORNIA, "url", dead + "cal_housing.tgz")
-    data._load_raw.cache_clear()
+    data.release()
     yield tmp_path
-    data._load_raw.cache_clear()
+    data.release()
 
 
 class InProcessSweep:

@@ -134,3 +134,12 @@ def test_a_sweep_composes_each_jobs_config_once_and_hands_out_copies():
              "    print(len(loader.composed), len(pickle.loads(pickle.dumps(loader)).composed))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["1", "0"], ("a worker composes its own", out.stderr[-2000:])
+
+
+def test_every_dataset_has_its_facts_and_a_config_file():
+    """A dataset is a `DatasetName`, a row of `config.DATASETS`, a reader in `data._read_raw` and
+    conf/data/<name>.yaml: one missing is caught here, not by a user's job."""
+    from sweeps.config import DATASETS, DatasetName, conf_dir
+
+    assert set(DATASETS) == set(DatasetName)
+    assert {p.stem for p in (conf_dir() / "data").glob("*.yaml")} >= {n.value for n in DatasetName}

@@ -187,3 +187,18 @@ def test_a_process_prepares_each_dataset_once_and_shares_it_read_only(make_cfg):
     assert load_dataset(make_cfg("data=digits", "data.val_seed=6").data) is not a
     with pytest.raises(ValueError, match="read-only"):
         a.x_train[0, 0] = 1.0  # a job cannot change what the process's later jobs see
+
+
+def test_a_process_reuses_a_prepared_dataset_until_it_is_released(make_cfg):
+    """The jobs of a sweep in one worker share the arrays; `release()` lets them go (a notebook
+    between sweeps): the next job reads and prepares them again, to equal values."""
+    cfg = make_cfg("data=digits").data
+    first = load_dataset(cfg)
+    assert load_dataset(cfg) is first and data.PREPARED.values and data.RAW.values
+    data.release()
+    assert not data.PREPARED.values and not data.RAW.values
+    again = load_dataset(cfg)
+    assert again is not first and np.array_equal(again.x_train, first.x_train)
+    for limit in range(1, 7):  # more settings than the cache holds: the oldest is dropped, not kept for ever
+        load_dataset(make_cfg("data=digits", f"data.limit={100 + limit}").data)
+    assert len(data.PREPARED.values) == data.PREPARED.size and load_dataset(cfg) is not again

@@ -549,9 +549,10 @@ def known_task(data: DictConfig) -> Optional[str]:
     """The task of `data` as the config says it (None: your own data, until its labels are read)."""
     if data.task is not None:
         return data.task.value
-    if data.name in USER_DATA:
+    facts = DATASETS[data.name]
+    if facts.user:
         return None
-    return (Task.regression if data.name in REGRESSION else Task.classification).value
+    return (Task.regression if facts.regression else Task.classification).value
 
 
 def _check_metrics_apply(cfg: DictConfig) -> None:
@@ -609,31 +610,42 @@ def to_plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-REGRESSION = (DatasetName.california_housing,)  # datasets whose target is a number (the others: a class)
-_READ_FROM_FILES = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fashion_mnist_csv,
-                    DatasetName.california_housing)  # `data.root` is where their files are
-_OWN_TEST_SET = (DatasetName.fashion_mnist, DatasetName.mnist, DatasetName.fashion_mnist_csv)
-USER_DATA = (DatasetName.csv, DatasetName.npz, DatasetName.custom)  # read from what the user names
-# The data keys of your data, and the options that read them (a key set for any other does nothing).
-USER_DATA_KEYS = {"path": (DatasetName.csv, DatasetName.npz), "target": (DatasetName.csv,),
-                  "features": (DatasetName.csv,), "task": USER_DATA, "_target_": (DatasetName.custom,),
-                  "kwargs": (DatasetName.custom,)}
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the rest of `sweeps` needs to know of a dataset, decided here only (its reader: `data.READERS`)."""
 
+    files: bool = False  # read from files under `data.root` (found on the system or downloaded)
+    own_test_set: bool = False  # ships a test set (else `data.test_split` of `data.test_seed` makes one)
+    regression: bool = False  # its target is a number (else a class)
+    user: bool = False  # read from what the user names (`data.path`, `data._target_`); task from its labels
+    keys: tuple = ()  # `data.*` keys that only it reads
+
+
+DATASETS = {
+    DatasetName.fashion_mnist: DatasetFacts(files=True, own_test_set=True),
+    DatasetName.mnist: DatasetFacts(files=True, own_test_set=True),
+    DatasetName.fashion_mnist_csv: DatasetFacts(files=True, own_test_set=True, keys=("train_file", "test_file")),
+    DatasetName.california_housing: DatasetFacts(files=True, regression=True),
+    DatasetName.digits: DatasetFacts(),
+    DatasetName.circles: DatasetFacts(keys=("n_samples", "noise", "factor")),
+    DatasetName.csv: DatasetFacts(user=True, keys=("path", "target", "features", "task")),
+    DatasetName.npz: DatasetFacts(user=True, keys=("path", "task")),
+    DatasetName.custom: DatasetFacts(user=True, keys=("_target_", "kwargs", "task")),
+}
+# The data keys of your data, and the options that read them (a key set for any other does nothing).
+USER_DATA_KEYS = {key: tuple(name for name, facts in DATASETS.items() if key in facts.keys)
+                  for key in ("path", "target", "features", "task", "_target_", "kwargs")}
 # The keys that apply to some jobs only (every other key always applies), and when they do.
 # `rate` always applies: 0 is how a job says it has no penalty (the report's plots read it).
 _APPLIES_WHEN = {
-    "data.root": lambda c: c.data.name in _READ_FROM_FILES,
-    "data.train_file": lambda c: c.data.name == DatasetName.fashion_mnist_csv,
-    "data.test_file": lambda c: c.data.name == DatasetName.fashion_mnist_csv,
-    "data.n_samples": lambda c: c.data.name == DatasetName.circles,
-    "data.noise": lambda c: c.data.name == DatasetName.circles,
-    "data.factor": lambda c: c.data.name == DatasetName.circles,
-    **{f"data.{key}": (lambda c, readers=readers: c.data.name in readers) for key, readers in USER_DATA_KEYS.items()},
+    "data.root": lambda c: DATASETS[c.data.name].files,
+    **{f"data.{key}": (lambda c, key=key: key in DATASETS[c.data.name].keys)
+       for key in {key for facts in DATASETS.values() for key in facts.keys}},
     "model._target_": lambda c: c.model._target_ is not None,
     "model.kwargs": lambda c: c.model._target_ is not None,
     "data.val_split": lambda c: c.data.validation == Validation.split,
     "data.val_seed": lambda c: c.data.validation == Validation.split and c.data.val_split > 0,
-    "data.test_seed": lambda c: c.data.test_split is not None or c.data.name not in _OWN_TEST_SET,
+    "data.test_seed": lambda c: c.data.test_split is not None or not DATASETS[c.data.name].own_test_set,
     "reg.target": lambda c: c.reg.kind != RegKind.none,
     "reg.layers": lambda c: c.reg.kind != RegKind.none,
     "optimizer.momentum": lambda c: c.optimizer.name == OptimizerName.sgd,

@@ -8,7 +8,6 @@ downloaded from the published mirrors and checked against the published checksum
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import io
@@ -21,6 +20,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
@@ -540,26 +540,57 @@ def locate(where: str, target: str):
 # ---------------------------------------------------------------- the public entry point
 
 
-@functools.lru_cache(maxsize=8)
-def _load_raw(name: DatasetName, root, train_file, test_file, circles: tuple, env: tuple, user: tuple = ()) -> Raw:
-    """Read once per process: every job of a sweep reuses the arrays (the key covers what matters:
-    for your data the file's size and modification time too, so an edited file is read again)."""
-    if name in (DatasetName.csv, DatasetName.npz, DatasetName.custom):
-        path, target, features, task, loader, kwargs, _stamp = user
-        if name == DatasetName.csv:
-            return read_table_csv(Path(path).expanduser(), target, features, task)
-        if name == DatasetName.npz:
-            return read_npz(Path(path).expanduser(), task)
-        return call_loader(loader, json.loads(kwargs), task)
-    if name in (DatasetName.fashion_mnist, DatasetName.mnist):
-        return load_idx_dataset(name.value, root)
-    if name == DatasetName.fashion_mnist_csv:
-        return load_csv_dataset(name.value, root, train_file or CSV_DEFAULTS[0], test_file or CSV_DEFAULTS[1])
-    if name == DatasetName.california_housing:
-        return load_california_housing(root)
-    if name == DatasetName.digits:
-        return load_digits_raw()
-    return load_circles_raw(*circles)
+class Cache:
+    """A process's recently used values by key, at most `size` of them, the oldest dropped first.
+    An object (not `functools.lru_cache`) so that what it holds can be released by name (`release`)."""
+
+    def __init__(self, size: int):
+        self.size, self.values = size, OrderedDict()
+
+    def get(self, key: tuple, make):
+        if key in self.values:
+            self.values.move_to_end(key)
+            return self.values[key]
+        value = self.values[key] = make()
+        if len(self.values) > self.size:
+            self.values.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self.values.clear()
+
+
+RAW = Cache(8)  # files read (a sweep's jobs of several datasets or files share a worker)
+PREPARED = Cache(4)  # split and scaled arrays (~0.2 GB for Fashion-MNIST): jobs of one sweep share them
+
+
+def release() -> None:
+    """Let go of every dataset this process read or prepared (a notebook between sweeps, a test)."""
+    RAW.clear()
+    PREPARED.clear()
+
+
+def _load_raw(*key) -> Raw:
+    return RAW.get(key, lambda: _read_raw(*key))
+
+
+def _read_raw(name: DatasetName, root, train_file, test_file, circles: tuple, env: tuple, user: tuple = ()) -> Raw:
+    """Read once per process (`RAW`): every job of a sweep reuses the arrays (the key covers what
+    matters: for your data the file's size and modification time too, so an edited file is read again)."""
+    path, target, features, task, loader, kwargs, _stamp = user or (None,) * 7
+    readers = {  # one per `DatasetName`; what else is known of each: `config.DATASETS`
+        DatasetName.fashion_mnist: lambda: load_idx_dataset(name.value, root),
+        DatasetName.mnist: lambda: load_idx_dataset(name.value, root),
+        DatasetName.fashion_mnist_csv: lambda: load_csv_dataset(name.value, root, train_file or CSV_DEFAULTS[0],
+                                                                test_file or CSV_DEFAULTS[1]),
+        DatasetName.california_housing: lambda: load_california_housing(root),
+        DatasetName.digits: load_digits_raw,
+        DatasetName.circles: lambda: load_circles_raw(*circles),
+        DatasetName.csv: lambda: read_table_csv(Path(path).expanduser(), target, features, task),
+        DatasetName.npz: lambda: read_npz(Path(path).expanduser(), task),
+        DatasetName.custom: lambda: call_loader(loader, json.loads(kwargs), task),
+    }
+    return readers[name]()
 
 
 def _split(x, y, fraction: float, seed: int):
@@ -627,8 +658,11 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     return _prepared(settings, env, json.dumps(kwargs, sort_keys=True, default=str), stamp)
 
 
-@functools.lru_cache(maxsize=4)
-def _prepared(settings: tuple, env: tuple, kwargs: str = "{}", stamp: Optional[tuple] = None) -> Dataset:
+def _prepared(*key) -> Dataset:
+    return PREPARED.get(key, lambda: _prepare(*key))
+
+
+def _prepare(settings: tuple, env: tuple, kwargs: str = "{}", stamp: Optional[tuple] = None) -> Dataset:
     """`load_dataset`'s work for the `DataConfig` fields `settings` (name, value pairs), the loader's
     `kwargs` (JSON) and the data file's (size, mtime)."""
     cfg = DataConfig(**dict(settings), kwargs=json.loads(kwargs))
