@@ -37,7 +37,6 @@ from sweeps.redact import redact_text, redact_uri  # noqa: F401 - part of this m
 from sweeps.config import applicable, config_hash, dotted_keys, to_plain
 from sweeps.metrics import RANK_METRIC, SHOWN_AT_THE_END, higher_is_better
 from sweeps.errors import TrackingError
-from sweeps.patience import STORE_PATIENCE, set_store_patience  # noqa: F401 - part of this module's interface
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,9 @@ _impatient = [0]  # how many `impatient()` blocks are active (no waiting on a lo
 
 @contextlib.contextmanager
 def impatient() -> Iterator[None]:
-    """MLflow calls inside give up after one quick try (clean-up must not hang on a dead store)."""
+    """MLflow calls inside give up after one quick try (clean-up must not hang on a dead store).
+    MLflow has no per-client retry setting: its HTTP layer reads these variables at each request,
+    so they are set for the block and put back after it."""
     saved = {key: os.environ.get(key) for key in IMPATIENT}
     os.environ.update(IMPATIENT)
     _impatient[0] += 1
@@ -578,6 +579,8 @@ class Tracker:
         outputs = np.zeros((len(sample), *model.output_shape[1:]), dtype="float32")  # shapes only: no predict pass
         signature = infer_signature(sample, outputs)
         logged = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id)
+        # the flavor's log_model has no client or URI argument: it writes through the fluent API's
+        # store, so that is set to this job's (the job's process has one store; nothing else reads it)
         mlflow.set_tracking_uri(self.uri)
 
         def log_model():
