@@ -452,8 +452,7 @@ def _plain_value(value: Any) -> Any:
 def _check_your_work(cfg: DictConfig) -> None:
     """Your data and your model: what each needs is given, and nothing is given that would do nothing."""
     data, name = cfg.data, cfg.data.name
-    needs = {DatasetName.csv: ("path", "target"), DatasetName.npz: ("path",), DatasetName.custom: ("_target_",)}
-    for key in needs.get(name, ()):
+    for key in DATASETS[name].needs:
         if data[key] is None:
             example = {"path": "data.path=/path/to/file", "target": "data.target=<column>",
                        "_target_": "data._target_=my_pkg.load"}[key]
@@ -612,13 +611,14 @@ def to_plain(cfg: DictConfig) -> dict:
 
 @dataclass(frozen=True)
 class DatasetFacts:
-    """What the rest of `sweeps` needs to know of a dataset, decided here only (its reader: `data.READERS`)."""
+    """What the rest of `sweeps` needs to know of a dataset, decided here only (its reader: `data._read_raw`)."""
 
     files: bool = False  # read from files under `data.root` (found on the system or downloaded)
-    own_test_set: bool = False  # ships a test set (else `data.test_split` of `data.test_seed` makes one)
+    own_test_set: bool = False  # ships a test set (else `data.test_split` with `data.test_seed` makes one)
     regression: bool = False  # its target is a number (else a class)
     user: bool = False  # read from what the user names (`data.path`, `data._target_`); task from its labels
-    keys: tuple = ()  # `data.*` keys that only it reads
+    keys: tuple = ()  # the `data.*` keys it reads that not every dataset does
+    needs: tuple = ()  # of those, the ones a job must give (they have no default)
 
 
 DATASETS = {
@@ -628,9 +628,9 @@ DATASETS = {
     DatasetName.california_housing: DatasetFacts(files=True, regression=True),
     DatasetName.digits: DatasetFacts(),
     DatasetName.circles: DatasetFacts(keys=("n_samples", "noise", "factor")),
-    DatasetName.csv: DatasetFacts(user=True, keys=("path", "target", "features", "task")),
-    DatasetName.npz: DatasetFacts(user=True, keys=("path", "task")),
-    DatasetName.custom: DatasetFacts(user=True, keys=("_target_", "kwargs", "task")),
+    DatasetName.csv: DatasetFacts(user=True, keys=("path", "target", "features", "task"), needs=("path", "target")),
+    DatasetName.npz: DatasetFacts(user=True, keys=("path", "task"), needs=("path",)),
+    DatasetName.custom: DatasetFacts(user=True, keys=("_target_", "kwargs", "task"), needs=("_target_",)),
 }
 # The data keys of your data, and the options that read them (a key set for any other does nothing).
 USER_DATA_KEYS = {key: tuple(name for name, facts in DATASETS.items() if key in facts.keys)
