@@ -184,6 +184,24 @@ def test_slurm_time_limits_read_as_minutes(limit, expected):
     assert minutes(limit) == expected
 
 
+# squeue's (state, start) for one task, poll by poll, as this cluster printed them
+_REQUEUED_PENDING_SEEN = [("PENDING", "N/A"), ("RUNNING", "T50"), ("RUNNING", "T50"), ("COMPLETING", "T57"),
+                          ("PENDING", "T57"), ("RUNNING", "T58"), ("RUNNING", "T58")]
+# CI's: the PENDING fell between two polls, and COMPLETING already showed the next start
+_REQUEUED_PENDING_MISSED = [("RUNNING", "T50"), ("COMPLETING", "T58"), ("RUNNING", "T58"), ("COMPLETING", "T58")]
+_NOT_REQUEUED = [("PENDING", "N/A"), ("CONFIGURING", "T50"), ("RUNNING", "T50"), ("RUNNING", "T50"),
+                 ("COMPLETING", "T50"), ("COMPLETED", "T50")]
+
+
+@pytest.mark.parametrize("polls, requeued_at", [(_REQUEUED_PENDING_SEEN, [4]), (_REQUEUED_PENDING_MISSED, [2]),
+                                                (_NOT_REQUEUED, [])])
+def test_a_requeue_is_told_once_whichever_of_its_states_the_polls_see(polls, requeued_at):
+    from sweeps.slurm import Requeues
+
+    requeues = Requeues()
+    assert [n for n, (state, start) in enumerate(polls) if requeues.seen("7_0", state, start)] == requeued_at
+
+
 def test_submitits_sacct_warnings_become_one_line_and_other_lines_pass(caplog):
     from sweeps.slurm import QuietSacct
 

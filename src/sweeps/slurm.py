@@ -171,6 +171,24 @@ class Queue:
         _cli("scancel", self.array_id)
 
 
+class Requeues:
+    """Which polls show a task SLURM requeued (preemption, `scontrol requeue`): back in the queue after
+    it ran, or running again with another start time; once per requeue."""
+
+    def __init__(self) -> None:
+        # task -> its start time while it was seen RUNNING. Only that one: a requeued task shows COMPLETING
+        # with its *next* start time already, so after a PENDING that fell between two polls, comparing with
+        # the previous poll's start would hide the requeue
+        self._started: dict[str, str] = {}
+
+    def seen(self, task: str, state: str, start: str) -> bool:
+        again = (state in ("PENDING", "REQUEUED") and self._started.pop(task, None) is not None) or (
+            state == "RUNNING" and self._started.get(task, start) != start)
+        if state == "RUNNING":
+            self._started[task] = start
+        return again
+
+
 class SlurmLauncher(SubmititSlurmLauncher):
     _tracker = None  # the store, connected when a task SLURM ended has a run to close
 
@@ -222,6 +240,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         lost_since: dict[int, float] = {}  # task index -> when it was first seen neither queued nor with a result
         ending: dict[int, float] = {}  # task index -> when SLURM was first seen to have ended it
         was: dict[int, tuple] = {}  # task index -> its (state, reason, start) at the previous poll
+        requeues = Requeues()
         said = None
         while len(results) < len(jobs):
             states = queue.read()
@@ -234,9 +253,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 state, reason, start = states.get(job.job_id, ("", "", ""))
                 if not state and not job.paths.result_pickle.exists():  # squeue drops a task cancelled while pending
                     state, reason, start = queue.final(job.job_id)
-                before, before_start = was.get(i, ("", "", ""))[::2]
-                if before in ("RUNNING", "COMPLETING") and (state in ("PENDING", "REQUEUED") or (
-                        state == "RUNNING" and start != before_start)):  # back in the queue, or started again since
+                before = was.get(i, ("",))[0]
+                if requeues.seen(job.job_id, state, start):
                     log.info("SLURM requeued task %s: it starts again, and continues after its last saved epoch "
                              "(sweeps.checkpoint)", job.job_id)
                 if state:
