@@ -5,7 +5,7 @@
 Side by side in one process, on Fashion-MNIST (Debian package) or digits when it is absent:
   1. the same 512-512 MLP trained with and without `MlflowEpochLogger`, alternating, so that
      machine noise hits both; the logger also times its own work per epoch;
-  2. the per-epoch checkpoint of a job on SLURM (`sweeps.checkpoint`: variables, optimizer state,
+  2. the per-epoch checkpoint of a job on SLURM (`sweeps.training.checkpoint`: variables, optimizer state,
      early stopping) against the epoch, and its file size;
   3. `log_keras_model` (requirements given) against MLflow's default (requirements inferred by
      re-importing the model in a fresh process).
@@ -27,12 +27,12 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from common import EpochTimer
-from sweeps.callbacks import MlflowEpochLogger
-from sweeps.checkpoint import Checkpoint
+from sweeps.training.callbacks import MlflowEpochLogger
+from sweeps.training.checkpoint import Checkpoint
 from sweeps.config import conf_dir, register_configs
-from sweeps.data import load_dataset
+from sweeps.training.data import load_dataset
 from sweeps.errors import DataError
-from sweeps.models import build_model, compile_model, kernel_layers
+from sweeps.training.models import build_model, compile_model, kernel_layers
 from sweeps.tracking import Tracker
 
 

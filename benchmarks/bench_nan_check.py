@@ -24,11 +24,11 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from common import EpochTimer
-from sweeps.callbacks import MlflowEpochLogger
+from sweeps.training.callbacks import MlflowEpochLogger
 from sweeps.config import conf_dir, register_configs
-from sweeps.data import load_dataset
+from sweeps.training.data import load_dataset
 from sweeps.errors import DataError
-from sweeps.models import build_model, compile_model, kernel_layers
+from sweeps.training.models import build_model, compile_model, kernel_layers
 from sweeps.tracking import ensure_experiment
 
 

@@ -41,7 +41,7 @@ def plain_script(data: str, epochs: int) -> None:
 
     from sweeps.config import DataConfig, DatasetName
     from omegaconf import OmegaConf
-    from sweeps.data import load_dataset
+    from sweeps.training.data import load_dataset
 
     d = load_dataset(OmegaConf.structured(DataConfig(name=DatasetName(data))))
     for kind in ("l1", "l2"):

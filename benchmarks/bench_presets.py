@@ -50,9 +50,9 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from common import EpochTimer  # noqa: E402
 from sweeps.config import conf_dir, register_configs  # noqa: E402
-from sweeps.data import load_dataset  # noqa: E402
+from sweeps.training.data import load_dataset  # noqa: E402
 from sweeps.errors import DataError  # noqa: E402
-from sweeps.fitting import EVAL_BATCH  # noqa: E402
+from sweeps.training.fitting import EVAL_BATCH  # noqa: E402
 
 PRESETS = {
     "64-32 SGD batch 32": ["model=mlp_64_32", "optimizer=sgd", "batch_size=32"],

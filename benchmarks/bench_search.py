@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench_sweep import dataset, run_sweep
 
-from sweeps import tags
+from sweeps.tracking import tags
 
 COMMON = ["model=mlp_64_32", "optimizer=sgd", "batch_size=32", "tracking.log_model=false"]
 RATES = "1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,1e-2"

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from sweeps import tags
-from sweeps.data import load_dataset
+from sweeps.tracking import tags
+from sweeps.training.data import load_dataset
 from sweeps.errors import DataError
 
 GRID = ["reg=l1,l2", "rate=1e-5,1e-4,1e-3,1e-2", "model=mlp_64_32", "optimizer=sgd", "batch_size=32"]

@@ -100,7 +100,7 @@ def idx_folder(tmp_path) -> Path:
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """No system data, empty caches and mirrors that cannot answer: as on a machine without internet."""
-    from sweeps import data
+    from sweeps.training import data
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
@@ -127,7 +127,8 @@ class InProcessSweep:
 
         import uuid
 
-        from sweeps import sweep, tracking
+        from sweeps import tracking
+        from sweeps.sweeping import parent as sweep
 
         self.tracker = tracking.connect(OmegaConf.create({"uri": uri, "experiment": experiment, "artifact_root": None}))
         self.sweep_dir = str(sweep_dir)
@@ -138,13 +139,13 @@ class InProcessSweep:
         self.outcome = None
 
     def job(self, overrides: list[str]):
-        from sweeps.job import JobContext
+        from sweeps.training.job import JobContext
 
         self.launched += 1
         return JobContext(tuple(overrides), self.sweep_dir, sweep_key=self.key)
 
     def end(self):
-        from sweeps import sweep
+        from sweeps.sweeping import parent as sweep
 
         if self.outcome is None:
             self.outcome = sweep.finish(self.tracker, self.parent_run_id, self.launched)

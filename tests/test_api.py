@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import sweeps
-from sweeps import compare, table
+from sweeps import compare
+from sweeps.reporting import table
 from sweeps.errors import SweepsError
 from conftest import SEED_SWEEP
 

@@ -14,9 +14,9 @@ import pytest
 
 from sweeps import api
 from sweeps.config import validate
-from sweeps.data import read_pixel_csv
+from sweeps.training.data import read_pixel_csv
 from sweeps.errors import ConfigError, DataError
-from sweeps.search import check_storage
+from sweeps.sweeping.search import check_storage
 from sweeps.train import check_composed, hydra_args
 
 from conftest import write_kaggle_csv
@@ -112,7 +112,7 @@ def test_a_single_run_that_fails_a_check_leaves_no_folder_and_no_traceback(tmp_p
 
 
 def test_a_test_split_that_leaves_nothing_to_train_on_names_the_key(make_cfg):
-    from sweeps.data import load_dataset
+    from sweeps.training.data import load_dataset
 
     with pytest.raises(ConfigError) as err:
         load_dataset(make_cfg("data.test_split=0.999").data)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps.callbacks import MlflowEpochLogger, weight_stats
-from sweeps.data import load_dataset
-from sweeps.models import build_model, compile_model, kernel_layers
+from sweeps.training.callbacks import MlflowEpochLogger, weight_stats
+from sweeps.training.data import load_dataset
+from sweeps.training.models import build_model, compile_model, kernel_layers
 from sweeps.tracking import ensure_experiment
 
 
@@ -120,8 +120,8 @@ def test_a_trial_that_its_sweep_ended_stops_the_job_as_interrupted_not_failed(tm
     interrupted (its run ends KILLED), not with Optuna's UpdateFinishedTrialError (FAILED)."""
     import optuna
 
-    from sweeps.callbacks import TrialReports
-    from sweeps.search import trial_id_of
+    from sweeps.training.callbacks import TrialReports
+    from sweeps.sweeping.search import trial_id_of
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(study_name="s", storage=storage)

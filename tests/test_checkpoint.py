@@ -9,10 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from sweeps import checkpoint, interrupts, tags
+from sweeps import interrupts
+from sweeps.tracking import tags
+from sweeps.training import checkpoint
 from sweeps.config import config_hash
-from sweeps.job import JobContext, train
-from sweeps.sweep import open_parent
+from sweeps.training.job import JobContext, train
+from sweeps.sweeping.parent import open_parent
 from sweeps.tracking import connect
 
 CONFIG = ("epochs=8", "optimizer=adam", "dropout=0.2", "early_stopping.enabled=true", "early_stopping.patience=20",

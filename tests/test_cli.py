@@ -82,9 +82,9 @@ def test_bad_value_is_one_line_exit_2_and_no_run(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("rat=1e-3", "error: rat: no such key; did you mean rate? (every key is listed in src/sweeps/config.py)"),
+    ("rat=1e-3", "error: rat: no such key; did you mean rate? (every key is listed in src/sweeps/config/schema.py)"),
     ("rate=abc", "error: rate=abc: Value 'abc' of type 'str' could not be converted to Float; "
-                 "see the key's type in src/sweeps/config.py"),
+                 "see the key's type in src/sweeps/config/schema.py"),
     ("model.name='a\n![k](/etc/hostname)\nb'", "error: model.name='a\\n![k](/etc/hostname)\\nb': a value holds a "
                                               "control character (a newline, tab or escape); give it on one line "
                                               "without them"),  # issue 20 §1: it would split the recorded command

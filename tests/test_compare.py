@@ -29,7 +29,7 @@ from sweeps import compare
 from sweeps.config import conf_dir
 from sweeps.errors import SweepsError
 from conftest import InProcessSweep
-from sweeps.job import record_failure as log_failure, train
+from sweeps.training.job import record_failure as log_failure, train
 
 COMMON = ["data=digits", "epochs=2", "model.hidden=[16]", "batch_size=64", "tracking.log_model=false"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -163,7 +163,7 @@ def test_seeds_are_grouped_one_row_per_configuration(store, capsys):
 
 def test_stats_bootstrap_adds_bootstrap_intervals_and_the_chance_of_beating_the_best(store, capsys):
     """--stats bootstrap: the default rows plus the ranking column's bootstrap interval and P(beats best)."""
-    from sweeps import stats
+    from sweeps.reporting import stats
 
     plain = table(store, capsys, "--sweep", store["c"])
     rows = table(store, capsys, "--sweep", store["c"], "--stats", "bootstrap")
@@ -270,8 +270,8 @@ def test_report_folder_has_the_report_the_table_and_every_plot(store, capsys, tm
     assert set(shares) == {"reg", "rate"} and sum(shares.values()) == pytest.approx(1.0, abs=2e-3), shares
     trade_off = report.split("## The trade-off: val_data_loss against sparsity")[1]  # the jobs no job beats on both
     listed = re.findall(r"^\| \d+ \| `([^`]+)` \| [0-9.]+ \| [0-9.]+ \|$", trade_off, re.M)
-    from sweeps import runs as sweep_runs
-    from sweeps.report import labels, mean_sparsity
+    from sweeps.reporting import runs as sweep_runs
+    from sweeps.reporting.report import labels, mean_sparsity
 
     sweep = sweep_runs.sweep_of(MlflowClient(store["uri"]), store["a"])
     points = {labels(sweep)[j.id]: (j.metrics["val_data_loss"], mean_sparsity(j)) for j in sweep.jobs}

@@ -100,7 +100,7 @@ def test_a_sweep_composes_each_jobs_config_once_and_hands_out_copies():
     from omegaconf import OmegaConf, open_dict
 
     from sweeps.config import conf_dir
-    from sweeps.sweeper import ComposedOnce
+    from sweeps.sweeping.grid import ComposedOnce
 
     class Counting:  # Hydra's real loader, counting its compositions
         def __init__(self, loader):
@@ -126,7 +126,7 @@ def test_a_sweep_composes_each_jobs_config_once_and_hands_out_copies():
     # scan the plugins again, which leaves this process' config-source classes stale for pickle.
     probe = ("import pickle\nfrom hydra import initialize_config_dir\nfrom hydra.core.global_hydra import GlobalHydra\n"
              "from hydra.types import RunMode\nfrom sweeps.config import conf_dir, register_configs\n"
-             "from sweeps.sweeper import ComposedOnce\nregister_configs()\n"
+             "from sweeps.sweeping.grid import ComposedOnce\nregister_configs()\n"
              "with initialize_config_dir(str(conf_dir()), version_base='1.3'):\n"
              "    loader = ComposedOnce(GlobalHydra.instance().config_loader())\n"
              "    master = loader.load_configuration('config', [], RunMode.MULTIRUN)\n"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import write_cal_housing, write_idx, write_kaggle_csv
-from sweeps import data
-from sweeps.data import DataError, download, load_dataset, read_idx, read_pixel_csv
+from sweeps.training import data
+from sweeps.training.data import DataError, download, load_dataset, read_idx, read_pixel_csv
 
 
 def test_read_idx_roundtrip_gz_and_plain(tmp_path):

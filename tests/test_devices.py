@@ -1,13 +1,13 @@
-"""One GPU per parallel worker (`sweeps.devices`): real processes claim slots; a killed one's slot is taken over."""
+"""One GPU per parallel worker (`sweeps.sweeping.devices`): real processes claim slots; a killed one's slot is taken over."""
 
 import os
 import signal
 import subprocess
 import sys
 
-from sweeps import devices
+from sweeps.sweeping import devices
 
-CLAIM = ("import sys; from sweeps import devices; print(devices.claim(sys.argv[1], int(sys.argv[2])), flush=True); "
+CLAIM = ("import sys; from sweeps.sweeping import devices; print(devices.claim(sys.argv[1], int(sys.argv[2])), flush=True); "
          "sys.stdin.read()")  # holds its slot until its stdin closes
 
 

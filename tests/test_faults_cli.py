@@ -466,7 +466,8 @@ def test_a_full_artifact_disk_still_leaves_the_parent_a_report_that_says_what_is
     whole folder failed on the first plot that did not fit)."""
     from omegaconf import OmegaConf
 
-    from sweeps import sweep, tracking
+    from sweeps import tracking
+    from sweeps.sweeping import parent as sweep
 
     tracker = tracking.connect(OmegaConf.create({"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "sweeps",
                                                  "artifact_root": str(tiny_disk)}))

@@ -91,7 +91,7 @@ def test_help_imports_neither_mlflow_nor_tensorflow_and_plots_leave_the_backend_
         imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines()
                     if line.startswith("import time:")}
         assert not imported & {"mlflow", "tensorflow", "keras"}, (module, imported & {"mlflow", "tensorflow", "keras"})
-    backend = ("import matplotlib\nmatplotlib.use('svg')\nimport sweeps.plots, sweeps.report\n"
+    backend = ("import matplotlib\nmatplotlib.use('svg')\nimport sweeps.reporting.plots, sweeps.reporting.report\n"
                "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
     assert "matplotlib" in _imported_after(backend)
 

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from sweeps.data import load_dataset
-from sweeps.fitting import EVAL_BATCH, evaluation, evaluation_batches, new_model
-from sweeps.models import build_model, compile_model, kernel_layers
+from sweeps.training.data import load_dataset
+from sweeps.training.fitting import EVAL_BATCH, evaluation, evaluation_batches, new_model
+from sweeps.training.models import build_model, compile_model, kernel_layers
 
 
 @pytest.mark.parametrize("preset, params", [("mlp_512_512", 669_706), ("mlp_400_300", 437_310),

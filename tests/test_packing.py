@@ -15,12 +15,12 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from sweeps.config import conf_dir, register_configs
-from sweeps.fitting import EpochBatches, new_model
-from sweeps.metrics import keras_mode
-from sweeps.launcher import packs, why_alone
-from sweeps.models import make_optimizer
-from sweeps.packed_model import Member, PackedMLP
-from sweeps.packing import MemberStopping
+from sweeps.training.fitting import EpochBatches, new_model
+from sweeps.config.metrics import keras_mode
+from sweeps.packed.launcher import packs, why_alone
+from sweeps.training.models import make_optimizer
+from sweeps.packed.model import Member, PackedMLP
+from sweeps.packed.pack import MemberStopping
 from test_faults_cli import _env, interrupt_after_first_epoch, run_cli
 
 register_configs()
@@ -55,10 +55,10 @@ def test_jobs_that_differ_in_todays_regularizers_still_pack_and_what_cannot_pack
                                                                        "max_norm=3"),
             cfg_of("optimizer=adamw", "optimizer.weight_decay=1e-3", "label_smoothing=0.1", "input_noise=0.1")]
     jobs += [cfg_of("model=cnn", f"seed={s}") for s in (0, 1)] + [cfg_of("model.batchnorm=true")]
-    with caplog.at_level("INFO", logger="sweeps.launcher"):
+    with caplog.at_level("INFO", logger="sweeps.packed.launcher"):
         assert packs(jobs, 8) == [[0, 1, 2], [3], [4], [5]]
     said = [r.getMessage() for r in caplog.records]
-    assert said == ["2 job(s) trained alone, not packed: model._target_=sweeps.models.build_cnn (only the MLP packs)",
+    assert said == ["2 job(s) trained alone, not packed: model._target_=sweeps.training.models.build_cnn (only the MLP packs)",
                     "1 job(s) trained alone, not packed: model.batchnorm=true (batch statistics are not packed)"], said
 
 
@@ -320,7 +320,7 @@ def test_a_packed_sweep_trains_what_the_unpacked_sweep_trains_and_a_diverging_me
         assert {"curves.png", "config.yaml", "model_summary.txt"} <= artifacts
 
     # the member's model is an ordinary Keras model of the unpacked architecture that scores as logged
-    from sweeps.data import load_dataset
+    from sweeps.training.data import load_dataset
     from sweeps.tracking import load_keras_model
     import mlflow
 

@@ -3,7 +3,7 @@
 import matplotlib.colors as mcolors
 import pytest
 
-from sweeps import plots
+from sweeps.reporting import plots
 
 
 def _hue(color) -> float:

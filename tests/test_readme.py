@@ -99,7 +99,7 @@ def test_every_training_command_composes_and_validates(command, users_folder):
     validate(cfg)
     search = [w for w in args if w.startswith("hydra/sweeper=optuna")]
     if search:
-        from sweeps.search import parse_space
+        from sweeps.sweeping.search import parse_space
 
         ranges = [w for w in args if "(" in w]
         space, _ = parse_space(ranges)

@@ -17,10 +17,11 @@ import keras
 import numpy as np
 import pytest
 
-from sweeps import recovery, tracking
+from sweeps import tracking
+from sweeps.tracking import recovery
 from sweeps.config import check_overrides, config_hash
 from sweeps.errors import ConfigError, DivergedError
-from sweeps.job import JobContext, train
+from sweeps.training.job import JobContext, train
 
 FAST = ("model.hidden=[16]", "tracking.log_model=false")
 TIMING = {"epoch_time_s", "samples_per_s", "train_time_s", "logging_overhead_pct"}
@@ -67,7 +68,7 @@ def test_an_exception_mid_run_ends_it_failed_with_the_reason_and_traceback(make_
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("sweeps.job.log_artifacts", disk_full)  # fails after training, inside the run
+    monkeypatch.setattr("sweeps.training.job.log_artifacts", disk_full)  # fails after training, inside the run
     with pytest.raises(OSError):
         train(make_cfg(*FAST), JobContext(tuple([])))
     (run,) = _runs(client)
@@ -231,7 +232,7 @@ def test_escaped_uris_are_redacted(text, shown):
 def test_the_logging_filter_redacts_every_record():
     import logging
 
-    from sweeps.redact import RedactCredentials
+    from sweeps.tracking.redact import RedactCredentials
 
     record = logging.LogRecord("hydra", logging.INFO, __file__, 1, "\t#%d : %s", (0, "tracking.uri=http\\://a\\:pw@h"),
                                None)
@@ -241,7 +242,7 @@ def test_the_logging_filter_redacts_every_record():
 def test_the_logging_filter_redacts_tracebacks_too():
     import logging
 
-    from sweeps.redact import RedactCredentials
+    from sweeps.tracking.redact import RedactCredentials
 
     try:
         raise RuntimeError("API request to http://alice:hunter2@h:5000/api failed")
@@ -267,7 +268,7 @@ def test_a_swallowed_interrupt_is_raised_again_at_the_next_epoch():
     import signal
 
     from sweeps import interrupts
-    from sweeps.callbacks import StopOnInterrupt
+    from sweeps.training.callbacks import StopOnInterrupt
 
     class Swallower(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from sweeps import report_html
+from sweeps.reporting import html as report_html
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
@@ -35,7 +35,7 @@ def test_the_page_embeds_images_and_escapes_what_users_typed(tmp_path: Path):
 
 
 def test_a_bar_in_a_value_stays_in_its_cell(tmp_path: Path):
-    from sweeps import table
+    from sweeps.reporting import table
 
     rows = [{"status": "FINISHED", "data.train_file": "a|b.csv", "final_val_data_loss": 0.25}]
     (tmp_path / "report.md").write_text(table.to_markdown(rows))
@@ -129,7 +129,7 @@ def test_the_sweeps_own_report_embeds_only_its_figures(tmp_path: Path):
 
 
 def test_markdown_text_reads_back_as_itself():
-    from sweeps import mdtext
+    from sweeps.reporting import mdtext
 
     for value in ["a\n![k](/etc/hostname)\nb", "x|y", "`a` ``b``", "**b** _c_ l1_l2", "\\[x\\]", "<b>", "\x1b[31m"]:
         page = report_html.render(f"- {mdtext.text(value)} and {mdtext.code(value)}", Path("."))

@@ -179,7 +179,7 @@ def test_a_request_the_partition_cannot_meet_is_one_line_and_submits_nothing(clu
 @pytest.mark.parametrize("limit, expected", [("30:00", 30), ("1:30:00", 90), ("2-00:00:00", 2880), ("infinite", None),
                                              ("UNLIMITED", None), ("5", 5)])
 def test_slurm_time_limits_read_as_minutes(limit, expected):
-    from sweeps.slurm import minutes
+    from sweeps.sweeping.slurm import minutes
 
     assert minutes(limit) == expected
 
@@ -196,14 +196,14 @@ _NOT_REQUEUED = [("PENDING", "N/A"), ("CONFIGURING", "T50"), ("RUNNING", "T50"),
 @pytest.mark.parametrize("polls, requeued_at", [(_REQUEUED_PENDING_SEEN, [4]), (_REQUEUED_PENDING_MISSED, [2]),
                                                 (_NOT_REQUEUED, [])])
 def test_a_requeue_is_told_once_whichever_of_its_states_the_polls_see(polls, requeued_at):
-    from sweeps.slurm import Requeues
+    from sweeps.sweeping.slurm import Requeues
 
     requeues = Requeues()
     assert [n for n, (state, start) in enumerate(polls) if requeues.seen("7_0", state, start)] == requeued_at
 
 
 def test_submitits_sacct_warnings_become_one_line_and_other_lines_pass(caplog):
-    from sweeps.slurm import QuietSacct
+    from sweeps.sweeping.slurm import QuietSacct
 
     logger = logging.getLogger("submitit.test")
     quiet = QuietSacct()

@@ -1,4 +1,4 @@
-"""How sure is the answer: `sweeps.stats` against direct computations, `repeat=K`, and one real sweep.
+"""How sure is the answer: `sweeps.reporting.stats` against direct computations, `repeat=K`, and one real sweep.
 
 The pure functions are checked on numbers with known answers: Holm's adjusted p-values by hand,
 Welch's test against scipy's, the ties on simulated grids (identical configurations: no row called
@@ -24,7 +24,8 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats as scipy_stats
 
-from sweeps import repeats, stats, table
+from sweeps.reporting import stats, table
+from sweeps.sweeping import repeats
 from sweeps.errors import ConfigError
 
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from sweeps.errors import ConfigError, DataError, TrackingError
-from sweeps.job import JobContext, train
-from sweeps.runs import list_sweeps
+from sweeps.training.job import JobContext, train
+from sweeps.reporting.runs import list_sweeps
 
 
 def _runs(client, experiment="sweeps"):
@@ -62,7 +62,7 @@ def test_todays_regularizers_are_params_and_the_model_reloads_in_a_fresh_process
     assert "optimizer.nesterov" not in params, "SGD's key only"
     files = {f.path for f in client.list_artifacts(run.info.run_id, "model/data")}
     assert not [f for f in files if "pickle" in f], files
-    from sweeps.data import load_dataset
+    from sweeps.training.data import load_dataset
 
     data = load_dataset(make_cfg(*overrides).data)
     np.savez(tmp_path / "test.npz", x=data.x_test, y=data.y_test)
@@ -226,7 +226,7 @@ def test_verbose_flag_leaves_hydra_and_quiet_keeps_retracing_off_unless_verbose(
 def test_epoch_progress_is_one_line_per_epoch_at_most_every_few_seconds_off_a_terminal(monkeypatch):
     import io
 
-    from sweeps import progress
+    from sweeps.sweeping import progress
 
     clock = iter([0.0, 1.0, 2.0, 40.0, 41.0, 41.5])  # train begins, then the end of epochs 1 to 5
     monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))

@@ -22,8 +22,9 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from sweeps import server, tags, tracking
-from sweeps.metrics import RANK_METRIC
+from sweeps import server, tracking
+from sweeps.tracking import tags
+from sweeps.config.metrics import RANK_METRIC
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 # name, reg.kind, rate, ranking metric: the rows the view must show, best first

@@ -14,10 +14,10 @@ import pytest
 from mlflow import MlflowClient
 
 from sweeps.config import validate
-from sweeps.data import load_dataset
+from sweeps.training.data import load_dataset
 from sweeps.errors import ConfigError, DataError
-from sweeps.fitting import new_model
-from sweeps.models import kernel_layers
+from sweeps.training.fitting import new_model
+from sweeps.training.models import kernel_layers
 
 # A user's package: a 2-layer CNN builder for 8x8 images and a loader of digits as images.
 USER_MODELS = '''

@@ -20,10 +20,10 @@ from typing import Optional
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from sweeps import runs, table
+from sweeps.reporting import runs, table
 from sweeps.errors import CompareError
-from sweeps.repeats import REPEATED
-from sweeps.stats import KINDS as stats_kinds
+from sweeps.sweeping.repeats import REPEATED
+from sweeps.reporting.stats import KINDS as stats_kinds
 
 
 def load_sweep(sweep_id: Optional[str] = None, experiment: str = "sweeps", tracking_uri: Optional[str] = None,

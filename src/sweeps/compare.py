@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from sweeps.errors import CompareError, SweepsError
-from sweeps.stats import KINDS
+from sweeps.reporting.stats import KINDS
 
 if TYPE_CHECKING:  # MLflow and pandas are imported once the arguments are read (`--help` answers at once)
     from mlflow.tracking import MlflowClient
 
-    from sweeps import runs
+    from sweeps.reporting import runs
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -75,7 +75,7 @@ def _keys(text: str) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    from sweeps import runs
+    from sweeps.reporting import runs
 
     try:
         client = runs.open_store(args.tracking_uri)
@@ -89,7 +89,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def compare(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
-    from sweeps import mdtext, report, runs, table
+    from sweeps.reporting import mdtext, report, runs, table
 
     sweep = runs.find_sweep(client, experiment, args.experiment, args.sweep)
     if args.metric:  # the one a user typed must exist; the default ranks even a sweep with no metrics yet
@@ -151,7 +151,7 @@ def check_group_keys(sweep: runs.SweepRuns, keys: list[str]) -> None:
 
 
 def list_sweeps(client: MlflowClient, experiment: str, args: argparse.Namespace) -> int:
-    from sweeps import runs, table
+    from sweeps.reporting import runs, table
 
     sweeps = runs.list_sweeps(client, experiment)
     if not sweeps:

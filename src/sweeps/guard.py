@@ -116,7 +116,8 @@ def clean_up(pid: int, uri: str, experiment: str, parents: set[str]) -> None:
     import psutil
     from omegaconf import OmegaConf
 
-    from sweeps import recovery, tags, tracking
+    from sweeps import tracking
+    from sweeps.tracking import recovery, tags
 
     tracker = tracking.connect(OmegaConf.create({"uri": uri, "experiment": experiment, "artifact_root": None}))
     host = socket.gethostname()

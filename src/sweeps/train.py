@@ -4,8 +4,8 @@
     python -m sweeps.train -m reg=l1,l2 rate=1e-4,1e-3       # 4 jobs under one parent run
     python -m sweeps.train -m reg=l1,l2 hydra/launcher=joblib hydra.launcher.n_jobs=2   # 2 at a time
 
-`task(cfg)` is Hydra's task function around one job (`sweeps.job.train`); the sweep around the
-jobs is run by our sweeper (`sweeps.sweeper`, `sweeps.sweep`) in the launching process. In a
+`task(cfg)` is Hydra's task function around one job (`sweeps.training.job.train`); the sweep around the
+jobs is run by our sweeper (`sweeps.sweeping.grid`, `sweeps.sweeping.parent`) in the launching process. In a
 multirun, a job whose resolved config already FINISHED in the experiment is not retrained
 (`resume=false` retrains everything); Ctrl-C or SIGTERM stops every job and ends the sweep KILLED.
 TensorFlow is imported only when a job runs (`--help` and bad input answer at once).
@@ -34,8 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeps import guard, interrupts
 from sweeps.config import check_overrides, conf_dir, register_configs
-from sweeps.redact import redact_text
-from sweeps.patience import set_store_patience
+from sweeps.tracking.redact import redact_text
+from sweeps.tracking.patience import set_store_patience
 from sweeps.errors import ConfigError, DataError, StoreUnavailable, SweepsError, TrackingError
 
 log = logging.getLogger(__name__)
@@ -102,12 +102,12 @@ def import_tensorflow() -> None:
 
 def own_gpu() -> None:
     """In a pool worker beside others on a machine with GPUs: one GPU of its own, chosen before
-    TensorFlow looks for them (`sweeps.devices`); nothing anywhere else."""
+    TensorFlow looks for them (`sweeps.sweeping.devices`); nothing anywhere else."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from sweeps import devices, sweep
-    from sweeps.launcher import parallel_jobs
+    from sweeps.sweeping import devices, parent as sweep
+    from sweeps.packed.launcher import parallel_jobs
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         hc = HydraConfig.get()
@@ -116,7 +116,7 @@ def own_gpu() -> None:
 
 def stop_if_not_the_jobs_own(cfg: DictConfig, err: Exception, store_lost_possible: bool = True) -> None:
     """Raise what `err` really is when it is not this job's failure: an interrupt, or a lost store."""
-    from sweeps.job import store_lost
+    from sweeps.training.job import store_lost
 
     # a signal that C code turned into its own error (TensorFlow: SystemError from `__import__`)
     # is still the interrupt: the run already ended KILLED, the job stops as interrupted
@@ -156,7 +156,7 @@ def task(cfg: DictConfig) -> float:
     own_gpu()
     try:
         import_tensorflow()
-        from sweeps import job as jobs
+        from sweeps.training import job as jobs
     except Exception as err:  # noqa: BLE001 - a broken TensorFlow/Keras install: said here, before any run
         return cannot_start(err, run_name)
 
@@ -180,14 +180,15 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
     its jobs left FAILED, and the sweep goes on."""
     from hydra.core.hydra_config import HydraConfig
 
-    from sweeps.launcher import task_config
+    from sweeps.packed.launcher import task_config
     from sweeps.tracking import run_name
 
     own_gpu()  # the launcher set Hydra's config to the pack's first job
     try:
         import_tensorflow()
-        from sweeps import job as jobs, packing
-        from sweeps.fitting import use_threads
+        from sweeps.packed import pack as packing
+        from sweeps.training import job as jobs
+        from sweeps.training.fitting import use_threads
     except Exception as err:  # noqa: BLE001 - as in `task`, one line per job
         failed = []
         for cfg in composed:

@@ -76,15 +76,15 @@ class _TrackedSweeper(Sweeper):
 
 
 class GridSweeper(_TrackedSweeper):
-    """`hydra/sweeper=grid`: see `sweeps.sweeper`."""
+    """`hydra/sweeper=grid`: see `sweeps.sweeping.grid`."""
 
-    IMPLEMENTATION = "sweeps.sweeper:GridSweeper"
+    IMPLEMENTATION = "sweeps.sweeping.grid:GridSweeper"
 
 
 class OptunaSweeper(_TrackedSweeper):
-    """`hydra/sweeper=optuna`: see `sweeps.search`."""
+    """`hydra/sweeper=optuna`: see `sweeps.sweeping.search`."""
 
-    IMPLEMENTATION = "sweeps.search:OptunaSweeper"
+    IMPLEMENTATION = "sweeps.sweeping.search:OptunaSweeper"
 
 
 class _ImplementedLauncher(Launcher):
@@ -105,21 +105,21 @@ class _ImplementedLauncher(Launcher):
 
 
 class PackedLauncher(_ImplementedLauncher):
-    """`hydra/launcher=packed`: see `sweeps.launcher`."""
+    """`hydra/launcher=packed`: see `sweeps.packed.launcher`."""
 
-    IMPLEMENTATION = "sweeps.launcher:PackedLauncher"
+    IMPLEMENTATION = "sweeps.packed.launcher:PackedLauncher"
 
 
 class RayLauncher(_ImplementedLauncher):
-    """`hydra/launcher=ray`: see `sweeps.ray_launcher`."""
+    """`hydra/launcher=ray`: see `sweeps.sweeping.ray_launcher`."""
 
-    IMPLEMENTATION = "sweeps.ray_launcher:RayLauncher"
+    IMPLEMENTATION = "sweeps.sweeping.ray_launcher:RayLauncher"
 
 
 class SlurmLauncher(_ImplementedLauncher):
-    """`hydra/launcher=slurm` (conf/hydra/launcher/slurm.yaml: hydra-submitit-launcher's options): see `sweeps.slurm`."""
+    """`hydra/launcher=slurm` (conf/hydra/launcher/slurm.yaml: hydra-submitit-launcher's options): see `sweeps.sweeping.slurm`."""
 
-    IMPLEMENTATION = "sweeps.slurm:SlurmLauncher"
+    IMPLEMENTATION = "sweeps.sweeping.slurm:SlurmLauncher"
 
 
 _store = ConfigStore.instance()

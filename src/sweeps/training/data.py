@@ -308,7 +308,7 @@ def load_csv_dataset(name: str, root: Optional[str], train_file: str, test_file:
     if root:
         raise _root_error(root, f"{train_file} and {test_file}")
     err = _not_found(name, looked, f"{train_file} and {test_file}", "no folder has both")
-    raise DataError(f"{err}\n  (or write them from the IDX files: python -m sweeps.data csv DIR)")
+    raise DataError(f"{err}\n  (or write them from the IDX files: python -m sweeps.training.data csv DIR)")
 
 
 def export_csv(raw: Raw, folder: Path, names: tuple[str, str] = CSV_DEFAULTS) -> list[Path]:
@@ -693,9 +693,9 @@ def _prepare(settings: tuple, env: tuple, kwargs: str = "{}", stamp: Optional[tu
 
 
 def main(argv: list[str]) -> int:
-    """`python -m sweeps.data csv DIR`: write Fashion-MNIST in Kaggle's CSV layout from the IDX files."""
+    """`python -m sweeps.training.data csv DIR`: write Fashion-MNIST in Kaggle's CSV layout from the IDX files."""
     if len(argv) != 2 or argv[0] != "csv":
-        print("usage: python -m sweeps.data csv DIR   (writes fashion-mnist_train.csv / _test.csv)")
+        print("usage: python -m sweeps.training.data csv DIR   (writes fashion-mnist_train.csv / _test.csv)")
         return 2
     try:
         raw = load_idx_dataset("fashion_mnist", None)

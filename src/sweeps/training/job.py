@@ -19,16 +19,20 @@ from typing import Optional
 import keras
 from omegaconf import DictConfig
 
-from sweeps import checkpoint, interrupts, plots, progress, recovery, sweep, tags, tracking
-from sweeps.callbacks import MlflowEpochLogger, OptunaPruning, TrialReports
+from sweeps import interrupts, tracking
+from sweeps.reporting import plots
+from sweeps.sweeping import progress, parent as sweep
+from sweeps.tracking import recovery, tags
+from sweeps.training import checkpoint
+from sweeps.training.callbacks import MlflowEpochLogger, OptunaPruning, TrialReports
 from sweeps.config import check_task, config_hash, objectives, ranked_metric, validate
-from sweeps.cv import cross_validate
-from sweeps.data import Dataset, load_dataset
+from sweeps.training.cv import cross_validate
+from sweeps.training.data import Dataset, load_dataset
 from sweeps.errors import ConfigError, DataError
-from sweeps.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
-from sweeps.launcher import parallel_jobs
-from sweeps.metrics import SHOWN_AT_THE_END
-from sweeps.models import kernel_layers, portable, summary_text
+from sweeps.training.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
+from sweeps.packed.launcher import parallel_jobs
+from sweeps.config.metrics import SHOWN_AT_THE_END
+from sweeps.training.models import kernel_layers, portable, summary_text
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +130,7 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
 
 def job_checkpoint(cfg: DictConfig, job: JobContext, tracker: tracking.Tracker, parent):
     """Where this job saves its state every epoch (None: it does not), and the state an earlier start
-    of it saved there (None: it starts at its first epoch): see `sweeps.checkpoint`."""
+    of it saved there (None: it starts at its first epoch): see `sweeps.training.checkpoint`."""
     if parent is None or not checkpoint.wanted(cfg.checkpoint, job.sweep_dir):
         return None, None
     path = checkpoint.path_of(job.sweep_dir, job.number)

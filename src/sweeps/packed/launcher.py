@@ -29,7 +29,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sweeps.config import to_plain
-from sweeps import keys
+from sweeps.config import keys
 from sweeps.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from sweeps import interrupts
-from sweeps.metrics import RANK_METRIC, keras_mode
+from sweeps.config.metrics import RANK_METRIC, keras_mode
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class TrialReports:
     def open(self) -> None:
         import optuna
 
-        from sweeps.search import make_pruner, trial_of
+        from sweeps.sweeping.search import make_pruner, trial_of
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(study_name=self.study, storage=self.storage, pruner=make_pruner(self.pruner))

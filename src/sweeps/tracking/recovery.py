@@ -21,7 +21,7 @@ from typing import Optional
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
-from sweeps import tags
+from sweeps.tracking import tags
 from sweeps.tracking import Tracker, best_effort, process_tags
 
 log = logging.getLogger(__name__)

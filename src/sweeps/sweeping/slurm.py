@@ -18,7 +18,7 @@ Each job is one task of one SLURM array, submitted by submitit as upstream does;
   other tasks go on, and a rerun resumes.
 - **A task SLURM requeues** (preemption, `scontrol requeue`, submitit's requeue at the time limit)
   is said once; it starts again and continues after its last finished epoch, in the same run
-  (`sweeps.checkpoint`: every job inside a SLURM task saves its state each epoch).
+  (`sweeps.training.checkpoint`: every job inside a SLURM task saves its state each epoch).
 - **Ctrl-C or SIGTERM** on this process cancels the array (running and pending tasks), then waits
   until no task runs, so the sweep's own clean-up (`sweep.run`) finds every run closed or closes it
   KILLED: a cancelled task gets SIGTERM, which a job turns into KeyboardInterrupt (`interrupts`).
@@ -39,7 +39,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
-from sweeps import tags
+from sweeps.tracking import tags
 from sweeps.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 before = was.get(i, ("",))[0]
                 if requeues.seen(job.job_id, state, start):
                     log.info("SLURM requeued task %s: it starts again, and continues after its last saved epoch "
-                             "(sweeps.checkpoint)", job.job_id)
+                             "(sweeps.training.checkpoint)", job.job_id)
                 if state:
                     was[i] = (state, reason, start)
                 if state in ENDED:  # even with a result file: a task cancelled mid-job ended its run KILLED itself
@@ -330,11 +330,11 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _record_without_run(self, overrides: list[str], number: int, why: str) -> None:
         """A FAILED run under the sweep for a job whose task SLURM ended before the job opened one."""
-        from sweeps.launcher import compose_job, task_config
+        from sweeps.packed.launcher import compose_job, task_config
         from sweeps.train import import_tensorflow
 
-        import_tensorflow()  # the job's identity is decided in `sweeps.job`, which needs Keras: without its banner
-        from sweeps import job as jobs
+        import_tensorflow()  # the job's identity is decided in `sweeps.training.job`, which needs Keras: without its banner
+        from sweeps.training import job as jobs
 
         cfg = compose_job(self.config, self.hydra_context, overrides, number, announce=False)
         jobs.record_failure(task_config(cfg), jobs.JobContext.of(cfg.hydra), RuntimeError(why), why)

@@ -16,14 +16,14 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt
-from sweeps.checkpoint import Checkpoint
+from sweeps.training.callbacks import MlflowEpochLogger, StopOnInterrupt
+from sweeps.training.checkpoint import Checkpoint
 from sweeps.config import ranked_metric
-from sweeps.metrics import SHOWN_EVERY_EPOCH, higher_is_better, keras_mode
-from sweeps.data import Dataset
+from sweeps.config.metrics import SHOWN_EVERY_EPOCH, higher_is_better, keras_mode
+from sweeps.training.data import Dataset
 from sweeps.errors import DivergedError
-from sweeps.models import build, compile_model
-from sweeps.progress import EpochProgress
+from sweeps.training.models import build, compile_model
+from sweeps.sweeping.progress import EpochProgress
 
 
 def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:

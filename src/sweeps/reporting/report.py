@@ -16,11 +16,12 @@ from typing import Callable, Optional
 
 from mlflow.tracking import MlflowClient
 
-from sweeps import plots, report_html, runs, stats, table, tags
-from sweeps.mdtext import code, text, visible
-from sweeps.metrics import CURVES, higher_is_better
-from sweeps.repeats import REPEATED
-from sweeps.runs import Job, SweepRuns
+from sweeps.reporting import plots, html as report_html, runs, stats, table
+from sweeps.tracking import tags
+from sweeps.reporting.mdtext import code, text, visible
+from sweeps.config.metrics import CURVES, higher_is_better
+from sweeps.sweeping.repeats import REPEATED
+from sweeps.reporting.runs import Job, SweepRuns
 
 NOT_A_SERIES = {"rate", "reg", "reg.kind", *REPEATED}  # swept keys that do not get their own line against rate
 MANIFEST = ".sweeps-report"  # in a report folder: the files the report wrote (cleared before the next one)

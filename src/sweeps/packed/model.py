@@ -23,7 +23,7 @@ import numpy as np
 from keras import ops
 
 from sweeps.config import DropoutType, RegKind, RegTarget
-from sweeps.regularizers import selected
+from sweeps.training.regularizers import selected
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Optional
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import regularizers
+from sweeps.training import regularizers
 from sweeps.config import OptimizerName, RegKind
 from sweeps.errors import ConfigError
 
@@ -22,7 +22,7 @@ def build(cfg: DictConfig, data) -> keras.Model:
     """The job's model: the MLP, or `model._target_(spec, **model.kwargs)`, checked (see `ModelSpec`)."""
     if cfg.model._target_ is None:
         return build_model(cfg, data.input_dim, data.n_classes)
-    from sweeps.data import locate
+    from sweeps.training.data import locate
 
     where = f"model._target_={cfg.model._target_}"
     builder = locate(where, cfg.model._target_)

@@ -14,11 +14,11 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sweeps import tags
-from sweeps.callbacks import MlflowEpochLogger
-from sweeps.metrics import VALIDATION_METRICS
-from sweeps.data import Dataset
-from sweeps.fitting import fit, new_model
+from sweeps.tracking import tags
+from sweeps.training.callbacks import MlflowEpochLogger
+from sweeps.config.metrics import VALIDATION_METRICS
+from sweeps.training.data import Dataset
+from sweeps.training.fitting import fit, new_model
 from sweeps.tracking import Tracker
 
 

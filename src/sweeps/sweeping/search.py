@@ -38,14 +38,15 @@ from hydra.types import HydraContext
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from sweeps import interrupts, tags
+from sweeps import interrupts
+from sweeps.tracking import tags
 from sweeps.config import objectives, validate
-from sweeps.metrics import metric_direction
+from sweeps.config.metrics import metric_direction
 from sweeps.errors import ConfigError
-from sweeps.launcher import InFlight, in_flight
-from sweeps.mdtext import code, text
-from sweeps.redact import redact_text, redact_uri
-from sweeps.sweeper import Plan, TrackedSweeper
+from sweeps.packed.launcher import InFlight, in_flight
+from sweeps.reporting.mdtext import code, text
+from sweeps.tracking.redact import redact_text, redact_uri
+from sweeps.sweeping.grid import Plan, TrackedSweeper
 from sweeps.tracking import resolve_uri, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -464,7 +465,8 @@ class Search:
     def worker_lost(self, trials: list, error: BaseException) -> None:
         """A worker died under `trials`: their runs it left RUNNING end FAILED (`recovery`), and those
         its death ended KILLED too, when nobody interrupted this sweep; the search goes on."""
-        from sweeps import recovery, tracking
+        from sweeps import tracking
+        from sweeps.tracking import recovery
 
         numbers = ", ".join(str(t.number) for t in trials)
         log.error("the worker process of trial(s) %s died (%s); the search goes on", numbers,

@@ -1,227 +1,27 @@
-"""Typed config schema (Hydra structured configs) and the checks Hydra cannot express.
+"""The checks Hydra cannot express: the command line before composing, a composed config before anything is trained.
 
-The dataclasses below are the single place where every key, its type and its default live.
-`conf/` only selects options; a typo (`rat=1e-3`) or a wrong type (`rate=abc`) fails at compose
-time naming the key, and `validate()` rejects out-of-range values before anything is trained.
+`check_overrides()` reads the overrides as Hydra's parser does (a group option that does not exist,
+a key that is not in the schema); `validate()` rejects out-of-range values, penalties that do nothing
+and keys that do not apply, with one line naming the key and the fix (`ConfigError`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import hashlib
-import json
 import math
 import re
 import typing
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeps import keys
-from sweeps.metrics import EPOCH_METRIC, RANK_METRIC, RESULT_METRIC, WEIGHT_METRIC
+from sweeps.config.metrics import EPOCH_METRIC, RESULT_METRIC, WEIGHT_METRIC
 from sweeps.errors import ConfigError
-
-
-class DatasetName(Enum):
-    fashion_mnist = "fashion_mnist"
-    mnist = "mnist"
-    fashion_mnist_csv = "fashion_mnist_csv"
-    california_housing = "california_housing"
-    digits = "digits"
-    circles = "circles"
-    csv = "csv"  # your table: data.path, data.target
-    npz = "npz"  # your arrays: data.path holding x_train, y_train (and x_test, y_test)
-    custom = "custom"  # your loader: data._target_
-
-
-class Task(Enum):
-    classification = "classification"
-    regression = "regression"
-
-
-class Scale(Enum):
-    divide255 = "divide255"
-    standardize = "standardize"
-    none = "none"
-
-
-class RegKind(Enum):
-    none = "none"
-    l1 = "l1"
-    l2 = "l2"
-    l1_l2 = "l1_l2"
-
-
-class RegTarget(Enum):
-    kernel = "kernel"
-    activity = "activity"
-    bias = "bias"
-
-
-class DropoutType(Enum):
-    standard = "standard"
-    gaussian = "gaussian"
-
-
-class OptimizerName(Enum):
-    rmsprop = "rmsprop"
-    adam = "adam"
-    adamw = "adamw"
-    nadam = "nadam"
-    sgd = "sgd"
-
-
-class Validation(Enum):
-    split = "split"
-    test = "test"
-
-
-@dataclass
-class DataConfig:
-    name: DatasetName = MISSING  # which loader: set by the data= group option
-    root: Optional[str] = None  # folder holding the files; else $SWEEPS_DATA_DIR/<name>, system, cache
-    scale: Scale = Scale.divide255  # divide255 | standardize (fitted on the training split) | none
-    val_split: float = 0.1  # hold-out fraction of the training set for validation
-    val_seed: int = 0  # seed of the validation hold-out
-    validation: Validation = Validation.split  # split: hold out val_split | test: validate on the test set
-    test_split: Optional[float] = None  # split a test set off the training set (null: the dataset's own)
-    test_seed: int = 0  # seed of that test split
-    limit: Optional[int] = None  # use only the first N training examples (smoke runs)
-    train_file: Optional[str] = None  # CSV layouts: training file name inside the data folder
-    test_file: Optional[str] = None  # CSV layouts: test file name inside the data folder
-    n_samples: int = 500  # circles: number of points
-    noise: float = 0.1  # circles: Gaussian noise added to the points
-    factor: float = 0.5  # circles: radius of the inner ring relative to the outer one
-    path: Optional[str] = None  # csv, npz: the file
-    target: Optional[str] = None  # csv: the column to predict
-    features: Optional[List[str]] = None  # csv: the feature columns; null: every column but the target
-    task: Optional[Task] = None  # csv, npz, custom: classification | regression; null: from the labels
-    _target_: Optional[str] = None  # custom: your loader, my_pkg.load(**kwargs) -> arrays (see docs/your_work.md)
-    kwargs: Dict[str, Any] = field(default_factory=dict)  # custom: keyword arguments of the loader (+data.kwargs.k=v)
-
-
-@dataclass
-class ModelConfig:
-    name: str = "mlp"  # label for the architecture (presets name themselves)
-    hidden: List[int] = field(default_factory=lambda: [512, 512])  # width of each hidden layer
-    activation: str = "relu"  # any Keras activation name
-    batchnorm: bool = False  # BatchNormalization after each hidden layer
-    _target_: Optional[str] = None  # your builder, my_pkg.build(spec, **kwargs) -> keras.Model; null: the MLP
-    kwargs: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the builder (+model.kwargs.k=v)
-
-
-@dataclass
-class RegConfig:
-    kind: RegKind = RegKind.none  # none | l1 | l2 | l1_l2; strength is the top-level `rate`
-    target: RegTarget = RegTarget.kernel  # kernel | activity | bias
-    layers: Optional[List[int]] = None  # hidden layers (0-based) that get the penalty; null = all
-
-
-@dataclass
-class OptimizerConfig:
-    name: OptimizerName = OptimizerName.rmsprop  # rmsprop | adam | adamw | nadam | sgd
-    lr: float = 1e-3  # learning rate
-    momentum: float = 0.0  # SGD only
-    nesterov: bool = False  # SGD only: Nesterov momentum (needs momentum > 0)
-    weight_decay: float = 0.0  # decoupled weight decay, any optimizer: each step w -= lr * weight_decay * w (kernels)
-
-
-@dataclass
-class EarlyStoppingConfig:
-    enabled: bool = False  # stop when `monitor` stops improving
-    monitor: str = RANK_METRIC  # per-epoch metric watched
-    patience: int = 3  # epochs without improvement before stopping
-    min_delta: float = 0.0  # smallest change that counts as improvement
-    restore_best_weights: bool = True  # keep the best epoch's weights, not the last
-
-
-@dataclass
-class CVConfig:
-    folds: int = 0  # k-fold cross-validation over all training data (0 = off); one child run per fold
-
-
-@dataclass
-class SearchConfig:
-    study: Optional[str] = None  # the Optuna study this job is a trial of (set by hydra/sweeper=optuna)
-    storage: Optional[str] = None  # that study's storage URL (how a worker anywhere reaches its trial)
-    trial: Optional[int] = None  # the trial's number in the study
-    trial_id: Optional[int] = None  # the trial's id in the storage (what reports go to)
-    pruner: str = "none"  # the study's pruner (Optuna keeps it in the process, not in the storage)
-
-
-@dataclass
-class TrackingConfig:
-    uri: Optional[str] = "${oc.env:MLFLOW_TRACKING_URI,null}"  # null: sqlite:///<cwd>/mlruns/mlflow.db
-    experiment: str = "sweeps"  # MLflow experiment name
-    artifact_root: Optional[str] = None  # null: mlruns/artifacts next to a SQLite store
-    log_model: bool = True  # save the trained model as an MLflow Keras model at `model`
-    lock_wait_s: float = 300.0  # a SQLite store locked by another process (a backup): wait this long, past MLflow's 20 s
-
-
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)  # data= group
-    model: ModelConfig = field(default_factory=ModelConfig)  # model= group
-    reg: RegConfig = field(default_factory=RegConfig)  # reg= group
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # optimizer= group
-    rate: float = 0.0  # regularization strength (the L1/L2 factor) for reg=
-    dropout: float = 0.0  # dropout rate after hidden layers (0 = none)
-    dropout_type: DropoutType = DropoutType.standard  # standard (Dropout) | gaussian (GaussianDropout)
-    dropout_layers: Optional[List[int]] = None  # hidden layers (0-based) followed by dropout; null = all
-    max_norm: Optional[float] = None  # max-norm constraint: each hidden unit's incoming weights kept within this L2 norm
-    label_smoothing: float = 0.0  # classification: targets (1 - s) one-hot + s / classes (the data loss follows)
-    input_noise: float = 0.0  # std of Gaussian noise added to the inputs while training (0 = none)
-    batch_size: int = 32  # mini-batch size
-    epochs: int = 10  # training epochs
-    seed: int = 0  # seeds Python, NumPy and TensorFlow
-    repeat: int = 0  # grid multirun: each configuration this many times, seed and data.val_seed +0..+K-1 (0 = off)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    cv: CVConfig = field(default_factory=CVConfig)  # k-fold cross-validation
-    # The metric the run returns, a search optimises and reports rank by; or a list of two or more
-    # ([val_data_loss, hidden_0/rel_sparsity]): a search's objectives and the report's front, the first ranks.
-    optimized_metric: Any = RANK_METRIC
-    resume: bool = True  # multirun: skip jobs whose config already FINISHED in the experiment
-    threads: Optional[int] = None  # TensorFlow CPU threads per job; null: cores / jobs running at once
-    # Save the training state every epoch so a job SLURM requeues continues after its last finished epoch
-    # in the same run (`sweeps.checkpoint`); null: on inside a SLURM task of a sweep
-    checkpoint: Optional[bool] = None
-    steps_per_execution: Optional[int] = None  # batches per call into TensorFlow (same updates); null: 64
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)  # set by hydra/sweeper=optuna; leave alone
-
-
-def register_configs() -> None:
-    """Put the schema into Hydra's ConfigStore (`conf/config.yaml` lists it first).
-
-    Our Hydra plugins (`hydra/sweeper=grid`, ...) register themselves in `hydra_plugins.sweeps_plugins`.
-    """
-    ConfigStore.instance().store(name="sweeps_schema", node=Config)
-
-
-def conf_dir() -> Path:
-    """`conf/` inside an installed wheel, else at the top of the source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parents[1] / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise ConfigError(f"conf/config.yaml not found next to {here}: reinstall with `make install`")
-
-
-def dotted_keys(schema: Optional[type] = None, prefix: str = "") -> list[str]:
-    """Every key of the schema, dotted (`data.root`, `model.hidden`, ...)."""
-    schema = schema or Config
-    keys = []
-    for name, kind in typing.get_type_hints(schema).items():
-        keys.append(prefix + name)
-        if dataclasses.is_dataclass(kind):
-            keys += dotted_keys(kind, f"{prefix}{name}.")
-    return keys
+from sweeps.config.derived import objectives
+from sweeps.config.schema import Config, DATASETS, DatasetName, OptimizerName, RegKind, Task, USER_DATA_KEYS, Validation, conf_dir, dotted_keys
 
 
 def _override_values(override) -> list:
@@ -263,8 +63,8 @@ def check_overrides(overrides: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from sweeps.mdtext import has_control, visible
-    from sweeps.redact import redact_text
+    from sweeps.reporting.mdtext import has_control, visible
+    from sweeps.tracking.redact import redact_text
 
     for item in overrides:  # a newline would split the command the sweep records (and its report)
         if has_control(item):
@@ -284,7 +84,7 @@ def check_overrides(overrides: list[str]) -> None:
             continue
         if override.is_delete():
             raise ConfigError(f"~{key}: keys of sweeps cannot be removed; set a value instead "
-                              f"(every key and its default is in src/sweeps/config.py)")
+                              f"(every key and its default is in src/sweeps/config/schema.py)")
         if key in groups:
             _check_group_choice(roots, override)
             continue
@@ -294,13 +94,13 @@ def check_overrides(overrides: list[str]) -> None:
             close = difflib.get_close_matches(key, keys, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
             plus = "+ adds keys the schema lacks, and every key of sweeps is in it; " if override.is_add() else ""
-            raise ConfigError(f"{key}: no such key; {plus}{hint}(every key is listed in src/sweeps/config.py)")
+            raise ConfigError(f"{key}: no such key; {plus}{hint}(every key is listed in src/sweeps/config/schema.py)")
         for value in _override_values(override):
             try:
                 OmegaConf.update(schema, key, value, merge=True)
             except OmegaConfBaseException as err:
                 reason = str(err).splitlines()[0]
-                raise ConfigError(f"{key}={value}: {reason}; see the key's type in src/sweeps/config.py") from None
+                raise ConfigError(f"{key}={value}: {reason}; see the key's type in src/sweeps/config/schema.py") from None
 
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
@@ -315,29 +115,12 @@ def _check_layers(key: str, layers: Optional[List[int]], n_hidden: int) -> None:
     _check(not bad, key, list(layers), f"layer indices must be in 0..{n_hidden - 1} (model has {n_hidden} hidden layers)")
 
 
-def objectives(cfg: DictConfig) -> list[str]:
-    """The metrics `optimized_metric` names, the ranking one first (one, or a list of several)."""
-    value = cfg.optimized_metric
-    return [str(m) for m in value] if isinstance(value, (list, tuple, ListConfig)) else [str(value)]
-
-
-def ranked_metric(cfg: DictConfig) -> str:
-    """The one metric a job returns and reports rank by: the first of `objectives`."""
-    return objectives(cfg)[0]
-
-
-def objectives_param(value: Optional[str]) -> list[str]:
-    """`objectives` back from the `optimized_metric` param a job logged (`a,b` for several)."""
-    return [m for m in (value or "").split(",") if m]
-
-
 # Keras 3's activation names (`keras.activations`), so a typo fails before TensorFlow is imported;
 # tests/test_config.py checks the list against the installed Keras.
 ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
                "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "log_softmax", "mish", "relu", "relu6", "selu",
                "sigmoid", "silu", "soft_shrink", "softmax", "softplus", "softsign", "sparse_plus", "sparse_sigmoid",
                "sparsemax", "squareplus", "swish", "tanh", "tanh_shrink", "threshold")
-
 
 
 def validate(cfg: DictConfig) -> None:
@@ -483,7 +266,11 @@ def _check_your_work(cfg: DictConfig) -> None:
 
 # Every integer a job uses ends up in TensorFlow or NumPy as a 32-bit value (seeds, sizes, counts).
 INT_LIMIT = 2**31 - 1
+
+
 PARAM_LIMIT = 6000  # MLflow keeps at most this many characters of a param's value
+
+
 _UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")  # a path separator or control character in a name
 
 
@@ -570,6 +357,8 @@ def _check_metrics_apply(cfg: DictConfig) -> None:
 
 # Tracking URI schemes MLflow opens (a `+driver` suffix is allowed: postgresql+psycopg://)
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
 # Artifact locations that need an extra package: scheme -> (module, pip package)
 ARTIFACT_DRIVERS = {"s3": ("boto3", "boto3"), "gs": ("google.cloud.storage", "google-cloud-storage"),
                     "wasbs": ("azure.storage.blob", "azure-storage-blob"),
@@ -587,7 +376,7 @@ def _check_store_settings(tracking: DictConfig) -> None:
                "leave it out (the store is then $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db) or give a URI")
         scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
         if scheme and scheme not in STORE_SCHEMES + ("file",):  # file: and plain folders get their own message
-            from sweeps.redact import redact_uri
+            from sweeps.tracking.redact import redact_uri
 
             raise ConfigError(f"tracking.uri={redact_uri(uri)}: MLflow cannot open a {scheme}:// store; use "
                               "sqlite:///path/mlflow.db, postgresql://..., mysql://... or http(s)://server")
@@ -602,99 +391,3 @@ def _check_store_settings(tracking: DictConfig) -> None:
         if not found:
             raise ConfigError(f"tracking.artifact_root={root}: {scheme}:// needs the {package} package; "
                               f"pip install {package} (or leave tracking.artifact_root out)")
-
-
-def to_plain(cfg: DictConfig) -> dict:
-    """The resolved config as plain Python (enums as their names)."""
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-
-
-@dataclass(frozen=True)
-class DatasetFacts:
-    """What the rest of `sweeps` needs to know of a dataset, decided here only (its reader: `data._read_raw`)."""
-
-    files: bool = False  # read from files under `data.root` (found on the system or downloaded)
-    own_test_set: bool = False  # ships a test set (else `data.test_split` with `data.test_seed` makes one)
-    regression: bool = False  # its target is a number (else a class)
-    user: bool = False  # read from what the user names (`data.path`, `data._target_`); task from its labels
-    keys: tuple = ()  # the `data.*` keys it reads that not every dataset does
-    needs: tuple = ()  # of those, the ones a job must give (they have no default)
-
-
-DATASETS = {
-    DatasetName.fashion_mnist: DatasetFacts(files=True, own_test_set=True),
-    DatasetName.mnist: DatasetFacts(files=True, own_test_set=True),
-    DatasetName.fashion_mnist_csv: DatasetFacts(files=True, own_test_set=True, keys=("train_file", "test_file")),
-    DatasetName.california_housing: DatasetFacts(files=True, regression=True),
-    DatasetName.digits: DatasetFacts(),
-    DatasetName.circles: DatasetFacts(keys=("n_samples", "noise", "factor")),
-    DatasetName.csv: DatasetFacts(user=True, keys=("path", "target", "features", "task"), needs=("path", "target")),
-    DatasetName.npz: DatasetFacts(user=True, keys=("path", "task"), needs=("path",)),
-    DatasetName.custom: DatasetFacts(user=True, keys=("_target_", "kwargs", "task"), needs=("_target_",)),
-}
-# The data keys of your data, and the options that read them (a key set for any other does nothing).
-USER_DATA_KEYS = {key: tuple(name for name, facts in DATASETS.items() if key in facts.keys)
-                  for key in ("path", "target", "features", "task", "_target_", "kwargs")}
-# The keys that apply to some jobs only (every other key always applies), and when they do.
-# `rate` always applies: 0 is how a job says it has no penalty (the report's plots read it).
-_APPLIES_WHEN = {
-    "data.root": lambda c: DATASETS[c.data.name].files,
-    **{f"data.{key}": (lambda c, key=key: key in DATASETS[c.data.name].keys)
-       for key in {key for facts in DATASETS.values() for key in facts.keys}},
-    "model._target_": lambda c: c.model._target_ is not None,
-    "model.kwargs": lambda c: c.model._target_ is not None,
-    "data.val_split": lambda c: c.data.validation == Validation.split,
-    "data.val_seed": lambda c: c.data.validation == Validation.split and c.data.val_split > 0,
-    "data.test_seed": lambda c: c.data.test_split is not None or not DATASETS[c.data.name].own_test_set,
-    "reg.target": lambda c: c.reg.kind != RegKind.none,
-    "reg.layers": lambda c: c.reg.kind != RegKind.none,
-    "optimizer.momentum": lambda c: c.optimizer.name == OptimizerName.sgd,
-    "optimizer.nesterov": lambda c: c.optimizer.name == OptimizerName.sgd,
-    "dropout_type": lambda c: c.dropout > 0,
-    "dropout_layers": lambda c: c.dropout > 0,
-    "early_stopping.patience": lambda c: c.early_stopping.enabled,
-    "early_stopping.min_delta": lambda c: c.early_stopping.enabled,
-    "early_stopping.restore_best_weights": lambda c: c.early_stopping.enabled,
-    "search": lambda c: c.search.trial is not None,
-    "repeat": lambda c: c.repeat > 0,
-}
-
-
-def applicable(cfg: DictConfig) -> dict:
-    """The resolved config (as `to_plain`) without the keys that do not apply to this job."""
-    plain = to_plain(cfg)
-    plain["optimized_metric"] = ",".join(objectives(cfg))  # logged as `a,b` (`objectives_param` reads it back)
-    for key, applies in _APPLIES_WHEN.items():
-        if not applies(cfg):
-            *path, last = key.split(".")
-            node = plain
-            for part in path:
-                node = node[part]
-            del node[last]
-    return plain
-
-
-# Keys added after runs were recorded, with the value that means "off": a job that leaves them off
-# hashes as it did before they existed, so finished runs of earlier versions are still resumed.
-_HASHED_ONCE_SET = {"max_norm": None, "label_smoothing": 0.0, "input_noise": 0.0,
-                    "optimizer.weight_decay": 0.0, "optimizer.nesterov": False,
-                    "data.path": None, "data.target": None, "data.features": None, "data.task": None, "data._target_": None, "data.kwargs": {},
-                    "model._target_": None, "model.kwargs": {}}
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Stable hash of everything that determines a run's result (used to recognise finished jobs).
-
-    Without a penalty (`reg=none`) the rate changes nothing: it is hashed as 0, so `-m reg=none,l1
-    rate=1e-4,1e-3` trains its unpenalized job once (and earlier reg=none runs keep their hash)."""
-    plain = {k: v for k, v in to_plain(cfg).items() if k not in keys.NOT_TRAINING}
-    if plain["reg"]["kind"] == RegKind.none.value:
-        plain["rate"] = 0.0
-    for key, off in _HASHED_ONCE_SET.items():  # off: hashed as before the key existed
-        *path, last = key.split(".")
-        node = plain
-        for part in path:
-            node = node[part]
-        if node.get(last) == off:
-            del node[last]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]

@@ -22,8 +22,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweeps.errors import CompareError
-from sweeps import tags
-from sweeps.keys import derived_param
+from sweeps.tracking import tags
+from sweeps.config.keys import derived_param
 from sweeps.tracking import check_reachable, resolve_uri, sqlite_path
 
 # `reg=l1,rate=0.001` -> split before each `key=` (a comma inside `[16,32]` is not followed by one).

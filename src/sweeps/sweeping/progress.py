@@ -21,7 +21,7 @@ from typing import Optional, Sequence, TextIO
 import keras
 import numpy as np
 
-from sweeps.callbacks import penalty
+from sweeps.training.callbacks import penalty
 
 
 def say(line: str) -> None:

@@ -36,7 +36,9 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import guard, interrupts, mdtext, recovery, report, report_html, runs, tags
+from sweeps import guard, interrupts
+from sweeps.reporting import mdtext, report, html as report_html, runs
+from sweeps.tracking import recovery, tags
 from sweeps.config import TrackingConfig
 from sweeps.errors import StoreUnavailable, TrackingError
 from sweeps.tracking import (CleanUp, Tracker, best_effort, connect, locked, process_tags, redact_text, redact_uri,

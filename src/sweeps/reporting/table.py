@@ -35,12 +35,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
-from sweeps import mdtext, stats, tags
+from sweeps.reporting import mdtext, stats
+from sweeps.tracking import tags
 from sweeps.config import objectives_param
-from sweeps.metrics import END_METRICS, RANK_METRIC, VALIDATION_METRICS, higher_is_better, is_per_epoch
-from sweeps.repeats import REPEATED, SOURCES
-from sweeps.runs import Job, SweepRuns
-from sweeps.stats import ALPHA, CONFIDENCE, mean_ci, tied, welch_p  # noqa: F401 - part of this module's interface
+from sweeps.config.metrics import END_METRICS, RANK_METRIC, VALIDATION_METRICS, higher_is_better, is_per_epoch
+from sweeps.sweeping.repeats import REPEATED, SOURCES
+from sweeps.reporting.runs import Job, SweepRuns
+from sweeps.reporting.stats import ALPHA, CONFIDENCE, mean_ci, tied, welch_p  # noqa: F401 - part of this module's interface
 
 VALIDATION = list(VALIDATION_METRICS)
 HIDDEN_IN_READING = ("run_name", "run_id", "run_ids")  # left out of the text and Markdown tables

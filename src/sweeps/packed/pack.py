@@ -1,6 +1,6 @@
 """Packed sweeps: jobs that differ only in penalty, dropout or seed, trained as ONE Keras model.
 
-`hydra/launcher=packed` (see `sweeps.launcher`) groups a sweep's jobs (`launcher.packs`) and hands
+`hydra/launcher=packed` (see `sweeps.packed.launcher`) groups a sweep's jobs (`launcher.packs`) and hands
 each group of two or more to `train_pack()`; a job that fits no group runs alone, as unpacked.
 Inside a pack every job is a member of a `packed_model.PackedMLP` and still its own MLflow run
 under the sweep's parent, with what an unpacked job logs: params, tags (plus `sweeps.packed_with`),
@@ -29,15 +29,18 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sweeps import interrupts, job as jobs, progress, tags, tracking
-from sweeps.callbacks import MlflowEpochLogger, StopOnInterrupt, TrialReports
+from sweeps import interrupts, tracking
+from sweeps.sweeping import progress
+from sweeps.tracking import tags
+from sweeps.training import job as jobs
+from sweeps.training.callbacks import MlflowEpochLogger, StopOnInterrupt, TrialReports
 from sweeps.config import check_task, objectives, ranked_metric, validate
-from sweeps.metrics import SHOWN_AT_THE_END, higher_is_better
-from sweeps.data import Dataset, load_dataset
+from sweeps.config.metrics import SHOWN_AT_THE_END, higher_is_better
+from sweeps.training.data import Dataset, load_dataset
 from sweeps.errors import DivergedError
-from sweeps.fitting import best_values, diverged_message, evaluation, fit_epochs, last_epoch, new_model, results
-from sweeps.models import AUTO_STEPS_PER_EXECUTION, make_optimizer
-from sweeps.packed_model import Member, PackedMLP
+from sweeps.training.fitting import best_values, diverged_message, evaluation, fit_epochs, last_epoch, new_model, results
+from sweeps.training.models import AUTO_STEPS_PER_EXECUTION, make_optimizer
+from sweeps.packed.model import Member, PackedMLP
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from sweeps import repeats, sweep
+from sweeps.sweeping import repeats, parent as sweep
 from sweeps.config import config_hash, validate
 from sweeps.errors import ConfigError, StoreUnavailable, SweepsError
 
@@ -63,7 +63,7 @@ def once_each(jobs: list[list[str]], composed: list[DictConfig]) -> tuple[list[l
     """The jobs split into the first of each distinct configuration and the ones that repeat an
     earlier job's (`reg=none` with several rates: the rate changes nothing). The repeats run after
     all the others, so each finds its twin FINISHED and links it instead of training it again."""
-    from sweeps.launcher import task_config
+    from sweeps.packed.launcher import task_config
 
     seen: set[str] = set()
     first, again = [], []

@@ -37,7 +37,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from sweeps import tags
+from sweeps.tracking import tags
 from sweeps.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def run_task(unit_args: tuple, singleton_state: dict, env: dict, cwd: str) -> li
     """One job in a Ray worker: the launching process's settings and folder, then `run_unit`."""
     import ray
 
-    from sweeps.launcher import run_unit
+    from sweeps.packed.launcher import run_unit
 
     context = ray.get_runtime_context()
     # A worker's environment is its node's (`ray start`), not the terminal's: the store and settings come from here
@@ -107,7 +107,7 @@ class RayLauncher(Launcher):
         return ray
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from sweeps.launcher import compose_job
+        from sweeps.packed.launcher import compose_job
 
         ray = self._connect()
         assert self.config is not None
