@@ -132,14 +132,14 @@ class InProcessSweep:
 
         self.tracker = tracking.connect(OmegaConf.create({"uri": uri, "experiment": experiment, "artifact_root": None}))
         self.sweep_dir = str(sweep_dir)
-        self.key = uuid.uuid4().hex  # as `sweep.assign_key` gives every sweep
+        self.key = uuid.uuid4().hex  # as `context.assign_key` gives every sweep
         self.parent_run_id = sweep.open_parent(self.tracker, command or " ".join(swept), self.sweep_dir,
                                                [s.split("=")[0] for s in swept], 0, key=self.key)
         self.launched = 0
         self.outcome = None
 
     def job(self, overrides: list[str]):
-        from sweeps.training.job import JobContext
+        from sweeps.training.context import JobContext
 
         self.launched += 1
         return JobContext(tuple(overrides), self.sweep_dir, sweep_key=self.key)

@@ -13,7 +13,8 @@ from sweeps import interrupts
 from sweeps.tracking import tags
 from sweeps.training import checkpoint
 from sweeps.config import config_hash
-from sweeps.training.job import JobContext, train
+from sweeps.training.context import JobContext
+from sweeps.training.job import train
 from sweeps.sweeping.parent import open_parent
 from sweeps.tracking import connect
 

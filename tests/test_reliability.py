@@ -21,7 +21,8 @@ from sweeps import tracking
 from sweeps.tracking import recovery
 from sweeps.config import check_overrides, config_hash
 from sweeps.errors import ConfigError, DivergedError
-from sweeps.training.job import JobContext, train
+from sweeps.training.context import JobContext
+from sweeps.training.job import train
 
 FAST = ("model.hidden=[16]", "tracking.log_model=false")
 TIMING = {"epoch_time_s", "samples_per_s", "train_time_s", "logging_overhead_pct"}
@@ -68,7 +69,7 @@ def test_an_exception_mid_run_ends_it_failed_with_the_reason_and_traceback(make_
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("sweeps.training.job.log_artifacts", disk_full)  # fails after training, inside the run
+    monkeypatch.setattr("sweeps.training.job.summary_text", disk_full)  # fails after the metrics, inside the run
     with pytest.raises(OSError):
         train(make_cfg(*FAST), JobContext(tuple([])))
     (run,) = _runs(client)

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from sweeps.errors import ConfigError, DataError, TrackingError
-from sweeps.training.job import JobContext, train
+from sweeps.training.context import JobContext
+from sweeps.training.job import train
 from sweeps.reporting.runs import list_sweeps
 
 

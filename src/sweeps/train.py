@@ -106,40 +106,22 @@ def own_gpu() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from sweeps.sweeping import devices, parent as sweep
-    from sweeps.packed.launcher import parallel_jobs
+    from sweeps.sweeping import devices
+    from sweeps.training.context import absolute_dir, parallel_jobs
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         hc = HydraConfig.get()
-        devices.claim(sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd), parallel_jobs(hc.launcher))
+        devices.claim(absolute_dir(hc.sweep.dir, hc.runtime.cwd), parallel_jobs(hc.launcher))
 
 
-def stop_if_not_the_jobs_own(cfg: DictConfig, err: Exception, store_lost_possible: bool = True) -> None:
-    """Raise what `err` really is when it is not this job's failure: an interrupt, or a lost store."""
-    from sweeps.training.job import store_lost
-
-    # a signal that C code turned into its own error (TensorFlow: SystemError from `__import__`)
-    # is still the interrupt: the run already ended KILLED, the job stops as interrupted
-    interrupts.check()
-    lost = store_lost(cfg, err) if store_lost_possible else None
-    if lost:  # every later job would fail the same way: stop (see StoreUnavailable)
-        raise StoreUnavailable(lost) from None
-
-
-def failed_in_a_sweep(cfg: DictConfig, err: Exception, what: str) -> None:
-    """The one failure path of a job or a pack of a sweep (the caller records the failure on its
-    runs and the sweep goes on), from inside `interrupts.handling()`."""
-    stop_if_not_the_jobs_own(cfg, err)
-    if isinstance(err, SweepsError):
-        log.error("%s failed: %s", what, err)
-    else:
-        log.exception("%s failed", what)
 
 
 def single_run_failed(cfg: DictConfig, err: Exception) -> NoReturn:
     """A single run (no sweep) that failed: our errors are one line and exit 2, the rest raise."""
     # a store that refuses the run at the start (read-only, unreachable) is bad input: the
     # TrackingError names the fix (in a sweep the store answered the sweep's own check, so it was lost)
+    from sweeps.training.job import stop_if_not_the_jobs_own
+
     stop_if_not_the_jobs_own(cfg, err, store_lost_possible=not isinstance(err, TrackingError))
     if isinstance(err, (ConfigError, DataError)):  # bad input found with the data: no run was opened
         discard_run_folder()
@@ -152,6 +134,7 @@ def single_run_failed(cfg: DictConfig, err: Exception) -> NoReturn:
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: a failing job is reported and, in a multirun, the sweep goes on."""
     from sweeps.tracking import run_name
+    from sweeps.training.context import JobContext
 
     own_gpu()
     try:
@@ -160,14 +143,14 @@ def task(cfg: DictConfig) -> float:
     except Exception as err:  # noqa: BLE001 - a broken TensorFlow/Keras install: said here, before any run
         return cannot_start(err, run_name)
 
-    job = jobs.JobContext.from_hydra()
+    job = JobContext.from_hydra()
     with interrupts.handling():  # in a pool worker too: SIGTERM ends the job's run KILLED
         try:
             return jobs.train(cfg, job)
         except Exception as err:
             if job.sweep_dir is None:
                 single_run_failed(cfg, err)
-            failed_in_a_sweep(cfg, err, f"job {run_name(list(job.overrides))}")
+            jobs.failed_in_a_sweep(cfg, err, f"job {run_name(list(job.overrides))}")
             failure = err
     jobs.record_failure(cfg, job, failure)
     return math.nan
@@ -180,7 +163,7 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
     its jobs left FAILED, and the sweep goes on."""
     from hydra.core.hydra_config import HydraConfig
 
-    from sweeps.packed.launcher import task_config
+    from sweeps.training.context import JobContext, task_config, thread_share
     from sweeps.tracking import run_name
 
     own_gpu()  # the launcher set Hydra's config to the pack's first job
@@ -196,16 +179,16 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
             failed.append(cannot_start(err, run_name))
         return failed
     cfgs = [task_config(c) for c in composed]
-    threads = jobs.thread_share(cfgs[0], jobs.JobContext.of(composed[0].hydra))  # cores / packs at once
+    threads = thread_share(cfgs[0], JobContext.of(composed[0].hydra))  # cores / packs at once
     # the members run at once: the first announces no time left yet, as the first wave of a pool
-    contexts = [replace(jobs.JobContext.of(c.hydra), parallel=len(composed)) for c in composed]
+    contexts = [replace(JobContext.of(c.hydra), parallel=len(composed)) for c in composed]
     with interrupts.handling():
         if threads:
             use_threads(threads)
         try:
             return packing.train_pack(cfgs, contexts, jit_compile)
         except Exception as err:
-            failed_in_a_sweep(cfgs[0], err, "pack of jobs " + ", ".join(run_name(list(job.overrides)) for job in contexts))
+            jobs.failed_in_a_sweep(cfgs[0], err, "pack of jobs " + ", ".join(run_name(list(job.overrides)) for job in contexts))
             failure = err
     for cfg, job in zip(cfgs, contexts):
         jobs.record_failure(cfg, job, failure)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,11 +25,12 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeps.config import to_plain
 from sweeps.config import keys
 from sweeps.errors import ConfigError
+from sweeps.training.context import parallel_jobs, task_config
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +182,6 @@ class InFlight:
         return [(self.pending.pop(future), future.exception()) for future in done]
 
 
-def parallel_jobs(launcher: DictConfig) -> int:
-    """How many jobs a launcher runs at once on one machine (joblib's and packed's n_jobs; 1 otherwise)."""
-    n = launcher.get("n_jobs") or 1
-    return os.cpu_count() or 1 if n < 0 else n
-
-
 def in_flight(config: DictConfig, hydra_context: HydraContext, task_function: TaskFunction) -> Optional[InFlight]:
     """An `InFlight` pool for the chosen launcher when it runs jobs in worker processes of this
     machine (joblib's process backend, packed with `n_jobs` >= 2); None for the others (basic: one
@@ -223,11 +217,3 @@ def run_unit(composed: list[DictConfig], hydra_context: HydraContext, task_funct
         ret.status = JobStatus.COMPLETED
         returns.append(ret)
     return returns
-
-
-def task_config(cfg: DictConfig) -> DictConfig:
-    """A job's config as its task sees it: without the `hydra` node (as Hydra's `run_job` hands it)."""
-    task = cfg.copy()
-    with read_write(task), open_dict(task):
-        del task["hydra"]
-    return task

@@ -29,130 +29,93 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sweeps import interrupts, tracking
+from sweeps import tracking
 from sweeps.sweeping import progress
 from sweeps.tracking import tags
 from sweeps.training import job as jobs
+from sweeps.training.context import JobContext
 from sweeps.training.callbacks import MlflowEpochLogger, StopOnInterrupt, TrialReports
-from sweeps.config import check_task, objectives, ranked_metric, validate
-from sweeps.config.metrics import SHOWN_AT_THE_END, higher_is_better
-from sweeps.training.data import Dataset, load_dataset
+from sweeps.config.metrics import higher_is_better
 from sweeps.errors import DivergedError
-from sweeps.training.fitting import best_values, diverged_message, evaluation, fit_epochs, last_epoch, new_model, results
+from sweeps.training.fitting import best_values, diverged_message, evaluation, fit_epochs, new_model, results
 from sweeps.training.models import AUTO_STEPS_PER_EXECUTION, make_optimizer
 from sweeps.packed.model import Member, PackedMLP
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class Slot:
-    """One job of a pack, before and while it trains."""
-
-    cfg: DictConfig
-    job: jobs.JobContext
-    name: str
-    run_tags: dict
-    title: str
-    index: int  # its place in the pack as launched
-
-
-def train_pack(cfgs: Sequence[DictConfig], contexts: Sequence[jobs.JobContext], jit_compile: bool = False) -> list[float]:
+def train_pack(cfgs: Sequence[DictConfig], contexts: Sequence[JobContext], jit_compile: bool = False) -> list[float]:
     """Train the jobs `cfgs` (one pack: see `launcher.packs`) as one model (compiled by XLA with
-    `jit_compile`); returns each job's `optimized_metric` (NaN for a member that failed). Jobs
-    already FINISHED in the experiment are not retrained."""
-    started = time.monotonic()
-    interrupts.check()
-    for cfg in cfgs:
-        validate(cfg)
-    data = load_dataset(cfgs[0].data)
-    for cfg in cfgs:  # the members share their data (`launcher.pack_key`), not always their metric
-        check_task(cfg, data.task)
-    tracker = tracking.connect(cfgs[0].tracking)
-    parent = jobs.find_parent(tracker, contexts[0])
-    values = [math.nan] * len(cfgs)
-    todo: list[Slot] = []
-    for i, (cfg, job) in enumerate(zip(cfgs, contexts)):
-        name, run_tags = jobs.job_identity(cfg, job, data.source, parent)
-        title = jobs.announce(name, job, parent)
-        done = jobs.finished_twin(tracker, cfg, parent)
-        if done is not None:
-            values[i] = jobs.reuse(cfg, tracker, parent, done, name, run_tags, title)
-        else:
-            todo.append(Slot(cfg, job, name, run_tags, title, i))
-    if todo:
-        parent_id = parent.info.run_id if parent else None
-        for slot, value in zip(todo, _train(todo, data, tracker, parent_id, started, jit_compile)):
-            values[slot.index] = value
-    return values
+    `jit_compile`); returns each job's `optimized_metric` (NaN for a member that failed). The steps
+    before and after training are a single job's (`jobs.begin`, `jobs.log_results`, `jobs.result_line`):
+    jobs already FINISHED in the experiment are not retrained."""
+    begun = jobs.begin(cfgs, contexts)
+    if begun.todo:
+        for job, value in zip(begun.todo, _train(begun, jit_compile)):
+            begun.values[job.index] = value
+    return begun.values
 
 
-def _train(slots: list[Slot], data: Dataset, tracker: tracking.Tracker, parent_id: Optional[str],
-           started: float, jit_compile: bool) -> list[float]:
-    first = slots[0].cfg
+def _train(begun: jobs.Begun, jit_compile: bool) -> list[float]:
+    members, data, tracker = begun.todo, begun.data, begun.tracker
+    first = members[0].cfg
     models = []  # each member as the ordinary model of its config: initial weights, then the export
-    for slot in slots:
-        keras.utils.set_random_seed(slot.cfg.seed)
-        models.append(new_model(slot.cfg, data))
-    packed = PackedMLP([Member.of(s.cfg) for s in slots], data.input_dim, first.model.hidden,
+    for job in members:
+        keras.utils.set_random_seed(job.cfg.seed)
+        models.append(new_model(job.cfg, data))
+    packed = PackedMLP([Member.of(j.cfg) for j in members], data.input_dim, first.model.hidden,
                        first.model.activation, data.n_classes, seed=first.seed)
     packed.compile(optimizer=make_optimizer(first, decay=False),  # members decay their own
                    steps_per_execution=first.steps_per_execution or AUTO_STEPS_PER_EXECUTION, jit_compile=jit_compile)
     packed.load_members([m.get_weights() for m in models])
     runs = MemberRuns(tracker)
     try:
-        for slot, model in zip(slots, models):
-            run_id = runs.open(slot.name, parent_id, slot.run_tags)
-            tracker.log_config(run_id, slot.cfg, {"n_params": model.count_params(), **data.sizes()})
+        for job, model in zip(members, models):
+            run_id = runs.open(job.name, begun.parent_id, job.run_tags)
+            tracker.log_config(run_id, job.cfg, {"n_params": model.count_params(), **data.sizes()})
         for j, run_id in enumerate(runs.ids):
             tracker.client.set_tag(run_id, tags.PACKED_WITH, json.dumps([r for r in runs.ids if r != run_id]))
         loggers = [MlflowEpochLogger(run_id, len(data.x_train), member_layers(packed, j),
-                                     monitor=slot.cfg.early_stopping.monitor, client=tracker.client)
-                   for j, (slot, run_id) in enumerate(zip(slots, runs.ids))]
-        members = MemberEpochs(loggers, [MemberStopping.of(s.cfg) for s in slots],
-                               [jobs.trial_reports(s.cfg) for s in slots])
+                                     monitor=job.cfg.early_stopping.monitor, client=tracker.client)
+                   for j, (job, run_id) in enumerate(zip(members, runs.ids))]
+        epochs = MemberEpochs(loggers, [MemberStopping.of(j.cfg) for j in members],
+                              [jobs.trial_reports(j.cfg) for j in members])
         shown = progress.EpochProgress(first.epochs, ())
         tic = time.perf_counter()
         try:
-            fit_epochs(packed, data, first, [s.cfg.seed for s in slots], [members, StopOnInterrupt(), shown])
+            fit_epochs(packed, data, first, [j.cfg.seed for j in members], [epochs, StopOnInterrupt(), shown])
         finally:
             shown.close()
         train_time = time.perf_counter() - tic
-        packed.load_members([members.final_weights(j) for j in range(len(slots))])
+        packed.load_members([epochs.final_weights(j) for j in range(len(members))])
         evaluated = evaluation(packed, data)
-        for j, reports in enumerate(members.reports):
+        for j, reports in enumerate(epochs.reports):
             if reports and reports.pruned_at is not None:  # a search trial the pruner stopped: FINISHED, marked
                 tracker.client.set_tag(runs.ids[j], tags.PRUNED_AT, str(reports.pruned_at))
-        return [_finish(j, slot, runs, loggers[j], models[j], packed, data, tracker, evaluated,
-                        train_time, started) for j, slot in enumerate(slots)]
+        return [_finish(j, job, runs, loggers[j], models[j], packed, begun, evaluated, train_time)
+                for j, job in enumerate(members)]
     except BaseException as err:
         runs.end_open(err)
         raise
 
 
-def _finish(j: int, slot: Slot, runs: "MemberRuns", logger: MlflowEpochLogger, model: keras.Model,
-            packed: PackedMLP, data: Dataset, tracker: tracking.Tracker, evaluated: dict, train_time: float,
-            started: float) -> float:
-    """Log member j's results and model and end its run; a member that failed ends FAILED alone."""
+def _finish(j: int, job: jobs.Job, runs: "MemberRuns", logger: MlflowEpochLogger, model: keras.Model,
+            packed: PackedMLP, begun: jobs.Begun, evaluated: dict, train_time: float) -> float:
+    """Log member j's results and model and end its run; a member that failed ends FAILED alone
+    (through a single job's failure path: an interrupt or a lost store stops the pack)."""
     run_id = runs.ids[j]
     try:
         if logger.diverged:
             raise DivergedError(diverged_message(logger.diverged))
         final = {**logger.summary(), **best_values(logger.history), "train_time_s": train_time / len(runs.ids),
                  "pack_train_time_s": train_time, **results(evaluated, j)}
-        tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
         model.set_weights(packed.member_weights(j))
-        jobs.log_artifacts(tracker, run_id, model, data, logger.history, slot.name, slot.cfg.tracking.log_model)
+        jobs.log_results(begun.tracker, run_id, job, final, model, begun.data, logger.history)
     except Exception as err:
-        if jobs.store_lost(slot.cfg, err):
-            raise
+        jobs.failed_in_a_sweep(job.cfg, err, f"job {job.name}")
         runs.end(j, err)
-        log.error("job %s failed: %s", slot.name, err)
         return math.nan
     runs.end(j)
-    result = {**last_epoch(logger.history), **final}
-    progress.say(progress.result_line(slot.title, result, (*objectives(slot.cfg), *SHOWN_AT_THE_END),
-                                      time.monotonic() - started))
-    return result.get(ranked_metric(slot.cfg), math.nan)
+    return jobs.result_line(job, logger.history, final, begun.started)
 
 
 class MemberRuns:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from sweeps.sweeping import repeats, parent as sweep
 from sweeps.config import config_hash, validate
+from sweeps.training.context import assign_key
 from sweeps.errors import ConfigError, StoreUnavailable, SweepsError
 
 
@@ -63,7 +64,7 @@ def once_each(jobs: list[list[str]], composed: list[DictConfig]) -> tuple[list[l
     """The jobs split into the first of each distinct configuration and the ones that repeat an
     earlier job's (`reg=none` with several rates: the rate changes nothing). The repeats run after
     all the others, so each finds its twin FINISHED and links it instead of training it again."""
-    from sweeps.packed.launcher import task_config
+    from sweeps.training.context import task_config
 
     seen: set[str] = set()
     first, again = [], []
@@ -155,7 +156,7 @@ class TrackedSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         items = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
-        sweep.assign_key(self.config)  # before any job is composed: every job's config carries it
+        assign_key(self.config)  # before any job is composed: every job's config carries it
         try:
             getattr(self.launcher, "check", lambda: None)()  # a launcher's own settings (hydra/launcher=packed)
             plan = self.plan(items)

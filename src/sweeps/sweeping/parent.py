@@ -28,7 +28,6 @@ import socket
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
@@ -43,34 +42,11 @@ from sweeps.config import TrackingConfig
 from sweeps.errors import StoreUnavailable, TrackingError
 from sweeps.tracking import (CleanUp, Tracker, best_effort, connect, locked, process_tags, redact_text, redact_uri,
                              resolve_uri, runs_table_link, short_reason, store_problem, ui_address, unanswered)
+from sweeps.training.context import absolute_dir, assign_key, key_of
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0  # after Ctrl-C: how long workers get to end their runs before they are killed
-KEY_ENV = "SWEEPS_SWEEP_KEY"  # the sweep's key: in every job's `hydra.job.env_set`, so in its environment too
-
-
-def assign_key(config: DictConfig) -> str:
-    """A new key for the sweep of `config` (Hydra's master config), handed to every job: added to the
-    Hydra overrides each job's config is composed with, and to `config` itself; returns it."""
-    from omegaconf import open_dict, read_write
-
-    key = uuid.uuid4().hex
-    with read_write(config), open_dict(config):
-        config.hydra.overrides.hydra.append(f"+hydra.job.env_set.{KEY_ENV}={key}")
-        config.hydra.job.env_set[KEY_ENV] = key
-    return key
-
-
-def key_of(hydra: DictConfig) -> Optional[str]:
-    """The sweep key a job's (or the master's) `hydra` node carries (None: not launched by our sweepers)."""
-    env_set = OmegaConf.select(hydra, "job.env_set") or {}
-    return env_set.get(KEY_ENV) or None
-
-
-def absolute_dir(sweep_dir: str, cwd: Optional[str] = None) -> str:
-    """`hydra.sweep.dir` as an absolute path (relative ones are relative to the launch folder)."""
-    return str((Path(cwd or os.getcwd()) / sweep_dir).resolve())
 
 
 def open_parent(tracker: Tracker, command: str, sweep_dir: str, swept: list[str], n_jobs: int,

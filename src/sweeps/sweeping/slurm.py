@@ -330,14 +330,15 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _record_without_run(self, overrides: list[str], number: int, why: str) -> None:
         """A FAILED run under the sweep for a job whose task SLURM ended before the job opened one."""
-        from sweeps.packed.launcher import compose_job, task_config
+        from sweeps.packed.launcher import compose_job
+        from sweeps.training.context import JobContext, task_config
         from sweeps.train import import_tensorflow
 
         import_tensorflow()  # the job's identity is decided in `sweeps.training.job`, which needs Keras: without its banner
         from sweeps.training import job as jobs
 
         cfg = compose_job(self.config, self.hydra_context, overrides, number, announce=False)
-        jobs.record_failure(task_config(cfg), jobs.JobContext.of(cfg.hydra), RuntimeError(why), why)
+        jobs.record_failure(task_config(cfg), JobContext.of(cfg.hydra), RuntimeError(why), why)
 
     @staticmethod
     def _wait_for_the_end(queue: Queue) -> None:

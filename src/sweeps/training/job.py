@@ -1,22 +1,25 @@
 """One job: train one configuration and track it as one MLflow run.
 
-`train(cfg, job)` is the job as a list of steps. Everything it knows comes from its config, the
+`train(cfg, context)` is the job as a list of steps. Everything it knows comes from its config, the
 `JobContext` the launcher hands it (its overrides, the sweep folder, how many jobs run beside it)
 and the tracking store (its sweep's parent run, earlier runs of the same config), so it runs the
 same in the launching process, a pool worker, a fresh process or another machine.
-"""
 
+A pack of jobs trained as one model (`sweeps.packed.pack`) goes through the same steps: `begin`
+(check, load, connect, find the sweep, name and announce each job, reuse finished ones) before
+training, `log_results` and `result_line` after it, and `failed_in_a_sweep` when one fails.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
+from mlflow.entities import Run
 from omegaconf import DictConfig
 
 from sweeps import interrupts, tracking
@@ -28,77 +31,89 @@ from sweeps.training.callbacks import MlflowEpochLogger, OptunaPruning, TrialRep
 from sweeps.config import check_task, config_hash, objectives, ranked_metric, validate
 from sweeps.training.cv import cross_validate
 from sweeps.training.data import Dataset, load_dataset
-from sweeps.errors import ConfigError, DataError
+from sweeps.errors import ConfigError, DataError, StoreUnavailable, SweepsError
 from sweeps.training.fitting import best_values, evaluate, fit, last_epoch, new_model, use_threads
-from sweeps.packed.launcher import parallel_jobs
 from sweeps.config.metrics import SHOWN_AT_THE_END
 from sweeps.training.models import kernel_layers, portable, summary_text
+from sweeps.training.context import JobContext, thread_share
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class JobContext:
-    """What the launcher hands a job besides its config."""
+@dataclass
+class Job:
+    """One job that `begin` found to train: its config, what its launcher handed it, its run's name,
+    tags and progress title, and its place among the jobs begun together."""
 
-    overrides: tuple[str, ...] = ()  # the job's own command-line overrides
-    sweep_dir: Optional[str] = None  # absolute `hydra.sweep.dir` in a multirun; None for a single run
-    parallel: int = 1  # jobs the launcher runs at once on this machine (for the thread share)
-    number: Optional[int] = None  # `hydra.job.num` in a multirun (from 0): which job of the sweep this is
-    sweep_key: Optional[str] = None  # the key our sweeper gave the sweep (`sweep.assign_key`): finds the parent
-
-    @classmethod
-    def from_hydra(cls) -> "JobContext":
-        """Read from Hydra's config of this job (empty outside Hydra, e.g. under compose())."""
-        from hydra.core.hydra_config import HydraConfig
-
-        if not HydraConfig.initialized():
-            return cls()
-        return cls.of(HydraConfig.get())
-
-    @classmethod
-    def of(cls, hc: DictConfig) -> "JobContext":
-        """Read from a job's `hydra` node (what a launcher composed for it)."""
-        from hydra.types import RunMode
-
-        multirun = hc.mode == RunMode.MULTIRUN
-        return cls(tuple(hc.overrides.task), sweep.absolute_dir(hc.sweep.dir, hc.runtime.cwd) if multirun else None,
-                   parallel_jobs(hc.launcher) if multirun else 1, hc.job.num if multirun else None,
-                   sweep.key_of(hc) if multirun else None)
+    cfg: DictConfig
+    context: JobContext
+    name: str
+    run_tags: dict
+    title: str
+    index: int
 
 
-def thread_share(cfg: DictConfig, job: JobContext) -> Optional[int]:
-    """`threads`, else the cores divided among the jobs that run at once (None: TensorFlow decides)."""
-    if cfg.threads:
-        return cfg.threads
-    return max(1, (os.cpu_count() or 1) // job.parallel) if job.parallel > 1 else None
+@dataclass
+class Begun:
+    """What the steps before training found, for one job or a pack of them (`begin`)."""
+
+    data: Dataset
+    tracker: tracking.Tracker
+    parent: Optional[Run]  # the sweep's parent run (None: a run of its own)
+    values: list[float]  # each job's ranked metric: filled in for jobs that already FINISHED
+    todo: list[Job]  # the jobs left to train
+    started: float  # time.monotonic() at the start, for the result lines
+
+    @property
+    def parent_id(self) -> Optional[str]:
+        return self.parent.info.run_id if self.parent else None
 
 
-def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
-    """Run one job; returns its ranked metric, the first of `optimized_metric` (what a Hydra sweeper minimises)."""
-    job = job or JobContext.from_hydra()
+def begin(cfgs: Sequence[DictConfig], contexts: Sequence[JobContext]) -> Begun:
+    """The steps every job takes before it trains, alone or as a member of a pack (the members share
+    their data and store: `packed.launcher.pack_key`): 1. values in range, before anything heavy;
+    2. the arrays (files read once per process), checked against each job's task; 3. the store reachable,
+    the experiment ready; 4. the sweep the jobs belong to, from the store; 5. each job's name and tags,
+    announced, and stood in for by a FINISHED run of its config where there is one (not retrained)."""
     started = time.monotonic()
     interrupts.check()  # an interrupt swallowed during the previous job stops this one before it starts
-    validate(cfg)  # 1. values in range, before anything heavy
-    data = load_data(cfg)  # 2. arrays (files read once per process)
-    check_folds(cfg, data)
-    tracker = tracking.connect(cfg.tracking)  # 3. store reachable, experiment ready
-    parent = find_parent(tracker, job)  # 4. the sweep this job belongs to, from the store
-    name, run_tags = job_identity(cfg, job, data.source, parent)
-    title = announce(name, job, parent)
-    done = finished_twin(tracker, cfg, parent)
-    if done is not None:  # 5. already FINISHED in this experiment: not retrained
-        return reuse(cfg, tracker, parent, done, name, run_tags, title)
-    threads = thread_share(cfg, job)
+    for cfg in cfgs:
+        validate(cfg)  # 1.
+    data = load_dataset(cfgs[0].data)  # 2.
+    for cfg in cfgs:
+        check_task(cfg, data.task)
+        check_folds(cfg, data)
+    tracker = tracking.connect(cfgs[0].tracking)  # 3.
+    parent = find_parent(tracker, contexts[0])  # 4.
+    values, todo = [math.nan] * len(cfgs), []
+    for i, (cfg, job) in enumerate(zip(cfgs, contexts)):  # 5.
+        name, run_tags = job_identity(cfg, job, data.source, parent)
+        title = announce(name, job, parent)
+        done = finished_twin(tracker, cfg, parent)
+        if done is not None:
+            values[i] = reuse(cfg, tracker, parent, done, name, run_tags, title)
+        else:
+            todo.append(Job(cfg, job, name, run_tags, title, i))
+    return Begun(data, tracker, parent, values, todo, started)
+
+
+def train(cfg: DictConfig, context: Optional[JobContext] = None) -> float:
+    """Run one job; returns its ranked metric, the first of `optimized_metric` (what a Hydra sweeper minimises)."""
+    begun = begin([cfg], [context or JobContext.from_hydra()])  # 1.-5.
+    if not begun.todo:
+        return begun.values[0]
+    (job,) = begun.todo
+    data, tracker, parent = begun.data, begun.tracker, begun.parent
+    threads = thread_share(cfg, job.context)
     if threads:
         use_threads(threads)
     keras.utils.set_random_seed(cfg.seed)
     model = new_model(cfg, data)  # 6.
-    saving, saved = job_checkpoint(cfg, job, tracker, parent)  # requeued by SLURM: where it left off
+    saving, saved = job_checkpoint(cfg, job.context, tracker, parent)  # requeued by SLURM: where it left off
     if saved:
         progress.say(f"  continues run {saved.run_id} after epoch {saved.epoch} (its checkpoint: the job was requeued)")
     with checkpoint.kept_if_interrupted(saving), tracker.job_run(
-            name, parent.info.run_id if parent else None, run_tags, continues=saved.run_id if saved else None,
+            job.name, begun.parent_id, job.run_tags, continues=saved.run_id if saved else None,
             after_epoch=saved.epoch if saved else 0) as run:  # 7. always ended
         run_id = run.info.run_id
         if saved is None:
@@ -120,12 +135,26 @@ def train(cfg: DictConfig, job: Optional[JobContext] = None) -> float:
                  **evaluate(model, data)}  # 9.
         if keep:
             final["checkpoint_s"] = keep.seconds
-        tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
-        log_artifacts(tracker, run_id, model, data, logger.history, name, cfg.tracking.log_model)  # 10.
-    result = {**last_epoch(logger.history), **final}
-    progress.say(progress.result_line(title, result, (*objectives(cfg), *SHOWN_AT_THE_END),
+        log_results(tracker, run_id, job, final, model, data, logger.history)  # 10.
+    return result_line(job, logger.history, final, begun.started)
+
+
+def log_results(tracker: tracking.Tracker, run_id: str, job: Job, final: dict, model, data: Dataset,
+                history: dict) -> None:
+    """A job's end-of-run metrics, its model summary, curves figure and (`tracking.log_model`) model."""
+    tracker.client.log_batch(run_id, metrics=tracking.metric_points(final), synchronous=True)
+    tracker.client.log_text(run_id, summary_text(model), "model_summary.txt")
+    tracker.client.log_figure(run_id, plots.history_figure(history, job.name), "curves.png")
+    if job.cfg.tracking.log_model:
+        tracker.log_keras_model(run_id, portable(model), data.x_test[:5])
+
+
+def result_line(job: Job, history: dict, final: dict, started: float) -> float:
+    """Say how the job ended (its objectives and the end-of-run metrics); returns its ranked metric."""
+    result = {**last_epoch(history), **final}
+    progress.say(progress.result_line(job.title, result, (*objectives(job.cfg), *SHOWN_AT_THE_END),
                                       time.monotonic() - started))
-    return result.get(ranked_metric(cfg), math.nan)
+    return result.get(ranked_metric(job.cfg), math.nan)
 
 
 def job_checkpoint(cfg: DictConfig, job: JobContext, tracker: tracking.Tracker, parent):
@@ -140,12 +169,6 @@ def job_checkpoint(cfg: DictConfig, job: JobContext, tracker: tracking.Tracker, 
     return path, saved
 
 
-def load_data(cfg: DictConfig) -> Dataset:
-    """The job's arrays; checked against what needs a classifier or a regression (your data's task
-    is known only once its labels are read)."""
-    data = load_dataset(cfg.data)
-    check_task(cfg, data.task)
-    return data
 
 
 def finished_twin(tracker: tracking.Tracker, cfg: DictConfig, parent):
@@ -224,15 +247,6 @@ def reuse(cfg: DictConfig, tracker: tracking.Tracker, parent, done, name: str, r
     return done.data.metrics.get(ranked_metric(cfg), math.nan)
 
 
-def log_artifacts(tracker: tracking.Tracker, run_id: str, model, data: Dataset, history: dict, title: str,
-                  with_model: bool) -> None:
-    tracker.client.log_text(run_id, summary_text(model), "model_summary.txt")
-    fig = plots.history_figure(history, title)
-    tracker.client.log_figure(run_id, fig, "curves.png")
-    if with_model:
-        tracker.log_keras_model(run_id, portable(model), data.x_test[:5])
-
-
 def record_failure(cfg: DictConfig, job: JobContext, err: BaseException, reason: Optional[str] = None) -> None:
     """A job of a sweep that failed before opening its run still leaves a FAILED run under the parent
     (`reason`: its one-line reason, when not the error's own text)."""
@@ -264,3 +278,23 @@ def store_lost(cfg: DictConfig, err: BaseException) -> Optional[str]:
     reason = tracking.redact_text(f"{problem}; {tracking.root_reason(err)}")
     return (f"tracking store {tracking.redact_uri(uri)} stopped answering ({reason}); "
             "stopped: rerun the same command when it is back (finished jobs are not retrained)")
+
+
+def stop_if_not_the_jobs_own(cfg: DictConfig, err: Exception, store_lost_possible: bool = True) -> None:
+    """Raise what `err` really is when it is not this job's failure: an interrupt, or a lost store."""
+    # a signal that C code turned into its own error (TensorFlow: SystemError from `__import__`)
+    # is still the interrupt: the run already ended KILLED, the job stops as interrupted
+    interrupts.check()
+    lost = store_lost(cfg, err) if store_lost_possible else None
+    if lost:  # every later job would fail the same way: stop (see StoreUnavailable)
+        raise StoreUnavailable(lost) from None
+
+
+def failed_in_a_sweep(cfg: DictConfig, err: Exception, what: str) -> None:
+    """The one failure path of a job, a pack or a member of a pack in a sweep (the caller records the
+    failure on its runs and the sweep goes on), from inside `interrupts.handling()`."""
+    stop_if_not_the_jobs_own(cfg, err)
+    if isinstance(err, SweepsError):
+        log.error("%s failed: %s", what, err)
+    else:
+        log.exception("%s failed", what)
