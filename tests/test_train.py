@@ -227,7 +227,7 @@ def test_verbose_flag_leaves_hydra_and_quiet_keeps_retracing_off_unless_verbose(
 def test_epoch_progress_is_one_line_per_epoch_at_most_every_few_seconds_off_a_terminal(monkeypatch):
     import io
 
-    from sweeps.sweeping import progress
+    from sweeps import progress
 
     clock = iter([0.0, 1.0, 2.0, 40.0, 41.0, 41.5])  # train begins, then the end of epochs 1 to 5
     monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))

@@ -117,14 +117,13 @@ def clean_up(pid: int, uri: str, experiment: str, parents: set[str]) -> None:
     from omegaconf import OmegaConf
 
     from sweeps import tracking
-    from sweeps.tracking import recovery, tags
+    from sweeps.tracking import queries, recovery, tags
 
     tracker = tracking.connect(OmegaConf.create({"uri": uri, "experiment": experiment, "artifact_root": None}))
     host = socket.gethostname()
     workers, stopped = [], []
     for parent in parents:
-        for run in tracker.client.search_runs([tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent}' "
-                                              "and attributes.status = 'RUNNING'", max_results=10_000):
+        for run in queries.jobs_of(tracker.client, tracker.experiment_id, parent, "RUNNING"):
             worker = run.data.tags.get(tags.PID, "")
             if run.data.tags.get(tags.HOST) != host or not worker.isdigit() or int(worker) == pid:
                 continue

@@ -30,7 +30,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sweeps import tracking
-from sweeps.sweeping import progress
+from sweeps import progress
 from sweeps.tracking import tags
 from sweeps.training import job as jobs
 from sweeps.training.context import JobContext

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweeps.errors import CompareError
-from sweeps.tracking import tags
+from sweeps.tracking import queries, tags
 from sweeps.config.keys import derived_param
 from sweeps.tracking import check_reachable, resolve_uri, sqlite_path
 
@@ -155,20 +155,9 @@ def experiment_id(client: MlflowClient, name: str, ask: Ask = FLAGS) -> str:
     return exp.experiment_id
 
 
-def search_all(client: MlflowClient, experiment: str) -> list[Run]:
-    """Every active run of an experiment, page by page."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment], max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def list_sweeps(client: MlflowClient, experiment: str) -> list[tuple[Run, list[Run]]]:
     """(parent run, its job runs oldest first) for every sweep of the experiment, newest sweep first."""
-    runs = search_all(client, experiment)
+    runs = queries.all_runs(client, experiment)
     children: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         if tags.PARENT in run.data.tags:
@@ -228,9 +217,7 @@ def sweep_of(client: MlflowClient, parent_run_id: str) -> SweepRuns:
     except MlflowException as err:
         raise CompareError(f"no run {parent_run_id} in the store ({err.message.splitlines()[0]})") from None
     exp = client.get_experiment(parent.info.experiment_id)
-    jobs = client.search_runs([exp.experiment_id], f"tags.`{tags.PARENT}` = '{parent_run_id}'",
-                              order_by=["attributes.start_time ASC"], max_results=10_000)
-    return load_sweep(parent, list(jobs), exp.name)
+    return load_sweep(parent, queries.jobs_of(client, exp.experiment_id, parent_run_id, oldest_first=True), exp.name)
 
 
 def overrides_of(run: Run) -> dict[str, str]:

@@ -11,11 +11,11 @@ The sweep lives in the tracking store, not in any process's memory:
   sweep's folder (`sweeps.sweep_dir`, absolute, for reading), launches the jobs, and at the end
   reads them back from the store to write the counts, the report and the final status
   (FINISHED, FAILED, or KILLED after Ctrl-C/SIGTERM).
-- `find_parent()` is how a job finds its parent: the RUNNING sweep run with the job's key. Not by
-  folder: the default folder has a one-second resolution, and two sweeps started in the same
-  second from one folder (a script, two terminals) would share it, and one parent.
-- `record_failed_job()` leaves a FAILED run for a job that failed before its own run was opened,
-  so the report shows every job the sweep launched.
+- A job finds its parent by that key (`tracking.queries.running_sweep`: the RUNNING sweep run with
+  the job's key). Not by folder: the default folder has a one-second resolution, and two sweeps
+  started in the same second from one folder (a script, two terminals) would share it, and one parent.
+- A job that failed before its own run was opened still leaves a FAILED run
+  (`tracking.recovery.record_failed_job`), so the report shows every job the sweep launched.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
-from mlflow.entities import Run
+
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps import guard, interrupts
 from sweeps.reporting import mdtext, report, html as report_html, runs
-from sweeps.tracking import recovery, tags
+from sweeps.tracking import queries, recovery, tags
 from sweeps.config import TrackingConfig
 from sweeps.errors import StoreUnavailable, TrackingError
 from sweeps.tracking import (CleanUp, Tracker, best_effort, connect, locked, process_tags, redact_text, redact_uri,
@@ -62,33 +62,6 @@ def open_parent(tracker: Tracker, command: str, sweep_dir: str, swept: list[str]
     tracker.client.set_tag(run_id, tags.SWEEP, run_id)
     log.info("sweep parent run %s in experiment %s", run_id, tracker.experiment)
     return run_id
-
-
-def find_parent(tracker: Tracker, key: Optional[str]) -> Optional[Run]:
-    """The RUNNING parent run of the sweep whose key is `key` (None outside our sweepers)."""
-    if not key or not key.isalnum():  # ours are hex; anything else finds nothing (and goes into no filter)
-        return None
-    found = tracker.client.search_runs(
-        [tracker.experiment_id],
-        f"tags.`{tags.KIND}` = 'sweep' and tags.`{tags.SWEEP_KEY}` = '{key}' and attributes.status = 'RUNNING'",
-        max_results=2)
-    return found[0] if len(found) == 1 else None
-
-
-def swept_of(parent: Run) -> list[str]:
-    return json.loads(parent.data.tags.get(tags.SWEPT, "[]"))
-
-
-def record_failed_job(tracker: Tracker, parent_run_id: str, name: str, run_tags: dict, err: BaseException,
-                      reason: Optional[str] = None) -> None:
-    """A FAILED run for a job that failed before opening its own (e.g. its data could not be read);
-    `reason`: the one-line reason, when it is not the error's own text."""
-    run = tracker.client.create_run(tracker.experiment_id, run_name=name, tags={
-        **run_tags, tags.KIND: "job", tags.PARENT: parent_run_id, **process_tags()})
-    tracker.record_error(run.info.run_id, err)
-    if reason:
-        tracker.client.set_tag(run.info.run_id, tags.ERROR, reason)
-    tracker.client.set_terminated(run.info.run_id, "FAILED")
 
 
 @dataclass
@@ -180,7 +153,7 @@ def finish(tracker: Tracker, parent_run_id: str, launched: int, status: Optional
         else:
             log.exception("could not write the sweep report")
     finally:
-        client.set_terminated(parent_run_id, outcome.status)
+        queries.end_run(client, parent_run_id, outcome.status)
     return outcome
 
 
@@ -262,25 +235,16 @@ def _delete_artifact(tracker: Tracker, run_id: str, name: str) -> None:
         pass
 
 
-def open_children(tracker: Tracker, parent_run_id: str) -> list[Run]:
-    return tracker.client.search_runs(
-        [tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-        max_results=10_000)
-
-
 def close_children(tracker: Tracker, parent_run_id: str, status: str, reason: str) -> None:
     """End every job of the sweep still RUNNING (their workers are gone or were stopped)."""
-    for run in open_children(tracker, parent_run_id):
-        best_effort(tracker.client.set_tag, run.info.run_id, tags.ERROR, reason)
-        best_effort(tracker.client.set_terminated, run.info.run_id, status)
+    for run in queries.jobs_of(tracker.client, tracker.experiment_id, parent_run_id, "RUNNING"):
+        best_effort(queries.end_run, tracker.client, run.info.run_id, status, reason)
 
 
 def fail_killed_children(tracker: Tracker, parent_run_id: str, reason: str) -> None:
     """Jobs of the sweep that ended KILLED (their worker was interrupted) as FAILED with `reason`."""
-    for run in tracker.client.search_runs([tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent_run_id}' "
-                                          "and attributes.status = 'KILLED'", max_results=10_000):
-        best_effort(tracker.client.set_tag, run.info.run_id, tags.ERROR, reason)
-        best_effort(tracker.client.set_terminated, run.info.run_id, "FAILED")
+    for run in queries.jobs_of(tracker.client, tracker.experiment_id, parent_run_id, "KILLED"):
+        best_effort(queries.end_run, tracker.client, run.info.run_id, "FAILED", reason)
 
 
 def stop_workers(tracker: Tracker, parent_run_id: str, grace_s: float = STOP_GRACE_S) -> None:
@@ -294,7 +258,7 @@ def stop_workers(tracker: Tracker, parent_run_id: str, grace_s: float = STOP_GRA
     import psutil
 
     host = socket.gethostname()
-    pids = {int(r.data.tags[tags.PID]) for r in open_children(tracker, parent_run_id)
+    pids = {int(r.data.tags[tags.PID]) for r in queries.jobs_of(tracker.client, tracker.experiment_id, parent_run_id, "RUNNING")
             if r.data.tags.get(tags.HOST) == host and r.data.tags.get(tags.PID, "").isdigit()}
     workers = [p for p in psutil.Process().children(recursive=True) if p.pid in pids]
     for worker in workers:
@@ -304,11 +268,6 @@ def stop_workers(tracker: Tracker, parent_run_id: str, grace_s: float = STOP_GRA
         best_effort(worker.kill)
 
 
-def children(tracker: Tracker, parent_run_id: str) -> list[Run]:
-    return tracker.client.search_runs([tracker.experiment_id], f"tags.`{tags.PARENT}` = '{parent_run_id}'",
-                                      max_results=10_000)
-
-
 def wait_for_workers(tracker: Tracker, parent_run_id: str, timeout_s: float = 3600) -> None:
     """After a launcher gave up early: wait for jobs still running in live processes on this host
     (runs of other hosts cannot be judged from here: they are left to their own processes)."""
@@ -316,7 +275,7 @@ def wait_for_workers(tracker: Tracker, parent_run_id: str, timeout_s: float = 36
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         recovery.close_stale_runs(tracker, reason="died while the sweep ran (killed or crashed)")
-        if not [r for r in open_children(tracker, parent_run_id) if r.data.tags.get(tags.HOST) == host]:
+        if not [r for r in queries.jobs_of(tracker.client, tracker.experiment_id, parent_run_id, "RUNNING") if r.data.tags.get(tags.HOST) == host]:
             return
         time.sleep(2)
 
@@ -450,7 +409,7 @@ def _launch_batch(tracker: Tracker, parent: str, launch: Launch, batch: list[lis
                                               "(the sweep itself was not interrupted)")
     if not relaunch:  # a cluster: queued jobs have no run yet either; launching them again would run them twice
         raise failure
-    started = {r.data.tags.get(tags.OVERRIDES) for r in children(tracker, parent)}
+    started = {r.data.tags.get(tags.OVERRIDES) for r in queries.jobs_of(tracker.client, tracker.experiment_id, parent)}
     left = [job for job in batch if redact_text(json.dumps(list(job))) not in started]
     if left:
         log.warning("launching again the %d job(s) that never started", len(left))

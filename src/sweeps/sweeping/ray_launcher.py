@@ -37,7 +37,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from sweeps.tracking import tags
+from sweeps.tracking import queries, tags
 from sweeps.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -151,11 +151,10 @@ class RayLauncher(Launcher):
         if self._tracker is None:
             self._tracker = connect(self.config.tracking)
         client = self._tracker.client
-        runs = client.search_runs([self._tracker.experiment_id], f"tags.`{tags.RAY_TASK}` = '{ref.task_id().hex()}' "
-                                  "and attributes.status = 'RUNNING'", max_results=10)
+        runs = queries.runs_of_task(client, self._tracker.experiment_id, tags.RAY_TASK, ref.task_id().hex(),
+                                    status="RUNNING")
         for run in runs:
-            best_effort(client.set_tag, run.info.run_id, tags.ERROR, why[:4000])
-            best_effort(client.set_terminated, run.info.run_id, "FAILED")
+            best_effort(queries.end_run, client, run.info.run_id, "FAILED", why)
         return JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError(why))
 
     @staticmethod

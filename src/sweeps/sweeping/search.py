@@ -39,7 +39,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from sweeps import interrupts
-from sweeps.tracking import tags
+from sweeps.tracking import queries, tags
 from sweeps.config import objectives, validate
 from sweeps.config.metrics import metric_direction
 from sweeps.errors import ConfigError
@@ -483,8 +483,7 @@ class Search:
             for run in runs:
                 if run.info.status == "KILLED":
                     reason = "stopped: its worker process died while the sweep ran (the sweep was not interrupted)"
-                    self.client.set_tag(run.info.run_id, tags.ERROR, reason)
-                    self.client.set_terminated(run.info.run_id, "FAILED")
+                    queries.end_run(self.client, run.info.run_id, "FAILED", reason)
 
     def mark_stale(self, trials: list) -> None:
         """Trials that did not run to an end of their own (interrupted, never started): not counted."""
@@ -498,11 +497,7 @@ class Search:
 
     def run_of(self, trial):
         """The trial's run in the store (the latest, should there be several), or None."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`{tags.STUDY}` = '{self.study.study_name}' and tags.`{tags.TRIAL}` = '{trial.number}'",
-            order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0] if runs else None
+        return queries.trial_run(self.client, self.experiment_id, self.study.study_name, trial.number)
 
     def tell(self, trial) -> bool:
         """Tell Optuna how the trial's run ended (FAIL without one); whether it had a run."""

@@ -39,7 +39,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
-from sweeps.tracking import tags
+from sweeps.tracking import queries, tags
 from sweeps.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -311,8 +311,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         if self._tracker is None:
             self._tracker = connect(self.config.tracking)
         client, experiment = self._tracker.client, self._tracker.experiment_id
-        runs = client.search_runs([experiment], f"tags.`{tags.SLURM_JOB}` = '{job.job_id}' and "
-                                  "attributes.status != 'FINISHED'", max_results=10)
+        runs = queries.runs_of_task(client, experiment, tags.SLURM_JOB, job.job_id, not_status="FINISHED")
         # SIGTERM from SLURM makes the job end its own run KILLED ("interrupted") on its way out; wait for
         # that (bounded: a task SIGKILLed or on a lost node never writes), then say what really ended it
         if any(r.info.status == "RUNNING" for r in runs) and time.monotonic() - since < CANCEL_WAIT_S:
@@ -322,9 +321,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
         why = f"SLURM ended task {job.job_id}: {state}" + (f" ({reason})" if reason and reason != "None" else "")
         log.error(why)
         for run in runs:
-            best_effort(client.set_tag, run.info.run_id, tags.ERROR, why)
-            best_effort(client.set_terminated, run.info.run_id, "FAILED")
-        if not runs and not client.search_runs([experiment], f"tags.`{tags.SLURM_JOB}` = '{job.job_id}'", max_results=1):
+            best_effort(queries.end_run, client, run.info.run_id, "FAILED", why)
+        if not runs and not queries.runs_of_task(client, experiment, tags.SLURM_JOB, job.job_id, limit=1):
             best_effort(self._record_without_run, *self._jobs[index], why)  # cancelled while pending, say
         return JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError(why))
 

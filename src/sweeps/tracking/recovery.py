@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -21,7 +22,8 @@ from typing import Optional
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking import tags
+from sweeps.tracking import queries, tags
+from sweeps.tracking.queries import end_run
 from sweeps.tracking import Tracker, best_effort, process_tags
 
 log = logging.getLogger(__name__)
@@ -56,16 +58,14 @@ def close_stale_runs(tracker: Tracker, reason: str = "ended without closing the 
                      ) -> list[str]:
     """End FAILED every RUNNING run of the experiment whose process (on this host) is gone."""
     host = socket.gethostname()
-    running = tracker.client.search_runs([tracker.experiment_id], "attributes.status = 'RUNNING'",
-                                         max_results=10_000)
+    running = queries.running_runs(tracker.client, tracker.experiment_id)
     closed = []
     for run in running:
         if not is_stale(run, host):
             continue
         run_id, pid = run.info.run_id, run.data.tags[tags.PID]
-        tracker.client.set_tag(run_id, tags.ERROR, f"stale: its process (pid {pid} on {host}) {reason}")
         tracker.client.set_tag(run_id, tags.STALE, "true")
-        tracker.client.set_terminated(run_id, "FAILED")
+        end_run(tracker.client, run_id, "FAILED", f"stale: its process (pid {pid} on {host}) {reason}")
         closed.append(run_id)
     if closed:
         log.warning("marked %d stale RUNNING run(s) FAILED: %s", len(closed), ", ".join(closed))
@@ -76,11 +76,7 @@ def find_finished(tracker: Tracker, config_hash: str, sweep: Optional[str] = Non
     """The newest FINISHED job run of the experiment (of sweep `sweep` only, when given) with this
     config hash that trained to the end (a search trial stopped by its pruner is FINISHED but not a
     full result), if any."""
-    within = f" and tags.`{tags.SWEEP}` = '{sweep}'" if sweep else ""
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id],
-        f"tags.`{tags.HASH}` = '{config_hash}' and tags.`{tags.KIND}` = 'job' and attributes.status = 'FINISHED'"
-        + within, order_by=["attributes.start_time DESC"], max_results=100)
+    runs = queries.finished_jobs(tracker.client, tracker.experiment_id, config_hash, sweep)
     return next((run for run in runs if tags.PRUNED_AT not in run.data.tags), None)
 
 
@@ -106,12 +102,12 @@ def record_reuse(tracker: Tracker, done: Run, name: str, parent_run_id: str, run
             client.log_batch(run_id, params=params[i:i + 100], synchronous=True)
         _copy_metrics(client, done.info.run_id, run_id, list(done.data.metrics))
     except KeyboardInterrupt:
-        best_effort(client.set_terminated, run_id, "KILLED")  # Ctrl-C wins over a dead store
+        best_effort(end_run, client, run_id, "KILLED")  # Ctrl-C wins over a dead store
         raise
     except BaseException:
-        best_effort(client.set_terminated, run_id, "FAILED")
+        best_effort(end_run, client, run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    end_run(client, run_id, "FINISHED")
     return run_id
 
 
@@ -121,3 +117,18 @@ def _copy_metrics(client: MlflowClient, source: str, target: str, keys: list[str
               for key in keys for m in client.get_metric_history(source, key)]
     for i in range(0, len(points), _BATCH):
         client.log_batch(target, metrics=points[i:i + _BATCH], synchronous=True)
+
+
+def record_failed_job(tracker: Tracker, parent_run_id: str, name: str, run_tags: dict, err: BaseException,
+                      reason: Optional[str] = None) -> None:
+    """A FAILED run for a job that failed before opening its own (e.g. its data could not be read);
+    `reason`: the one-line reason, when it is not the error's own text."""
+    run = tracker.client.create_run(tracker.experiment_id, run_name=name, tags={
+        **run_tags, tags.KIND: "job", tags.PARENT: parent_run_id, **process_tags()})
+    tracker.record_error(run.info.run_id, err)
+    end_run(tracker.client, run.info.run_id, "FAILED", reason or None)
+
+
+def swept_of(parent: Run) -> list[str]:
+    """The keys a sweep varies, as its parent run records them."""
+    return json.loads(parent.data.tags.get(tags.SWEPT, "[]"))

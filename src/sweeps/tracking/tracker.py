@@ -29,6 +29,7 @@ from sweeps.tracking.redact import redact_text, redact_uri
 from sweeps.config import applicable, to_plain
 from sweeps.errors import TrackingError
 from sweeps.tracking.faults import LOCK_WAIT_S, best_effort, impatient, locked, patiently, root_reason, unanswered
+from sweeps.tracking.queries import end_run
 from sweeps.tracking.naming import flatten, process_tags, scrubbed
 from sweeps.tracking.store import SERVER_SCHEMES, check_artifact_root, check_reachable, default_artifact_root, resolve_uri, store_lock
 from sweeps.tracking.ui import ensure_experiment
@@ -129,17 +130,17 @@ class Tracker:
         effort: a store that stopped answering never replaces the error (the stale-run check closes
         what could not be closed)."""
         if err is None:
-            self.client.set_terminated(run_id, "FINISHED")
+            end_run(self.client, run_id, "FINISHED")
             return
         clean_up = CleanUp()
         if isinstance(err, KeyboardInterrupt) or interrupts.interrupted():
             reason = ("interrupted" if isinstance(err, KeyboardInterrupt)
                       else redact_text(f"interrupted ({type(err).__name__}: {err})")[:4000])
             clean_up(self.client.set_tag, run_id, tags.ERROR, reason)
-            clean_up(self.client.set_terminated, run_id, "KILLED")
+            clean_up(end_run, self.client, run_id, "KILLED")
         else:
             clean_up(self.record_error, run_id, err)
-            clean_up(self.client.set_terminated, run_id, "FAILED")
+            clean_up(end_run, self.client, run_id, "FAILED")
 
     def record_error(self, run_id: str, err: BaseException) -> None:
         reason = root_reason(err) if isinstance(err, MlflowException) else f"{type(err).__name__}: {err}"

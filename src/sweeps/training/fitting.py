@@ -23,7 +23,7 @@ from sweeps.config.metrics import SHOWN_EVERY_EPOCH, higher_is_better, keras_mod
 from sweeps.training.data import Dataset
 from sweeps.errors import DivergedError
 from sweeps.training.models import build, compile_model
-from sweeps.sweeping.progress import EpochProgress
+from sweeps.progress import EpochProgress
 
 
 def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:

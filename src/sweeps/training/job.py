@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 
 from sweeps import interrupts, tracking
 from sweeps.reporting import plots
-from sweeps.sweeping import progress, parent as sweep
-from sweeps.tracking import recovery, tags
+from sweeps import progress
+from sweeps.tracking import queries, recovery, tags
 from sweeps.training import checkpoint
 from sweeps.training.callbacks import MlflowEpochLogger, OptunaPruning, TrialReports
 from sweeps.config import check_task, config_hash, objectives, ranked_metric, validate
@@ -206,7 +206,7 @@ def find_parent(tracker: tracking.Tracker, job: JobContext):
     if job.sweep_dir is None:
         recovery.close_stale_runs(tracker)  # a sweep's launcher did this once for all its jobs
         return None
-    parent = sweep.find_parent(tracker, job.sweep_key)
+    parent = queries.running_sweep(tracker.client, tracker.experiment_id, job.sweep_key)
     if parent is None:
         log.warning("no RUNNING sweep for %s in the store (key %s): this job is tracked as a run of its own",
                     job.sweep_dir, job.sweep_key)
@@ -215,7 +215,7 @@ def find_parent(tracker: tracking.Tracker, job: JobContext):
 
 def job_identity(cfg: DictConfig, job: JobContext, source: str, parent) -> tuple[str, dict]:
     """The run's name and tags (overrides, config hash, data source; sweep membership)."""
-    swept = sweep.swept_of(parent) if parent else None
+    swept = recovery.swept_of(parent) if parent else None
     name = tracking.run_name(list(job.overrides), swept)
     run_tags = tracking.job_tags(cfg, list(job.overrides), {tags.DATA_SOURCE: source})
     if parent:
@@ -252,14 +252,14 @@ def record_failure(cfg: DictConfig, job: JobContext, err: BaseException, reason:
     (`reason`: its one-line reason, when not the error's own text)."""
     try:
         tracker = tracking.connect(cfg.tracking)
-        parent = sweep.find_parent(tracker, job.sweep_key)
+        parent = queries.running_sweep(tracker.client, tracker.experiment_id, job.sweep_key)
         if parent is None:
             return
         name, run_tags = job_identity(cfg, job, "", parent)
-        children = sweep.children(tracker, parent.info.run_id)
+        children = queries.jobs_of(tracker.client, tracker.experiment_id, parent.info.run_id)
         mine = [r for r in children if r.data.tags.get(tags.OVERRIDES) == run_tags[tags.OVERRIDES]]
         if not mine:  # the run itself records errors raised after it was opened
-            sweep.record_failed_job(tracker, parent.info.run_id, name, run_tags, err, reason)
+            recovery.record_failed_job(tracker, parent.info.run_id, name, run_tags, err, reason)
     except Exception as nested:  # noqa: BLE001 - the store may be the very thing that failed
         log.debug("could not record the failure: %s", nested)
 
