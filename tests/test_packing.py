@@ -147,6 +147,23 @@ class _Housing:
     input_dim, n_classes, task = 8, None, "regression"
 
 
+def test_the_test_step_runs_without_xla_while_the_training_steps_use_it(monkeypatch):
+    """The fence around Keras' trainer (`PackedMLP.make_test_function`): Keras builds its test function
+    from the model's public `jit_compile`, which the packed model turns off for that one call only.
+    Should Keras stop reading it while it builds the test function, this fails."""
+    import inspect
+
+    cfgs, _, packed = _pack_of(MEMBERS[:2])
+    packed.compile(optimizer=make_optimizer(cfgs[0], decay=False), jit_compile=True)
+    keras_own = inspect.getattr_static(packed, "jit_compile")  # Keras' property
+    reads = []
+    monkeypatch.setattr(PackedMLP, "jit_compile", property(
+        lambda self: reads.append(keras_own.fget(self)) or reads[-1], keras_own.fset))
+    packed.make_test_function(force=True)
+    assert False in reads, f"Keras built the test function without reading jit_compile off (it read {reads})"
+    assert packed.jit_compile is True and packed.test_function is not None, "the training steps keep XLA"
+
+
 @pytest.mark.parametrize("optimizer, data", [
     ("sgd", _Digits()), ("adam", _Digits()), ("rmsprop", _Housing()),
     ("adamw", _Digits()),  # decoupled weight decay: the shared optimizer's, elementwise, so each member's own

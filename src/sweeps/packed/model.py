@@ -275,7 +275,9 @@ class PackedMLP(keras.Model):
     def make_test_function(self, force=False):
         """Validation and evaluation run without XLA even when training steps use it: each new batch
         shape (every set's smaller last batch, the test and training sets) would be compiled again,
-        about 0.5 s each, for a test step that measured no faster (`PackedLauncherConf.jit_compile`)."""
+        about 0.5 s each, for a test step that measured no faster (`PackedLauncherConf.jit_compile`).
+        Keras reads the public `jit_compile` while it builds the function: the toggle below is fenced
+        by tests/test_packing.py::test_the_test_step_runs_without_xla_while_the_training_steps_use_it."""
         jit = self.jit_compile
         self.jit_compile = False
         try:

@@ -82,6 +82,10 @@ class ComposedOnce(ConfigLoader):
     (Hydra's basic one, `hydra/launcher=packed`) composes it again to run it: same master config,
     same overrides, same config (~0.08 s a job here). Every caller gets its own copy (launchers
     write the job's number into theirs). Not pickled with a launcher: a worker composes its own.
+
+    `ConfigLoader` is Hydra's public interface for loaders; each of its methods is passed on to Hydra's
+    own loader. Should Hydra add one, this class cannot be instantiated and
+    tests/test_config.py::test_a_sweep_composes_each_jobs_config_once_and_hands_out_copies says so.
     """
 
     def __init__(self, loader: ConfigLoader):
