@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,14 +27,16 @@ from sweeps import compare
 from sweeps.config import conf_dir, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+# The README and the docs it sends readers to: a snippet is checked wherever it moves
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = "\n".join(path.read_text() for path in DOCUMENTS)
 
 
 def commands(prefix: str) -> list[str]:
     """Lines of the README's indented code blocks that start with `prefix` (continuations joined)."""
     out, lines = [], README.splitlines()
     for i, line in enumerate(lines):
-        if not line.startswith(f"    {prefix}"):
+        if not (line.startswith(f"    {prefix.rstrip()} ") or line == f"    {prefix.rstrip()}"):  # a word, not a prefix of one
             continue
         text = line.strip()
         while text.endswith("\\"):
@@ -48,8 +51,10 @@ def python_blocks() -> list[str]:
 
 
 def words(command: str) -> list[str]:
-    """The command's words, without its trailing comment and shell redirection."""
-    parts = shlex.split(command, comments=True)
+    """The command's words, without its trailing comment and shell redirection; `~` after `key=`
+    expanded as bash expands it, and the placeholder `<head>` (a Ray head node) as this machine."""
+    parts = [re.sub(r"=~/", "=" + str(Path.home()) + "/", w).replace("<head>", "127.0.0.1")
+             for w in shlex.split(command, comments=True)]
     return parts[:parts.index(">")] if ">" in parts else parts
 
 
@@ -86,6 +91,12 @@ def users_folder(tmp_path, monkeypatch):
     (tmp_path / "my_pkg").mkdir()
     (tmp_path / "my_pkg" / "__init__.py").write_text("def build(spec):\n    raise NotImplementedError\n")
     (tmp_path / "lab.csv").write_text("dose,outcome\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    (tmp_path / "my_pkg" / "models.py").write_text("def build(spec, width=64):\n    raise NotImplementedError\n")
+    (tmp_path / "my_conf" / "model").mkdir(parents=True)  # docs/your_work.md's model file of your own
+    (tmp_path / "my_conf" / "model" / "my_net.yaml").write_text("name: my_net\n_target_: my_pkg.models.build\n"
+                                                              "kwargs: {width: 64}\n")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "scans.npz", x=rng.normal(size=(20, 8, 8, 1)), y=np.arange(20) % 2)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
