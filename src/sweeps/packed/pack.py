@@ -10,7 +10,7 @@ architecture (`runs:/<id>/model` loads it like any other job's).
 
 Faithful to the unpacked job: a member starts from the initial weights its config gets alone
 (the unpacked model is built under its seed and its weights copied in), sees the same batches in
-the same order (`fitting.training_batches`, drawn from its seed), and its gradient is that of its
+the same order (`fitting.EpochBatches`, drawn from its seed), and its gradient is that of its
 own loss. Only its dropout masks differ (drawn by the pack). Early stopping is per member (same
 rules as Keras' EarlyStopping): a member that stops keeps its best (or last) weights and its run's
 history ends there, while the others go on. A member whose loss turns NaN/inf fails alone.
@@ -245,7 +245,7 @@ class MemberEpochs(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         for j in self._active():
             self.loggers[j].on_train_batch_end(batch, member_logs(logs, j, ("loss",)))
-        self._settle()
+        self._stop_diverged()
 
     def on_epoch_end(self, epoch, logs=None):
         for j in self._active():
@@ -257,12 +257,12 @@ class MemberEpochs(keras.callbacks.Callback):
             elif reports and reports.epoch_end(epoch, mine):
                 self.active[j] = False
                 self.frozen[j] = self.model.member_weights(j)  # what it ends with, whatever the others do
-        self._settle()
+        self._stop_diverged()
 
     def _active(self) -> list[int]:
         return [j for j, on in enumerate(self.active) if on]
 
-    def _settle(self) -> None:
+    def _stop_diverged(self) -> None:
         for j, logger in enumerate(self.loggers):
             if logger.diverged:
                 self.active[j] = False

@@ -11,7 +11,7 @@ for `--help` or the team server's start.
 import importlib
 
 _PUBLIC = {
-    "tracker": ("CleanUp", "Tracker", "WholeCalls", "connect", "load_keras_model", "metric_points"),
+    "tracker": ("CleanUp", "Tracker", "GuardedClient", "connect", "load_keras_model", "metric_points"),
     "store": ("DEFAULT_DB", "check_reachable", "resolve_uri", "sqlite_path", "store_problem"),
     "faults": ("LOCK_WAIT_S", "best_effort", "impatient", "locked", "patiently", "root_reason", "short_reason",
                "unanswered"),

@@ -44,7 +44,7 @@ def metric_points(values: dict[str, float], step: int = 0) -> list[Metric]:
     return [Metric(k, float(v), now, step) for k, v in values.items() if math.isfinite(float(v))]
 
 
-class WholeCalls:
+class GuardedClient:
     """An MlflowClient whose every call runs inside `whole()` (`Tracker.whole`: a first Ctrl-C or
     SIGTERM waits for the call to end, so the run being written can still be closed KILLED), and is
     tried again while the database is locked by another process, for up to `lock_wait_s` (`patiently`)."""
@@ -76,7 +76,7 @@ class Tracker:
         self.uri = uri
         self.database = urlparse(uri).scheme not in SERVER_SCHEMES  # a database store, not a server
         self.lock_wait_s = max(0.0, lock_wait_s)
-        self.client = WholeCalls(MlflowClient(uri), self.whole, self.lock_wait_s)
+        self.client = GuardedClient(MlflowClient(uri), self.whole, self.lock_wait_s)
         self.experiment_id = ensure_experiment(self.client, experiment, artifact_root)
         self.experiment = experiment
 

@@ -95,7 +95,7 @@ class Dataset:
     n_classes: Optional[int]  # None for regression
     source: str  # where the data came from (folder, file or generator)
     image_shape: Optional[tuple] = None  # (height, width, channels) when the features are an image's pixels
-    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # built from the
+    eval_batches: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # built from the
     # arrays once, kept for the process's later jobs (`fitting.evaluation_batches`); not copied by `replace`
 
     @property

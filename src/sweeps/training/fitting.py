@@ -3,7 +3,7 @@
 Used by `job.train`, cross-validation (`cv`) and packed sweeps (`packing`), with nothing about
 tracking runs or sweeps. The order of the training examples is ours, not Keras': epoch e of a
 job with seed s shows the examples in the order of a permutation drawn from (s, e) alone
-(`training_batches`), so a job packed with others sees exactly the batches it would see alone.
+(`EpochBatches`), so a job packed with others sees exactly the batches it would see alone.
 """
 
 from __future__ import annotations
@@ -138,10 +138,10 @@ def evaluation_batches(data: Dataset, split: str):
     of evaluating a 128x4 MLP on Fashion-MNIST)."""
     import tensorflow as tf
 
-    if split not in data.derived:
+    if split not in data.eval_batches:
         examples = (getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
-        data.derived[split] = tf.data.Dataset.from_tensor_slices(examples).batch(EVAL_BATCH).cache()
-    return data.derived[split]
+        data.eval_batches[split] = tf.data.Dataset.from_tensor_slices(examples).batch(EVAL_BATCH).cache()
+    return data.eval_batches[split]
 
 
 def evaluation(model: keras.Model, data: Dataset) -> dict:
