@@ -3,7 +3,7 @@
     make bench            # or: python benchmarks/bench_logging.py [--epochs 3] [--reps 3]
 
 Side by side in one process, on Fashion-MNIST (Debian package) or digits when it is absent:
-  1. the same 512-512 MLP trained with and without `MlflowEpochLogger`, alternating, so that
+  1. the same 512-512 MLP trained with and without a job's epoch callbacks (`JobEpochs`: the logger, best epoch, NaN stop), alternating, so that
      machine noise hits both; the logger also times its own work per epoch;
   2. the per-epoch checkpoint of a job on SLURM (`sweeps.training.checkpoint`: variables, optimizer state,
      early stopping) against the epoch, and its file size;
@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from common import EpochTimer
-from sweeps.training.callbacks import MlflowEpochLogger
+from sweeps.training.callbacks import JobEpochs
 from sweeps.training.checkpoint import Checkpoint
 from sweeps.config import conf_dir, register_configs
 from sweeps.training.data import load_dataset
@@ -69,13 +69,13 @@ def main() -> None:
                 callbacks = [timer]
                 if with_logger:
                     run_id = client.create_run(exp).info.run_id
-                    logger = MlflowEpochLogger(run_id, len(data.x_train), kernel_layers(model), client=client)
-                    callbacks.append(logger)
+                    logger = JobEpochs(run_id, len(data.x_train), kernel_layers(model), client=client)
+                    callbacks.extend(logger.callbacks)  # what a job runs: the logger, best epoch, NaN stop
                 model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=args.epochs, verbose=0,
                           validation_data=(data.x_val, data.y_val), callbacks=callbacks)
                 (logged if with_logger else plain).extend(timer.times[1:])  # first epoch includes tracing
                 if with_logger:
-                    log_cost.append(logger.log_seconds / args.epochs)
+                    log_cost.append(logger.logger.log_seconds / args.epochs)
         epoch, cost = statistics.median(plain), statistics.median(log_cost)
         print("\n| measure | median |\n|---|---|")
         print(f"| epoch without logger (s) | {epoch:.3f} |")
@@ -87,13 +87,13 @@ def main() -> None:
         for rep in range(args.reps):
             model = compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)
             run_id = client.create_run(exp).info.run_id
-            logger = MlflowEpochLogger(run_id, len(data.x_train), kernel_layers(model), client=client)
+            logger = JobEpochs(run_id, len(data.x_train), kernel_layers(model), client=client)
             path = Path(tmp) / f"checkpoint-{rep}.npz"
             keep = Checkpoint(path, {"run_id": run_id, "parent": "bench", "config_hash": "bench"}, logger,
                               keras.callbacks.EarlyStopping(patience=100, restore_best_weights=True))
             model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=args.epochs, verbose=0,
                       validation_data=(data.x_val, data.y_val),
-                      callbacks=[keep.hold, logger, keep.early_stopping, keep])
+                      callbacks=[keep.hold, *logger.callbacks, keep.early_stopping, keep])
             saving.append(keep.seconds / args.epochs)
             size = path.stat().st_size
         print(f"| checkpoint per epoch (s) | {statistics.median(saving):.4f} |")

@@ -2,11 +2,11 @@
 
     python benchmarks/bench_nan_check.py [--epochs 3] [--reps 3]
 
-`MlflowEpochLogger.on_train_batch_end` checks the batch loss. The same model is trained,
-alternating (and swapping which goes first), with the logger as shipped and with a copy whose
-batch hook is Keras' default no-op, so machine noise hits both; first epoch of each fit excluded.
-On a shared machine that comparison is noisy, so the hook's own time inside `fit` is also measured
-directly (`TimedLogger`) and reported against the epoch time. Two cases: Fashion-MNIST with the
+`StopOnDivergence.on_train_batch_end` checks the batch loss. The same model is trained,
+alternating (and swapping which goes first), with a job's epoch callbacks as shipped (`JobEpochs`:
+the logger, the best epoch, the NaN stop) and without the NaN stop, so machine noise hits both;
+first epoch of each fit excluded. On a shared machine that comparison is noisy, so the hook's own
+time inside `fit` is also measured directly (`TimedStop`) and reported against the epoch time. Two cases: Fashion-MNIST with the
 512-512 MLP (digits when absent), and digits with a 16-unit MLP (tiny steps: the worst case for a
 per-batch cost). Batch size 32: the most batches per epoch. Also times the check itself.
 """
@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from common import EpochTimer
-from sweeps.training.callbacks import MlflowEpochLogger
+from sweeps.training.callbacks import JobEpochs, StopOnDivergence
 from sweeps.config import conf_dir, register_configs
 from sweeps.training.data import load_dataset
 from sweeps.errors import DataError
@@ -32,21 +32,18 @@ from sweeps.training.models import build_model, compile_model, kernel_layers
 from sweeps.tracking import ensure_experiment
 
 
-class EpochOnlyLogger(MlflowEpochLogger):
-    """The logger without its per-batch check (Keras' default batch hook)."""
-
-    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
-
-
-class TimedLogger(MlflowEpochLogger):
-    """The logger as shipped, adding up the seconds spent in its batch hook during `fit`."""
+class TimedStop(StopOnDivergence):
+    """The NaN stop as shipped, adding up the seconds spent in its batch hook during `fit`."""
 
     hook_seconds = 0.0
 
     def on_train_batch_end(self, batch, logs=None):
         tic = time.perf_counter()
         super().on_train_batch_end(batch, logs)
-        TimedLogger.hook_seconds += time.perf_counter() - tic
+        TimedStop.hook_seconds += time.perf_counter() - tic
+
+
+WITH_CHECK, WITHOUT = "with the NaN stop", "without it"
 
 
 def config(*overrides: str):
@@ -54,37 +51,38 @@ def config(*overrides: str):
         return compose("config", overrides=["batch_size=32", *overrides])
 
 
-def epoch_times(cfg, data, logger_cls, client, run_id, epochs: int) -> list[float]:
+def epoch_times(cfg, data, case: str, client, run_id, epochs: int) -> list[float]:
     keras.utils.set_random_seed(0)
     model = compile_model(build_model(cfg, data.input_dim, data.n_classes), cfg, data.task)
     timer = EpochTimer()
-    logger = logger_cls(run_id, len(data.x_train), kernel_layers(model), client=client)
+    job = JobEpochs(run_id, len(data.x_train), kernel_layers(model), client=client)
+    callbacks = [job.logger, job.best, *([TimedStop()] if case == WITH_CHECK else [])]
     model.fit(data.x_train, data.y_train, batch_size=cfg.batch_size, epochs=epochs, verbose=0,
-              validation_data=(data.x_val, data.y_val), callbacks=[timer, logger])
+              validation_data=(data.x_val, data.y_val), callbacks=[timer, *callbacks])
     return timer.times[1:]
 
 
 def compare(label: str, cfg, client, run_id, epochs: int, reps: int) -> None:
     data = load_dataset(cfg.data)
     steps = -(-len(data.x_train) // cfg.batch_size)
-    times = {TimedLogger: [], EpochOnlyLogger: []}
-    TimedLogger.hook_seconds = 0.0
+    times = {WITH_CHECK: [], WITHOUT: []}
+    TimedStop.hook_seconds = 0.0
     for rep in range(reps):
         for cls in (list(times) if rep % 2 == 0 else list(times)[::-1]):
             times[cls].extend(epoch_times(cfg, data, cls, client, run_id, epochs))
-    with_check, without = (statistics.median(times[c]) for c in (TimedLogger, EpochOnlyLogger))
-    hook = TimedLogger.hook_seconds / (reps * epochs)  # per epoch, all epochs counted
+    with_check, without = (statistics.median(times[c]) for c in (WITH_CHECK, WITHOUT))
+    hook = TimedStop.hook_seconds / (reps * epochs)  # per epoch, all epochs counted
     print(f"{label}: {steps} batches/epoch; epoch with check {with_check:.3f} s, without {without:.3f} s "
-          f"({100 * (with_check - without) / without:+.2f} %, median of {len(times[EpochOnlyLogger])} epochs); "
+          f"({100 * (with_check - without) / without:+.2f} %, median of {len(times[WITHOUT])} epochs); "
           f"the hook itself: {1000 * hook:.2f} ms per epoch = {100 * hook / with_check:.4f} % of an epoch")
 
 
 def check_cost_us() -> float:
-    logger = MlflowEpochLogger("unused", 1, client=object())
-    logger.on_train_begin()
+    stop = StopOnDivergence()
+    stop.on_train_begin()
     logs = {"loss": 0.5, "accuracy": 0.9}
     n = 200_000
-    return 1e6 * timeit.timeit(lambda: logger.on_train_batch_end(0, logs), number=n) / n
+    return 1e6 * timeit.timeit(lambda: stop.on_train_batch_end(0, logs), number=n) / n
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""MlflowEpochLogger writes what it says, once per epoch, to a real SQLite store."""
+"""A job's epoch callbacks (`JobEpochs`: the logger, the best epoch, the NaN stop) write what they say,
+once per epoch, to a real SQLite store."""
 
 import logging
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps.training.callbacks import MlflowEpochLogger, weight_stats
+from sweeps.training.callbacks import JobEpochs, weight_stats
 from sweeps.training.data import load_dataset
 from sweeps.training.models import build_model, compile_model, kernel_layers
 from sweeps.tracking import ensure_experiment
@@ -23,9 +24,9 @@ def _fit(cfg, client, run_id, epochs=3, monitor="val_loss"):
     ds = load_dataset(cfg.data)
     keras.utils.set_random_seed(0)
     model = compile_model(build_model(cfg, ds.input_dim, ds.n_classes), cfg, ds.task)
-    logger = MlflowEpochLogger(run_id, len(ds.x_train), kernel_layers(model), monitor=monitor, client=client)
+    logger = JobEpochs(run_id, len(ds.x_train), kernel_layers(model), monitor=monitor, client=client)
     model.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=64, verbose=0,
-              validation_data=(ds.x_val, ds.y_val), callbacks=[logger])
+              validation_data=(ds.x_val, ds.y_val), callbacks=logger.callbacks)
     return model, logger
 
 
@@ -110,7 +111,7 @@ def test_nan_loss_stops_training_at_once(make_cfg, client, run_id):
 def test_state_is_reset_on_train_begin(make_cfg, client, run_id):
     model, logger = _fit(make_cfg(), client, run_id, epochs=2)
     ds = load_dataset(make_cfg().data)
-    model.fit(ds.x_train, ds.y_train, epochs=1, verbose=0, validation_data=(ds.x_val, ds.y_val), callbacks=[logger])
+    model.fit(ds.x_train, ds.y_train, epochs=1, verbose=0, validation_data=(ds.x_val, ds.y_val), callbacks=logger.callbacks)
     assert len(logger.history["loss"]) == 1
 
 

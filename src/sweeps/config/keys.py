@@ -10,7 +10,7 @@ from __future__ import annotations
 # (`repeat`).
 SHARED_BY_A_PACK = ("tracking", "threads", "steps_per_execution", "repeat")
 # Keys that change neither and may differ between the members of one pack: each member ranks by
-# its own metric, resumes on its own, reports to its own trial (`packing.MemberEpochs`); a job
+# its own metric, resumes on its own, reports to its own trial (`pack.MemberEpochs`); a job
 # that checkpoints is never packed (`launcher.why_alone`).
 FREE_IN_A_PACK = ("optimized_metric", "resume", "search", "checkpoint")
 # Out of the config hash: a finished run is found again whatever these say.

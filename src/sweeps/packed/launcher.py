@@ -9,7 +9,7 @@ runs every other job alone through Hydra's `run_job`, exactly as the basic launc
 and lone jobs run in this process one after another, or with `hydra.launcher.n_jobs=N`, N at a
 time in worker processes (joblib's loky pool, as `hydra/launcher=joblib`): a worker learns what
 to train from the configs it is handed and finds the sweep's parent run in the store, as every
-job does. It sits behind our sweepers like any launcher (`sweep.run` owns the parent run, stops
+job does. It sits behind our sweepers like any launcher (`parent.run` owns the parent run, stops
 the workers on Ctrl-C and relaunches what a dead worker never started).
 """
 

@@ -2,7 +2,7 @@
 
 `hydra/launcher=packed` (see `sweeps.packed.launcher`) groups a sweep's jobs (`launcher.packs`) and hands
 each group of two or more to `train_pack()`; a job that fits no group runs alone, as unpacked.
-Inside a pack every job is a member of a `packed_model.PackedMLP` and still its own MLflow run
+Inside a pack every job is a member of a `packed.model.PackedMLP` and still its own MLflow run
 under the sweep's parent, with what an unpacked job logs: params, tags (plus `sweeps.packed_with`),
 per-epoch curves of its own outputs and penalty, weight statistics of its own kernels, test
 metrics, the curves figure, and its model exported as an ordinary Keras model of the unpacked
@@ -34,8 +34,7 @@ from sweeps import progress
 from sweeps.tracking import tags
 from sweeps.training import job as jobs
 from sweeps.training.context import JobContext
-from sweeps.training.callbacks import MlflowEpochLogger, StopOnInterrupt, TrialReports
-from sweeps.config.metrics import higher_is_better
+from sweeps.training.callbacks import JobEpochs, MonitorCallback, StopOnInterrupt, TrialReports
 from sweeps.errors import DivergedError
 from sweeps.training.fitting import best_values, diverged_message, evaluation, fit_epochs, new_model, results
 from sweeps.training.models import AUTO_STEPS_PER_EXECUTION, make_optimizer
@@ -74,9 +73,8 @@ def _train(begun: jobs.Begun, jit_compile: bool) -> list[float]:
             tracker.log_config(run_id, job.cfg, {"n_params": model.count_params(), **data.sizes()})
         for j, run_id in enumerate(runs.ids):
             tracker.client.set_tag(run_id, tags.PACKED_WITH, json.dumps([r for r in runs.ids if r != run_id]))
-        loggers = [MlflowEpochLogger(run_id, len(data.x_train), member_layers(packed, j),
-                                     monitor=job.cfg.early_stopping.monitor, client=tracker.client)
-                   for j, (job, run_id) in enumerate(zip(members, runs.ids))]
+        loggers = [JobEpochs(run_id, len(data.x_train), member_layers(packed, j), monitor=job.cfg.early_stopping.monitor,
+                             client=tracker.client) for j, (job, run_id) in enumerate(zip(members, runs.ids))]
         epochs = MemberEpochs(loggers, [MemberStopping.of(j.cfg) for j in members],
                               [jobs.trial_reports(j.cfg) for j in members])
         shown = progress.EpochProgress(first.epochs, ())
@@ -98,7 +96,7 @@ def _train(begun: jobs.Begun, jit_compile: bool) -> list[float]:
         raise
 
 
-def _finish(j: int, job: jobs.Job, runs: "MemberRuns", logger: MlflowEpochLogger, model: keras.Model,
+def _finish(j: int, job: jobs.Job, runs: "MemberRuns", logger: JobEpochs, model: keras.Model,
             packed: PackedMLP, begun: jobs.Begun, evaluated: dict, train_time: float) -> float:
     """Log member j's results and model and end its run; a member that failed ends FAILED alone
     (through a single job's failure path: an interrupt or a lost store stops the pack)."""
@@ -158,14 +156,14 @@ def member_layers(packed: PackedMLP, k: int) -> list[MemberLayer]:
     return [MemberLayer(f"hidden_{i}", kernel, k) for i, kernel in enumerate(packed.kernels[:-1])]
 
 
-class MemberStopping:
+class MemberStopping(MonitorCallback):
     """Keras' EarlyStopping rules for one member: stop after `patience` epochs without an improvement
-    of more than `min_delta`; keep the best epoch's weights (`restore_best_weights`) or the last ones."""
+    of more than `min_delta`; keep the best epoch's weights (`restore_best_weights`) or the last ones.
+    Driven by `MemberEpochs` with the member's own logs (`update`), not by Keras."""
 
     def __init__(self, monitor: str, patience: int, min_delta: float, restore_best_weights: bool):
-        self.monitor, self.patience, self.restore = monitor, patience, restore_best_weights
-        self.min_delta = abs(min_delta)
-        self.higher = higher_is_better(monitor)
+        super().__init__(monitor, min_delta=min_delta)
+        self.patience, self.restore = patience, restore_best_weights
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Optional["MemberStopping"]:
@@ -177,11 +175,6 @@ class MemberStopping:
         self.best: Optional[float] = None
         self.kept: Optional[list[np.ndarray]] = None  # the weights the member ends with
 
-    def _improves(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        return value - self.min_delta > self.best if self.higher else value + self.min_delta < self.best
-
     def update(self, epoch: int, logs: dict, weights: Callable[[], list[np.ndarray]]) -> bool:
         """After epoch `epoch` (from 0): whether the member stops here."""
         value = logs.get(self.monitor)
@@ -190,7 +183,7 @@ class MemberStopping:
         if self.restore and self.kept is None:
             self.kept = weights()
         self.wait += 1
-        if self._improves(value):
+        if self.improves(value, self.best):
             self.best, self.wait = value, 0
             if self.restore:
                 self.kept = weights()
@@ -203,7 +196,7 @@ class MemberStopping:
 
 
 class MemberEpochs(keras.callbacks.Callback):
-    """Hands each member of a packed model its own slice of the logs: to its own `MlflowEpochLogger`,
+    """Hands each member of a packed model its own slice of the logs: to its own `JobEpochs` callbacks,
     its own early stopping and, for a search trial, its own trial's pruner. A member stops when it
     diverges, its early stopping says so or its trial is pruned (it stops learning: its weights stay
     as they are while the others go on); the pack's training stops when every member has stopped.
@@ -214,7 +207,7 @@ class MemberEpochs(keras.callbacks.Callback):
         reports: one per member (None: not a search trial, or not one that is pruned).
     """
 
-    def __init__(self, loggers: Sequence[MlflowEpochLogger], stoppers: Sequence[Optional[MemberStopping]],
+    def __init__(self, loggers: Sequence[JobEpochs], stoppers: Sequence[Optional[MemberStopping]],
                  reports: Optional[Sequence[Optional[TrialReports]]] = None):
         super().__init__()
         self.loggers = list(loggers)
@@ -223,14 +216,16 @@ class MemberEpochs(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        for logger in self.loggers:
-            logger.set_model(model)
+        for epochs in self.loggers:
+            for callback in epochs.callbacks:
+                callback.set_model(model)
 
     def on_train_begin(self, logs=None):
         self.active = [True] * len(self.loggers)
         self.frozen: dict[int, list[np.ndarray]] = {}  # members pruned: their weights when they were
-        for logger in self.loggers:
-            logger.on_train_begin()
+        for epochs in self.loggers:
+            for callback in epochs.callbacks:
+                callback.on_train_begin()
         for stopper in self.stoppers:
             if stopper:
                 stopper.reset()
@@ -240,17 +235,21 @@ class MemberEpochs(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         for j in self._active():
-            self.loggers[j].on_epoch_begin(epoch)
+            for callback in self.loggers[j].callbacks:
+                callback.on_epoch_begin(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
         for j in self._active():
-            self.loggers[j].on_train_batch_end(batch, member_logs(logs, j, ("loss",)))
+            mine = member_logs(logs, j, ("loss",))
+            for callback in self.loggers[j].callbacks:
+                callback.on_train_batch_end(batch, mine)
         self._stop_diverged()
 
     def on_epoch_end(self, epoch, logs=None):
         for j in self._active():
             mine = member_logs(logs, j)
-            self.loggers[j].on_epoch_end(epoch, mine)
+            for callback in self.loggers[j].callbacks:  # in order: the logger adds what the next ones watch
+                callback.on_epoch_end(epoch, mine)
             stopper, reports = self.stoppers[j], self.reports[j]
             if stopper and stopper.update(epoch, mine, lambda j=j: self.model.member_weights(j)):
                 self.active[j] = False
@@ -266,7 +265,7 @@ class MemberEpochs(keras.callbacks.Callback):
         for j, logger in enumerate(self.loggers):
             if logger.diverged:
                 self.active[j] = False
-        self.model.stop_training = not any(self.active)  # a member's logger stops the whole fit otherwise
+        self.model.stop_training = not any(self.active)  # a member's NaN stop would end the whole fit otherwise
 
     def final_weights(self, j: int) -> list[np.ndarray]:
         """Member j's weights at its end: as its early stopping kept them, as they were when its trial was

@@ -3,7 +3,7 @@
 It expands the same grammar as Hydra's basic sweeper (`a=1,2`, `range(...)`, `hydra.sweeper.params`),
 then, before anything is trained, composes and checks every job's config (one line naming the key
 and exit 2 on the first bad one), and hands the jobs to whatever `hydra/launcher` is chosen (basic,
-joblib, submitit, ...) inside `sweep.run`, which owns the parent run. It is a sweeper of our own,
+joblib, submitit, ...) inside `parent.run`, which owns the parent run. It is a sweeper of our own,
 on Hydra's public `Sweeper` interface, because a Hydra callback cannot see a sweep that fails or
 is interrupted (Hydra calls `on_multirun_end` only when every job returned).
 """
@@ -122,7 +122,7 @@ class ComposedOnce(ConfigLoader):
 
 @dataclass
 class Plan:
-    """What a sweeper hands `sweep.run`: the jobs, batch by batch, and what the parent run records."""
+    """What a sweeper hands `parent.run`: the jobs, batch by batch, and what the parent run records."""
 
     batches: Iterable[list[list[str]]]  # override lists, one batch at a time
     swept: list[str]  # keys the sweep varies
@@ -133,7 +133,7 @@ class Plan:
 
 
 class TrackedSweeper(Sweeper):
-    """A Hydra sweeper whose sweep is one tracked parent run (`sweep.run`), with any launcher.
+    """A Hydra sweeper whose sweep is one tracked parent run (`parent.run`), with any launcher.
 
     Subclasses say what to launch (`plan`); errors found before any job started are one line and
     exit 2, a store that stops answering is one line and exit 1, failed jobs make the exit code 1.

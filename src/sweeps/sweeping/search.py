@@ -409,7 +409,7 @@ class Search:
             log.warning("closed %d trial(s) left RUNNING by a process that is gone", len(running))
 
     def batches(self) -> Iterator[list[list[str]]]:
-        """The trials' jobs for `sweep.run` to launch, and what each run did told back to Optuna:
+        """The trials' jobs for `parent.run` to launch, and what each run did told back to Optuna:
         a batch at a time, or with an `InFlight` pool one unit at a time as soon as one ends."""
         import optuna
 
@@ -438,7 +438,7 @@ class Search:
     def _in_flight(self) -> Iterator[list[list[str]]]:
         """`n_jobs` trials in flight until `n_trials`: whenever a unit (a trial, or a pack of them) ends,
         tell Optuna and ask the next ones at once. A trial whose worker died before it opened its run
-        was never tried: it is not counted, and another is asked in its place (as `sweep.run` launches
+        was never tried: it is not counted, and another is asked in its place (as `parent.run` launches
         again what a failed launcher never started), at most `n_trials` times in all."""
         left, spares = self.remaining, self.n_trials
         flying: dict[tuple, Any] = {}  # a job's overrides -> its trial

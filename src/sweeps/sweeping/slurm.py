@@ -20,7 +20,7 @@ Each job is one task of one SLURM array, submitted by submitit as upstream does;
   is said once; it starts again and continues after its last finished epoch, in the same run
   (`sweeps.training.checkpoint`: every job inside a SLURM task saves its state each epoch).
 - **Ctrl-C or SIGTERM** on this process cancels the array (running and pending tasks), then waits
-  until no task runs, so the sweep's own clean-up (`sweep.run`) finds every run closed or closes it
+  until no task runs, so the sweep's own clean-up (`parent.run`) finds every run closed or closes it
   KILLED: a cancelled task gets SIGTERM, which a job turns into KeyboardInterrupt (`interrupts`).
 """
 

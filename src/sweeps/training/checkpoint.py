@@ -112,7 +112,7 @@ class Checkpoint(keras.callbacks.Callback):
     Args:
         path: the file (see `path_of`).
         identity: run_id, parent and config_hash, stored with every checkpoint.
-        logger: the job's `MlflowEpochLogger`.
+        logger: the job's `callbacks.JobEpochs` (its logger's and best epoch's state).
         early_stopping: Keras' `EarlyStopping` callback, or None.
         saved: the checkpoint this run continues from, or None.
         extra: more to store (the cross-validation results).
@@ -142,8 +142,7 @@ class Checkpoint(keras.callbacks.Callback):
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         put(self.model.optimizer.variables, arrays, "optimizer")
-        for key, value in s["logger"].items():
-            setattr(self.logger, key, value)
+        self.logger.restore(s["logger"])
         if self.early_stopping is not None and s.get("early_stopping"):
             es = s["early_stopping"]
             self.early_stopping.wait, self.early_stopping.best = es["wait"], es["best"]

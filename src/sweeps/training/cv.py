@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sweeps.tracking import tags
-from sweeps.training.callbacks import MlflowEpochLogger
+from sweeps.training.callbacks import JobEpochs
 from sweeps.config.metrics import VALIDATION_METRICS
 from sweeps.training.data import Dataset
 from sweeps.training.fitting import fit, new_model
@@ -39,8 +39,8 @@ def cross_validate(cfg: DictConfig, data: Dataset, tracker: Tracker, job_run_id:
         with tracker.job_run(f"fold {k}", job_run_id, {tags.KIND: "fold", tags.FOLD: str(k)}) as run:
             keras.utils.set_random_seed(cfg.seed + 1 + k)
             model = new_model(cfg, fold)
-            logger = MlflowEpochLogger(run.info.run_id, len(train_idx), monitor=cfg.early_stopping.monitor,
-                                       client=tracker.client)
+            logger = JobEpochs(run.info.run_id, len(train_idx), monitor=cfg.early_stopping.monitor,
+                               client=tracker.client)
             fit(model, fold, cfg, logger)
         for key in VALIDATION_METRICS:
             if logger.history.get(key):

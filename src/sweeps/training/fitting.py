@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sweeps.training.callbacks import MlflowEpochLogger, StopOnInterrupt
+from sweeps.training.callbacks import JobEpochs, StopOnInterrupt
 from sweeps.training.checkpoint import Checkpoint
 from sweeps.config import ranked_metric
 from sweeps.config.metrics import SHOWN_EVERY_EPOCH, higher_is_better, keras_mode
@@ -30,14 +30,14 @@ def new_model(cfg: DictConfig, data: Dataset) -> keras.Model:
     return compile_model(build(cfg, data), cfg, data.task)
 
 
-def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochLogger,
+def fit(model: keras.Model, data: Dataset, cfg: DictConfig, epochs: JobEpochs,
         extra: tuple[keras.callbacks.Callback, ...] = (), checkpoint: Optional[Checkpoint] = None) -> float:
-    """model.fit with our logger, the epoch progress on stderr (and early stopping when enabled, and
+    """model.fit with the job's epoch callbacks (`epochs`: the logger, the best epoch, the NaN stop), the epoch progress on stderr (and early stopping when enabled, and
     `extra`); with `checkpoint`, the state saved every epoch and, when it holds a saved one, training
     continued after its last epoch. Returns seconds spent."""
     shown = (ranked_metric(cfg), *SHOWN_EVERY_EPOCH)
     progress = EpochProgress(cfg.epochs, shown)
-    callbacks: list[keras.callbacks.Callback] = [logger, progress, *extra]
+    callbacks: list[keras.callbacks.Callback] = [*epochs.callbacks, progress, *extra]
     es = cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, mode=keras_mode(es.monitor),
@@ -57,8 +57,8 @@ def fit(model: keras.Model, data: Dataset, cfg: DictConfig, logger: MlflowEpochL
         progress.close()
         if checkpoint is not None:
             checkpoint.release()
-    if logger.diverged:
-        raise DivergedError(diverged_message(logger.diverged))
+    if epochs.diverged:
+        raise DivergedError(diverged_message(epochs.diverged))
     return time.perf_counter() - tic
 
 

@@ -27,7 +27,7 @@ from sweeps.reporting import plots
 from sweeps import progress
 from sweeps.tracking import queries, recovery, tags
 from sweeps.training import checkpoint
-from sweeps.training.callbacks import MlflowEpochLogger, OptunaPruning, TrialReports
+from sweeps.training.callbacks import JobEpochs, OptunaPruning, TrialReports
 from sweeps.config import check_task, config_hash, objectives, ranked_metric, validate
 from sweeps.training.cv import cross_validate
 from sweeps.training.data import Dataset, load_dataset
@@ -121,8 +121,8 @@ def train(cfg: DictConfig, context: Optional[JobContext] = None) -> float:
             cv = cross_validate(cfg, data, tracker, run_id) if cfg.cv.folds else {}  # k folds, nested under this run
         else:
             cv = saved.state.get("cv", {})
-        logger = MlflowEpochLogger(run_id, len(data.x_train), kernel_layers(model),
-                                   monitor=cfg.early_stopping.monitor, client=tracker.client)
+        logger = JobEpochs(run_id, len(data.x_train), kernel_layers(model), monitor=cfg.early_stopping.monitor,
+                           client=tracker.client)
         pruning = trial_pruning(cfg)
         keep = (checkpoint.Checkpoint(saving, {"run_id": run_id, "parent": parent.info.run_id,
                                                 "config_hash": config_hash(cfg)}, logger, saved=saved, extra={"cv": cv})
