@@ -29,8 +29,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sweeps import tracking
-from sweeps import progress
+from sweeps import progress, tracking
 from sweeps.tracking import tags
 from sweeps.training import job as jobs
 from sweeps.training.context import JobContext

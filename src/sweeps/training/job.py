@@ -22,9 +22,8 @@ import keras
 from mlflow.entities import Run
 from omegaconf import DictConfig
 
-from sweeps import interrupts, tracking
+from sweeps import interrupts, progress, tracking
 from sweeps.reporting import plots
-from sweeps import progress
 from sweeps.tracking import queries, recovery, tags
 from sweeps.training import checkpoint
 from sweeps.training.callbacks import JobEpochs, OptunaPruning, TrialReports
