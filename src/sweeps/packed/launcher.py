@@ -154,6 +154,7 @@ class InFlight:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.workers, self.max_pack, self.jit_compile = workers, max_pack, jit_compile
         self.pending: dict = {}  # future -> the override lists (tuples) of the jobs of its unit
+        self.executor = None  # loky's reusable pool, from the first launch
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> None:
         from loky import get_reusable_executor
@@ -163,12 +164,19 @@ class InFlight:
         composed = [compose_job(self.config, self.hydra_context, list(overrides), initial_job_idx + i)
                     for i, overrides in enumerate(job_overrides)]
         packable = getattr(self.task_function, "pack", None) is not None
-        executor = get_reusable_executor(max_workers=self.workers)
+        self.executor = executor = get_reusable_executor(max_workers=self.workers)
         state = Singleton.get_state()
         for unit in packs([task_config(c) for c in composed], self.max_pack if packable else 1):
             future = executor.submit(run_unit, [composed[i] for i in unit], self.hydra_context, self.task_function,
                                      self.jit_compile, singleton_state=state)
             self.pending[future] = [tuple(job_overrides[i]) for i in unit]
+
+    def close(self) -> None:
+        """Stop the idle workers once every unit ended: at exit, loky waits for each TensorFlow
+        worker to tear itself down, 7-17 s of a search's wall time here (`make bench`)."""
+        if self.executor is not None and not self.pending:
+            self.executor.shutdown(wait=True, kill_workers=True)
+            self.executor = None
 
     def wait(self) -> list[tuple[list[tuple], Optional[BaseException]]]:
         """Block until a unit ends; each unit that ended, with the error of its worker (None: it ran; a

@@ -153,7 +153,9 @@ def make_pruner(name: str):
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+        # rungs from the first epoch on: Optuna's "auto" waits for a complete trial to size them,
+        # and the first packs of a packed search end together, so nothing of theirs would be pruned
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
     return optuna.pruners.NopPruner()
 
 
@@ -461,6 +463,7 @@ class Search:
                             self.mark_stale([trial])
                             left, spares = left + 1, spares - 1
                         self.open.remove(trial)
+        self.pool.close()
 
     def worker_lost(self, trials: list, error: BaseException) -> None:
         """A worker died under `trials`: their runs it left RUNNING end FAILED (`recovery`), and those
