@@ -1,5 +1,7 @@
 """Plain Keras 64-32 SGD batch 32 on Fashion-MNIST, TensorFlow, one setting per process: s per epoch."""
-import json, os, subprocess, sys, statistics
+import os
+import subprocess
+import sys
 SCRIPT = r'''
 import os, sys, time, json
 import tensorflow as tf

@@ -376,6 +376,34 @@ def test_a_signal_inside_a_store_call_waits_for_its_end_and_a_second_one_does_no
     assert done == ["the call went on"]
 
 
+def test_a_signal_inside_a_gc_callback_prints_no_traceback_and_still_interrupts(monkeypatch):
+    """JAX (which TensorFlow imports) runs Python in a gc callback; a signal landing there cannot raise,
+    and Python prints the KeyboardInterrupt as an ignored exception's traceback."""
+    import gc
+    import signal
+
+    from sweeps import interrupts
+
+    def callback(phase, info):
+        if phase == "start" and not interrupts.received():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler runs here, inside the callback
+
+    printed = []  # what Python would print as "Exception ignored in ...", with its traceback
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    with interrupts.handling():
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(callback)
+        assert interrupts.received() == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            interrupts.check()  # the swallowed interrupt still ends the job at the next safe point
+    assert printed == []
+    assert sys.unraisablehook == printed.append, "the hook is restored"
+
+
 def test_an_interrupt_that_surfaces_as_another_error_still_ends_the_run_killed(tmp_path):
     import signal
 
