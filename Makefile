@@ -79,12 +79,13 @@ ui: install ## MLflow UI over mlruns/ at http://127.0.0.1:5000, printing the lin
 server: install ## team store: mlflow server on PostgreSQL in mlruns/server, artifacts proxied (SWEEPS_HOST=, PORT=)
 	$(BIN)/python -m sweeps.server --host $(SWEEPS_HOST) --port $(PORT)
 
-bench: install ## side by side: tracking overhead and the per-epoch checkpoint, NaN check, launchers, grid vs Optuna, presets (plain Keras / sweeps / matmul limit), packed sweeps, UI/server footprint, start-up
+bench: install ## side by side: tracking overhead and the per-epoch checkpoint, NaN check, launchers, grid vs Optuna, presets (plain Keras / sweeps / matmul limit), TensorFlow vs JAX, packed sweeps, UI/server footprint, start-up
 	$(BIN)/python benchmarks/bench_logging.py
 	$(BIN)/python benchmarks/bench_nan_check.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_presets.py
+	$(BIN)/python benchmarks/bench_backends.py
 	$(BIN)/python benchmarks/bench_packed.py
 	$(BIN)/python benchmarks/bench_footprint.py
 	$(BIN)/python benchmarks/bench_startup.py

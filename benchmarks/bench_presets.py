@@ -38,10 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sweeps.train import import_tensorflow
+from sweeps.train import import_keras
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's log lines and start-up banner off stderr,
-import_tensorflow()  # which carries the progress lines (as `sweeps.train` does; SWEEPS_VERBOSE=1 shows them)
+import_keras()  # which carries the progress lines (as `sweeps.train` does; SWEEPS_VERBOSE=1 shows them)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import struct
 import tarfile
 from pathlib import Path
@@ -19,6 +20,22 @@ from sweeps.config import conf_dir, register_configs
 @pytest.fixture(scope="session", autouse=True)
 def _schema():
     register_configs()
+
+
+_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")  # as the user's shell gave it, before anything imported JAX
+
+
+@pytest.fixture(autouse=True)
+def _shell_log_level():
+    """The commands a test starts see the shell's environment: JAX's import (TensorFlow's imports JAX when
+    it is installed) sets TF_CPP_MIN_LOG_LEVEL=1 in this process, and `sweeps.train` keeps a level the
+    user set (its own default is 3), so a command started after an in-process test would print
+    TensorFlow's log lines that a user's command does not."""
+    yield
+    if _LOG_LEVEL is None:
+        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    else:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = _LOG_LEVEL
 
 
 @pytest.fixture

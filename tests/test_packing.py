@@ -10,6 +10,7 @@ import json
 
 import keras
 import numpy as np
+from keras import ops
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
@@ -24,6 +25,9 @@ from sweeps.packed.pack import MemberStopping
 from test_faults_cli import _env, interrupt_after_first_epoch, run_cli
 
 register_configs()
+# The model and step tests run on whichever backend Keras has here; tests/test_backends.py runs this
+# file again on JAX. The XLA fence reads TensorFlow's own machinery (its trainer's test function).
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's own step machinery")
 
 
 def cfg_of(*overrides: str):
@@ -86,15 +90,18 @@ def _batches_of(seeds, epochs=3, n=10, batch=4) -> list[np.ndarray]:
             super().__init__()
             self.w = self.add_weight(shape=(1,), initializer="zeros")
 
-        def train_step(self, data):
-            import tensorflow as tf
+        def call(self, x):  # what Keras' JAX trainer runs on a batch to build the model
+            return x * self.w
 
-            tf.py_function(lambda v: seen.append(v.numpy()), [data[1]], [])
-            return {"n": tf.reduce_sum(data[1])}
+        def train_step(self, *args):  # JAX's trainer passes (state, data) and takes (logs, state) back
+            data = args[-1]
+            seen.append(ops.convert_to_numpy(data[1]))  # eager: the batch itself
+            logs = {"n": ops.sum(data[1])}
+            return (logs, args[0]) if len(args) == 2 else logs
 
     model = Probe()
-    model.compile(steps_per_execution=64)  # more steps per call than an epoch has: epochs must not mix
-    model.fit(batches.dataset, epochs=epochs, callbacks=[batches], verbose=0)
+    model.compile(optimizer="sgd", steps_per_execution=64, run_eagerly=True)  # more steps per call than an epoch: epochs must not mix
+    model.fit(batches.dataset, epochs=epochs, callbacks=[batches], shuffle=False, verbose=0)  # as `fit_epochs`
     return seen
 
 
@@ -147,6 +154,7 @@ class _Housing:
     input_dim, n_classes, task = 8, None, "regression"
 
 
+@tensorflow_only
 def test_the_test_step_runs_without_xla_while_the_training_steps_use_it(monkeypatch):
     """The fence around Keras' trainer (`PackedMLP.make_test_function`): Keras builds its test function
     from the model's public `jit_compile`, which the packed model turns off for that one call only.
@@ -170,14 +178,12 @@ def test_the_test_step_runs_without_xla_while_the_training_steps_use_it(monkeypa
     (("optimizer=sgd", "optimizer.momentum=0.9", "optimizer.nesterov=true", "optimizer.weight_decay=0.1"), _Digits())],
     ids=["sgd", "adam", "regression-rmsprop", "adamw", "nesterov-weight-decay"])
 def test_each_member_pays_its_own_penalty_and_takes_the_step_it_would_take_alone(optimizer, data):
-    import tensorflow as tf
-
     rng = np.random.default_rng(0)
     x = rng.random((16, data.input_dim), dtype="float32")
     y = rng.integers(0, 10, 16) if data.n_classes else rng.normal(size=16).astype("float32")
     cfgs, models, packed = _pack_of(MEMBERS, optimizer, data)
-    _, activity = packed.forward(tf.constant(x), training=False)
-    penalties = (packed.weight_penalty() + activity).numpy()
+    _, activity = packed.forward(ops.convert_to_tensor(x), training=False)
+    penalties = ops.convert_to_numpy(packed.weight_penalty() + activity)
     for k, model in enumerate(models):
         model(x)  # Keras collects the activity penalty of this call
         np.testing.assert_allclose(penalties[k], float(sum(model.losses)) if model.losses else 0.0,
@@ -219,26 +225,22 @@ def test_weight_decay_max_norm_and_label_smoothing_are_each_members_own_step(opt
 
 
 def test_input_noise_is_each_members_own():
-    import tensorflow as tf
-
     _, _, packed = _pack_of([("input_noise=0.5",), ("input_noise=0.1",), ()])
-    x = tf.ones((2000, 64))
-    noisy = packed._noisy(x).numpy()
+    x = ops.ones((2000, 64))
+    noisy = ops.convert_to_numpy(packed._noisy(x))
     assert noisy.shape == (3, 2000, 64)
     assert abs(noisy[0].std() - 0.5) < 0.01 and abs(noisy[1].std() - 0.1) < 0.005 and abs(noisy[0].mean() - 1) < 0.01
     np.testing.assert_array_equal(noisy[2], 1.0)
 
 
 def test_dropout_is_each_members_own():
-    import tensorflow as tf
-
     _, _, packed = _pack_of([("dropout=0.5", "dropout_layers=[0]"), ("dropout=0.3", "dropout_type=gaussian"), ()])
-    h = tf.ones((3, 2000, 12))
-    dropped = packed._dropout(0, h).numpy()
+    h = ops.ones((3, 2000, 12))
+    dropped = ops.convert_to_numpy(packed._dropout(0, h))
     assert abs((dropped[0] == 0).mean() - 0.5) < 0.05 and set(np.unique(dropped[0])) == {0.0, 2.0}
     assert (dropped[1] != 0).all() and abs(dropped[1].std() - np.sqrt(0.3 / 0.7)) < 0.05
     np.testing.assert_array_equal(dropped[2], 1.0)
-    np.testing.assert_array_equal(packed._dropout(1, h).numpy()[0], 1.0), "member 0 drops only after layer 0"
+    np.testing.assert_array_equal(ops.convert_to_numpy(packed._dropout(1, h))[0], 1.0), "member 0 drops only after layer 0"
 
 
 # ---------------------------------------------------------------- early stopping per member

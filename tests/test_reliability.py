@@ -376,6 +376,34 @@ def test_a_signal_inside_a_store_call_waits_for_its_end_and_a_second_one_does_no
     assert done == ["the call went on"]
 
 
+def test_a_signal_inside_a_gc_callback_prints_no_traceback_and_still_interrupts(monkeypatch):
+    """JAX (which TensorFlow imports) runs Python in a gc callback; a signal landing there cannot raise,
+    and Python prints the KeyboardInterrupt as an ignored exception's traceback."""
+    import gc
+    import signal
+
+    from sweeps import interrupts
+
+    def callback(phase, info):
+        if phase == "start" and not interrupts.received():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler runs here, inside the callback
+
+    printed = []  # what Python would print as "Exception ignored in ...", with its traceback
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    with interrupts.handling():
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(callback)
+        assert interrupts.received() == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            interrupts.check()  # the swallowed interrupt still ends the job at the next safe point
+    assert printed == []
+    assert sys.unraisablehook == printed.append, "the hook is restored"
+
+
 def test_an_interrupt_that_surfaces_as_another_error_still_ends_the_run_killed(tmp_path):
     import signal
 
@@ -448,13 +476,29 @@ def test_models_are_native_keras_files_loaded_in_safe_mode(make_cfg, client, sto
     train(make_cfg("model.hidden=[16]"), JobContext(tuple([])))
     (run,) = _runs(client)
     files = {f.path for f in client.list_artifacts(run.info.run_id, "model/data")}
-    assert files == {"model/data/model.keras", "model/data/keras_module.txt", "model/data/save_format.txt"}
+    assert files == {"model/data/model.keras", "model/data/keras_module.txt"}, files  # MLflow's Keras 3 flavor
     keras_file = client.download_artifacts(run.info.run_id, "model/data/model.keras")
     with zipfile.ZipFile(keras_file) as archive:  # Keras 3's native format: config + weights in a zip
         assert {"config.json", "model.weights.h5", "metadata.json"} <= set(archive.namelist())
     assert not [f for f in files if "pickle" in f or f.endswith((".pb", ".h5"))], "no pickle, SavedModel or HDF5"
     model = tracking.load_keras_model(f"runs:/{run.info.run_id}/model")
     assert isinstance(model, keras.Model) and model.predict(np.zeros((2, 64)), verbose=0).shape == (2, 10)
+
+
+def test_a_model_logged_in_tensorflows_flavor_before_the_keras_one_still_loads(make_cfg):
+    import mlflow
+    import mlflow.tensorflow
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    tracker = tracking.connect(make_cfg().tracking)
+    with tracker.job_run("logged before") as run:
+        mlflow.set_tracking_uri(tracker.uri)
+        logged = tracker.client.create_logged_model(tracker.experiment_id, name="model", source_run_id=run.info.run_id)
+        mlflow.tensorflow.log_model(model, name="model", run_id=run.info.run_id, model_id=logged.model_id,
+                                    pip_requirements=["tensorflow"])  # as sweeps logged models before
+    loaded = tracking.load_keras_model(f"runs:/{run.info.run_id}/model")
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
 
 
 def test_safe_mode_refuses_a_model_that_carries_code(make_cfg):

@@ -67,8 +67,8 @@ def test_todays_regularizers_are_params_and_the_model_reloads_in_a_fresh_process
 
     data = load_dataset(make_cfg(*overrides).data)
     np.savez(tmp_path / "test.npz", x=data.x_test, y=data.y_test)
-    load = ("import sys, mlflow, mlflow.tensorflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]);"
-            "m = mlflow.tensorflow.load_model(f'runs:/{sys.argv[2]}/model', keras_model_kwargs={'safe_mode': True});"
+    load = ("import sys, mlflow, mlflow.keras, numpy as np; mlflow.set_tracking_uri(sys.argv[1]);"
+            "m = mlflow.keras.load_model(f'runs:/{sys.argv[2]}/model', load_model_kwargs={'safe_mode': True});"
             "d = np.load(sys.argv[3]); print(m.evaluate(d['x'], d['y'], verbose=0, return_dict=True)['accuracy'])")
     proc = subprocess.run([sys.executable, "-c", load, store, run.info.run_id, str(tmp_path / "test.npz")],
                           capture_output=True, text=True, timeout=300)
@@ -220,7 +220,7 @@ def test_verbose_flag_leaves_hydra_and_quiet_keeps_retracing_off_unless_verbose(
                                   "retracing. Tracing is expensive", None, None)
     assert not QuietRetracing().filter(retracing)
     assert take_verbose_flag(["-m", "-v", "reg=l1"]) == ["-m", "reg=l1",
-                                                          "hydra.verbose=[mlflow.store.db.utils,alembic]"]
+                                                          "hydra.verbose=[mlflow.store.db.utils,alembic,jax._src.xla_bridge]"]
     assert QuietRetracing().filter(retracing), "SWEEPS_VERBOSE=1 (workers inherit it) shows everything"
 
 

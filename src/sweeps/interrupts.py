@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Iterator, Optional
 
@@ -28,6 +29,18 @@ _deferring = [0]  # how many `deferred()` blocks are active
 _held: list[str] = []  # the signal a `deferred()` block holds until it ends
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends the job or sweep KILLED, exit 128 + its number
 NAMES = tuple(s.name for s in SIGNALS)
+
+
+def _unraisable(hook):
+    """`sys.unraisablehook` that drops our own interrupt raised where Python cannot raise it (a gc
+    callback such as JAX's, which TensorFlow imports): `check()` raises it again; anything else as before."""
+
+    def unraisable(info) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt) and info.exc_value.args[:1] and info.exc_value.args[0] in NAMES:
+            return
+        hook(info)
+
+    return unraisable
 
 
 def _handler(signum: int, frame) -> None:
@@ -50,11 +63,13 @@ def handling() -> Iterator[None]:
     # SIGHUP ignored when we start is the user's choice (`nohup`: the sweep outlives its terminal), kept
     previous = {s: signal.signal(s, _handler) for s in SIGNALS
                 if not (s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN)}
+    hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     _depth[0] += 1
     try:
         yield
     finally:
         _depth[0] -= 1
+        sys.unraisablehook = hook
         for s, handler in previous.items():
             signal.signal(s, handler)
 

@@ -8,7 +8,7 @@
 jobs is run by our sweeper (`sweeps.sweeping.grid`, `sweeps.sweeping.parent`) in the launching process. In a
 multirun, a job whose resolved config already FINISHED in the experiment is not retrained
 (`resume=false` retrains everything); Ctrl-C or SIGTERM stops every job and ends the sweep KILLED.
-TensorFlow is imported only when a job runs (`--help` and bad input answer at once).
+Keras (and TensorFlow, when it is the backend) is imported only when a job runs (`--help` and bad input answer at once).
 
 Quiet by default: TensorFlow's C++ start-up banner and log lines (`cuInit ... UNKNOWN ERROR (303)` on a
 machine without a GPU), MLflow's database set-up lines and TensorFlow's "triggered tf.function retracing"
@@ -32,7 +32,7 @@ from typing import Iterator, NoReturn
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import guard, interrupts
+from sweeps import backends, guard, interrupts
 from sweeps.config import check_overrides, conf_dir, register_configs
 from sweeps.tracking.redact import redact_text
 from sweeps.tracking.patience import set_store_patience
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 VERBOSE = "SWEEPS_VERBOSE"  # "1": the start-up noise below is shown (`-v`); workers inherit it
 VERBOSE_FLAGS = ("-v", "--verbose")
-NOISY_LOGGERS = "[mlflow.store.db.utils,alembic]"  # MLflow's database set-up lines (hydra.verbose shows them)
+NOISY_LOGGERS = "[mlflow.store.db.utils,alembic,jax._src.xla_bridge]"  # MLflow's database set-up lines, JAX's platform probe (hydra.verbose shows them)
 RETRACING = "triggered tf.function retracing"
 
 
@@ -94,10 +94,14 @@ def held_stderr() -> Iterator[None]:
             os.close(saved)
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow without its C++ start-up banner (written before any log level applies) unless verbose."""
+def import_keras(backend=None) -> None:
+    """Import Keras on `backend` (`tensorflow` | `jax`, `backends.use`; None: as the environment
+    says), without TensorFlow's C++ start-up banner (written before any log level applies) unless
+    verbose. On TensorFlow that imports TensorFlow; on JAX, nothing of it."""
+    if backend is not None:
+        backends.use(backend)
     with contextlib.nullcontext() if verbose() else held_stderr():
-        import tensorflow  # noqa: F401
+        import keras  # noqa: F401
 
 
 def own_gpu() -> None:
@@ -138,7 +142,7 @@ def task(cfg: DictConfig) -> float:
 
     own_gpu()
     try:
-        import_tensorflow()
+        import_keras(cfg.backend)
         from sweeps.training import job as jobs
     except Exception as err:  # noqa: BLE001 - a broken TensorFlow/Keras install: said here, before any run
         return cannot_start(err, run_name)
@@ -168,7 +172,7 @@ def task_pack(composed: list[DictConfig], jit_compile: bool = False) -> list[flo
 
     own_gpu()  # the launcher set Hydra's config to the pack's first job
     try:
-        import_tensorflow()
+        import_keras(task_config(composed[0]).backend)  # one per sweep (`check_overrides`), so one per pack
         from sweeps.packed import pack as packing
         from sweeps.training import job as jobs
         from sweeps.training.fitting import use_threads
@@ -227,6 +231,9 @@ def cannot_start(err: Exception, run_name) -> float:
 
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
+        if isinstance(err, SweepsError):  # bad input (backend=jax without JAX): one line, exit 2
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         raise err
     log.error("%s", redact_text(f"job {run_name(list(hc.overrides.task))} failed: {type(err).__name__}: {err}"))
     return math.nan

@@ -9,11 +9,11 @@ validate`). Importing this package costs Hydra and OmegaConf only, no MLflow or 
 
 from sweeps.config.checks import ACTIVATIONS, check_overrides, check_task, validate
 from sweeps.config.derived import applicable, config_hash, objectives, objectives_param, ranked_metric, to_plain
-from sweeps.config.schema import (DATASETS, Config, DataConfig, DatasetName, DropoutType, OptimizerName, RegKind,
+from sweeps.config.schema import (DATASETS, Backend, Config, DataConfig, DatasetName, DropoutType, OptimizerName, RegKind,
                                   RegTarget, Scale, Task, TrackingConfig, Validation, conf_dir, dotted_keys,
                                   register_configs)
 
 __all__ = ["ACTIVATIONS", "check_overrides", "check_task", "validate", "applicable", "config_hash", "objectives",
-           "objectives_param", "ranked_metric", "to_plain", "DATASETS", "Config", "DataConfig", "DatasetName",
+           "objectives_param", "ranked_metric", "to_plain", "DATASETS", "Backend", "Config", "DataConfig", "DatasetName",
            "DropoutType", "OptimizerName", "RegKind", "RegTarget", "Scale", "Task", "TrackingConfig", "Validation",
            "conf_dir", "dotted_keys", "register_configs"]

@@ -85,6 +85,10 @@ def check_overrides(overrides: list[str]) -> None:
         if override.is_delete():
             raise ConfigError(f"~{key}: keys of sweeps cannot be removed; set a value instead "
                               f"(every key and its default is in src/sweeps/config/schema.py)")
+        if key == "backend" and override.is_sweep_override():  # each process takes one, and pool workers are reused
+            raise ConfigError(f"backend={','.join(map(str, _override_values(override)))}: one backend per sweep; run a sweep "
+                              "per backend (backend=jax, then backend=tensorflow) and compare them with "
+                              "python -m sweeps.compare")
         if key in groups:
             _check_group_choice(roots, override)
             continue

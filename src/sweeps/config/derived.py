@@ -81,7 +81,7 @@ def applicable(cfg: DictConfig) -> dict:
 _HASHED_ONCE_SET = {"max_norm": None, "label_smoothing": 0.0, "input_noise": 0.0,
                     "optimizer.weight_decay": 0.0, "optimizer.nesterov": False,
                     "data.path": None, "data.target": None, "data.features": None, "data.task": None, "data._target_": None, "data.kwargs": {},
-                    "model._target_": None, "model.kwargs": {}}
+                    "model._target_": None, "model.kwargs": {}, "backend": "tensorflow"}
 
 
 def config_hash(cfg: DictConfig) -> str:

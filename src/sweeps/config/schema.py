@@ -70,6 +70,13 @@ class OptimizerName(Enum):
     sgd = "sgd"
 
 
+class Backend(Enum):
+    """Keras' backend (`sweeps.backends`); PyTorch is not offered: not installed here, so untested."""
+
+    tensorflow = "tensorflow"
+    jax = "jax"
+
+
 class Validation(Enum):
     split = "split"
     test = "test"
@@ -180,6 +187,9 @@ class Config:
     # ([val_data_loss, hidden_0/rel_sparsity]): a search's objectives and the report's front, the first ranks.
     optimized_metric: Any = RANK_METRIC
     resume: bool = True  # multirun: skip jobs whose config already FINISHED in the experiment
+    # Keras' backend for every job and pack (set before Keras' first import in each process; one per
+    # sweep): tensorflow | jax (`pip install "jax[cpu]"`, which `make install` does)
+    backend: Backend = Backend.tensorflow
     threads: Optional[int] = None  # TensorFlow CPU threads per job; null: cores / jobs running at once
     # Save the training state every epoch so a job SLURM requeues continues after its last finished epoch
     # in the same run (`sweeps.training.checkpoint`); null: on inside a SLURM task of a sweep

@@ -70,8 +70,16 @@ class VectorMean(keras.metrics.Metric):
         return self.total / ops.maximum(self.count, 1.0)
 
     def reset_state(self):
-        self.total.assign(ops.zeros_like(self.total))
+        self.total.assign(ops.zeros(self.total.shape))  # a shape, not the variable: JAX's zeros_like takes no Keras variable
         self.count.assign(0.0)
+
+
+def _abs_derivative(w):
+    """d|w|/dw as this backend differentiates Keras' L1 penalty, so that a member steps as it would
+    alone: sign(w) on TensorFlow (0 at w = 0), 1 at w = 0 on JAX (a bias starts at 0)."""
+    if keras.backend.backend() == "jax":
+        return ops.where(w < 0, -1.0, 1.0)
+    return ops.sign(w)
 
 
 def _column(values: Sequence[float]) -> np.ndarray:
@@ -216,7 +224,7 @@ class PackedMLP(keras.Model):
 
     def with_penalty_gradients(self, grads: list) -> list:
         """`grads` of the trainable variables plus the weight penalties' gradients, written out
-        (l1 sign(w) + 2 l2 w, what differentiating `weight_penalty` gives) so that XLA fuses them
+        (l1 d|w|/dw + 2 l2 w, what differentiating `weight_penalty` on this backend gives) so that XLA fuses them
         into the optimizer's update instead of making extra passes over the weights."""
         factors = {id(weight): (l1, l2) for weight, l1, l2 in self.penalized}
         out = []
@@ -224,7 +232,7 @@ class PackedMLP(keras.Model):
             if id(variable) in factors:
                 l1, l2 = factors[id(variable)]
                 if l1.any():
-                    grad = grad + ops.sign(variable) * l1
+                    grad = grad + _abs_derivative(variable) * l1
                 if l2.any():
                     grad = grad + ops.multiply(variable, 2.0 * l2)
             out.append(grad)
@@ -254,16 +262,17 @@ class PackedMLP(keras.Model):
             tracker.update_state(values, batch)
         return {t.name: t.result() for t in self.trackers}
 
-    def train_step(self, data):
-        import tensorflow as tf
+    def _member_losses(self, x, y, training: bool):
+        """Each member's data loss, second metric and activity penalty `[K]` on one batch."""
+        inputs = self._noisy(x) if training and self.noise.any() else x
+        out, activity = self.forward(inputs, training=training)
+        data_loss, second = self._per_member(y, out)
+        return data_loss, second, activity
 
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        inputs = self._noisy(x) if self.noise.any() else x
-        with tf.GradientTape() as tape:
-            out, activity = self.forward(inputs, training=True)
-            data_loss, second = self._per_member(y, out)
-            total = ops.sum(data_loss + activity)
-        grads = self.with_penalty_gradients(tape.gradient(total, self.trainable_variables))
+    def _learn(self, x, grads: list, data_loss, second, activity):
+        """The update from the data and activity losses' `grads`: the weight penalties' gradients
+        added, each member's decay, the optimizer, max-norm; the step's logs."""
+        grads = self.with_penalty_gradients(grads)
         penalty = self.weight_penalty() + activity  # of the weights this step's gradients were taken at
         if self.decay.any():  # the packed model's optimizer has none of its own (`packing`): members differ
             self._decay_weights()
@@ -272,12 +281,59 @@ class PackedMLP(keras.Model):
             self._constrain()
         return self._update(x, data_loss, second, penalty)
 
+    def train_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return self._jax_step(*args, training=True)
+        import tensorflow as tf
+
+        (data,) = args
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            data_loss, second, activity = self._member_losses(x, y, training=True)
+            total = ops.sum(data_loss + activity)
+        return self._learn(x, tape.gradient(total, self.trainable_variables), data_loss, second, activity)
+
+    def _jax_step(self, state, data, training: bool):
+        """A training or test step on JAX, whose trainer hands the variables' values in and takes
+        them back (`state`): the same stateful code as on TensorFlow, run in Keras' public
+        `StatelessScope` (reads see the values handed in, assignments are collected), as Keras'
+        own `stateless_call` and `stateless_apply` do; the gradient by `jax.value_and_grad`."""
+        import jax
+
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        kinds = ("trainable", "non_trainable", "optimizer", "metrics") if training else ("trainable", "non_trainable", "metrics")
+        refs = {"trainable": self.trainable_variables, "non_trainable": self.non_trainable_variables,
+                "optimizer": self.optimizer.variables if training else [], "metrics": self.metrics_variables}
+        values = dict(zip(kinds, state))
+
+        def scoped(values: dict, step):
+            mapping = [(ref, value) for kind in values for ref, value in zip(refs[kind], values[kind])]
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                result = step()
+            return result, {kind: [scope.get_current_value(ref) for ref in refs[kind]] for kind in values}
+
+        if not training:
+            logs, values = scoped(values, lambda: self.test_step(data))
+            return logs, tuple(values[kind] for kind in kinds)
+
+        def total(trainable):
+            (data_loss, second, activity), after = scoped({**values, "trainable": trainable},
+                                                          lambda: self._member_losses(x, y, training=True))
+            return ops.sum(data_loss + activity), (data_loss, second, activity, after["non_trainable"])
+
+        (_, (data_loss, second, activity, values["non_trainable"])), grads = jax.value_and_grad(total, has_aux=True)(
+            values["trainable"])  # non_trainable: the dropout and noise seed's next state
+        logs, values = scoped(values, lambda: self._learn(x, grads, data_loss, second, activity))
+        return logs, tuple(values[kind] for kind in kinds)
+
     def make_test_function(self, force=False):
         """Validation and evaluation run without XLA even when training steps use it: each new batch
         shape (every set's smaller last batch, the test and training sets) would be compiled again,
         about 0.5 s each, for a test step that measured no faster (`PackedLauncherConf.jit_compile`).
         Keras reads the public `jit_compile` while it builds the function: the toggle below is fenced
         by tests/test_packing.py::test_the_test_step_runs_without_xla_while_the_training_steps_use_it."""
+        if keras.backend.backend() != "tensorflow":  # uncompiled, a JAX step runs op by op: far slower than compiling each shape
+            return super().make_test_function(force)
         jit = self.jit_compile
         self.jit_compile = False
         try:
@@ -285,10 +341,11 @@ class PackedMLP(keras.Model):
         finally:
             self.jit_compile = jit
 
-    def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        out, activity = self.forward(x, training=False)
-        data_loss, second = self._per_member(y, out)
+    def test_step(self, *args):
+        if len(args) == 2:  # JAX's trainer: (state, data)
+            return self._jax_step(*args, training=False)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(args[0])
+        data_loss, second, activity = self._member_losses(x, y, training=False)
         return self._update(x, data_loss, second, self.weight_penalty() + activity)
 
     # -- members as ordinary models ------------------------------------------------------------------

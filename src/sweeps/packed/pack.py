@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from sweeps import progress, tracking
+from sweeps import backends, progress, tracking
 from sweeps.tracking import tags
 from sweeps.training import job as jobs
 from sweeps.training.context import JobContext
@@ -58,7 +58,7 @@ def _train(begun: jobs.Begun, jit_compile: bool) -> list[float]:
     first = members[0].cfg
     models = []  # each member as the ordinary model of its config: initial weights, then the export
     for job in members:
-        keras.utils.set_random_seed(job.cfg.seed)
+        backends.set_seed(job.cfg.seed)
         models.append(new_model(job.cfg, data))
     packed = PackedMLP([Member.of(j.cfg) for j in members], data.input_dim, first.model.hidden,
                        first.model.activation, data.n_classes, seed=first.seed)

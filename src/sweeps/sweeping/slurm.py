@@ -330,9 +330,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
         """A FAILED run under the sweep for a job whose task SLURM ended before the job opened one."""
         from sweeps.packed.launcher import compose_job
         from sweeps.training.context import JobContext, task_config
-        from sweeps.train import import_tensorflow
+        from sweeps.train import import_keras
 
-        import_tensorflow()  # the job's identity is decided in `sweeps.training.job`, which needs Keras: without its banner
+        import_keras()  # the job's identity is decided in `sweeps.training.job`, which needs Keras: without its banner
         from sweeps.training import job as jobs
 
         cfg = compose_job(self.config, self.hydra_context, overrides, number, announce=False)

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import socket
+import sys
 import subprocess
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +31,8 @@ def process_tags() -> dict[str, str]:
     for tag, variable in ((tags.RAY_TASK, "SWEEPS_RAY_TASK"), (tags.RAY_NODE, "SWEEPS_RAY_NODE")):
         if os.environ.get(variable):  # a Ray task of hydra/launcher=ray (`sweeps.sweeping.ray_launcher.run_task` sets them)
             found[tag] = os.environ[variable]
+    if "keras" in sys.modules:  # what trained it, read from Keras itself (`sweeps.backends` set it)
+        found[tags.KERAS_BACKEND] = sys.modules["keras"].backend.backend()
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # the GPUs this process saw (`sweeps.sweeping.devices`)
         found[tags.DEVICES] = os.environ["CUDA_VISIBLE_DEVICES"]
     array, task, job = (os.environ.get(k) for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"))

@@ -16,6 +16,7 @@ HOST = "sweeps.host"  # host of that process
 SLURM_JOB = "sweeps.slurm_job"  # on a job run inside a SLURM task: its id (`5_1`: array 5, task 1)
 RAY_TASK = "sweeps.ray_task"  # on a job run inside a Ray task (hydra/launcher=ray): the task's id
 RAY_NODE = "sweeps.ray_node"  # ... and the id of the Ray node it ran on
+KERAS_BACKEND = "sweeps.keras_backend"  # on a job: the backend Keras ran on in its process (what `backend=` asked for)
 DEVICES = "sweeps.cuda_visible_devices"  # on a run: the GPUs its process saw (`sweeps.sweeping.devices`), when set
 STALE = "sweeps.stale"  # "true" on a run closed because its process was gone
 RESUMED_FROM = "sweeps.resumed_from"  # on a reused job: the FINISHED run it stands for

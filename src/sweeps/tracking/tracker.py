@@ -161,7 +161,8 @@ class Tracker:
         self.client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(scrubbed(to_plain(cfg)))), "config.yaml")
 
     def log_keras_model(self, run_id: str, model, sample) -> None:
-        """Save in MLflow's TensorFlow/Keras flavor at `model` of `run_id` (native .keras file inside).
+        """Save in MLflow's Keras 3 flavor at `model` of `run_id` (native .keras file inside, the
+        backend that trained it recorded; it loads on any backend, and nothing imports TensorFlow on JAX).
 
         Requirements are given, not inferred: inference re-imports the model in a fresh Python
         (about 10 s here); the signature from the input sample and the model's output shape (no
@@ -170,11 +171,12 @@ class Tracker:
         tracking URI from its global setting, so that is set to this store first.
         """
         import keras
-        import mlflow.tensorflow
+        import mlflow.keras
         import numpy as np
-        from mlflow.models import infer_signature
+        from mlflow.models import Model, infer_signature
 
-        requirements = [f"tensorflow=={_version('tensorflow')}", f"keras=={keras.__version__}",
+        backend = keras.backend.backend()  # tensorflow | jax: the distribution's name too
+        requirements = [f"{backend}=={_version(backend)}", f"keras=={keras.__version__}",
                         f"mlflow=={mlflow.__version__}"]
         outputs = np.zeros((len(sample), *model.output_shape[1:]), dtype="float32")  # shapes only: no predict pass
         signature = infer_signature(sample, outputs)
@@ -185,8 +187,9 @@ class Tracker:
 
         def log_model():
             with self.whole():
-                mlflow.tensorflow.log_model(model, name="model", pip_requirements=requirements, signature=signature,
-                                            run_id=run_id, model_id=logged.model_id)
+                # Model.log: the flavor's log_model writes to the active run only, this names the job's
+                Model.log(None, name="model", flavor=mlflow.keras, model=model, pip_requirements=requirements,
+                          signature=signature, run_id=run_id, model_id=logged.model_id)
         patiently(log_model, self.lock_wait_s)
 
 
@@ -232,8 +235,14 @@ def load_keras_model(model_uri: str):
     """A logged model back as a Keras model, from its native `.keras` file, in Keras' safe mode.
 
     Safe mode refuses to deserialise arbitrary Python (e.g. `Lambda` layers' bytecode), so a
-    tampered model file cannot run code when it is loaded.
+    tampered model file cannot run code when it is loaded. Models are in MLflow's Keras 3 flavor;
+    those logged before it (TensorFlow's flavor, with the same .keras file) load through that one.
     """
+    import mlflow.keras
+    from mlflow.models import get_model_info
+
+    if "keras" in get_model_info(model_uri).flavors:
+        return mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True})
     import mlflow.tensorflow
 
     return mlflow.tensorflow.load_model(model_uri, keras_model_kwargs={"safe_mode": True})

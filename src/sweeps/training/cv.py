@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import keras
 import numpy as np
 from omegaconf import DictConfig
 
+from sweeps import backends
 from sweeps.tracking import tags
 from sweeps.training.callbacks import JobEpochs
 from sweeps.config.metrics import VALIDATION_METRICS
@@ -37,7 +37,7 @@ def cross_validate(cfg: DictConfig, data: Dataset, tracker: Tracker, job_run_id:
     for k, (train_idx, val_idx) in enumerate(fold_indices(len(x), cfg.cv.folds, cfg.seed)):
         fold = replace(data, x_train=x[train_idx], y_train=y[train_idx], x_val=x[val_idx], y_val=y[val_idx])
         with tracker.job_run(f"fold {k}", job_run_id, {tags.KIND: "fold", tags.FOLD: str(k)}) as run:
-            keras.utils.set_random_seed(cfg.seed + 1 + k)
+            backends.set_seed(cfg.seed + 1 + k)
             model = new_model(cfg, fold)
             logger = JobEpochs(run.info.run_id, len(train_idx), monitor=cfg.early_stopping.monitor,
                                client=tracker.client)

@@ -82,13 +82,17 @@ def fit_epochs(model: keras.Model, data: Dataset, cfg: DictConfig, seeds: Sequen
 class EpochBatches(keras.callbacks.Callback):
     """The training batches of one `fit`, as a dataset one epoch long that Keras iterates once per epoch.
 
-    Epoch e shows the examples in the order of TensorFlow's stateless shuffle under seed (s, e),
-    in batches of `batch_size` (the last one smaller), for each seed s of `seeds`: one distinct seed
-    gives `[B, ...]` batches (every member sees the same batch); several give
-    `[len(seeds), B, ...]`, member k's batch under seeds[k] (members sharing a seed share its
-    permutation). The dataset counts its own passes (the
-    epoch number), from `first` at the start of training; one epoch per pass keeps Keras' multi-step
-    calls (`steps_per_execution`) inside the epoch.
+    Epoch e shows the examples in the order of a permutation drawn from (s, e) alone, in batches
+    of `batch_size` (the last one smaller), for each seed s of `seeds`: one distinct seed gives
+    `[B, ...]` batches (every member sees the same batch); several give `[len(seeds), B, ...]`,
+    member k's batch under seeds[k] (members sharing a seed share its permutation). One epoch per
+    pass keeps Keras' multi-step calls (`steps_per_execution`) inside the epoch.
+
+    Each backend reads its own kind of pipeline, so the permutation's generator is the backend's
+    (the same seed gives another order on each: the same science, not the same batches):
+    TensorFlow reads a `tf.data` pipeline that draws TensorFlow's stateless shuffle in its graph
+    and prefetches (it counts its own passes from `first`); JAX reads NumPy batches
+    (`ArrayBatches`, NumPy's generator seeded with (s, e)), so nothing on JAX imports TensorFlow.
 
     Args:
         x, y: the training examples.
@@ -98,21 +102,29 @@ class EpochBatches(keras.callbacks.Callback):
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seeds: Sequence[int], first: int = 0):
-        import tensorflow as tf
-
         super().__init__()
         self.first = first
+        self.steps = math.ceil(len(x) / batch_size)
+        self.distinct = sorted(set(int(s) for s in seeds))
+        self.which = [self.distinct.index(int(s)) for s in seeds]  # member k's permutation
+        if keras.backend.backend() == "tensorflow":
+            self.dataset = self._tf_dataset(x, y, batch_size)
+        else:
+            self.dataset = ArrayBatches(x, y, batch_size, self.which if len(self.distinct) > 1 else None)
+            self.dataset.order = self._numpy_order(len(x), first)  # Keras looks at a batch before training begins
+
+    def _tf_dataset(self, x: np.ndarray, y: np.ndarray, batch_size: int):
+        import tensorflow as tf
+
         n = len(x)
-        self.steps = math.ceil(n / batch_size)
         self.passes = tf.Variable(-1, dtype=tf.int64, trainable=False)  # epoch of the latest pass begun
-        distinct = sorted(set(int(s) for s in seeds))
-        which = tf.constant([distinct.index(int(s)) for s in seeds], tf.int32)
-        shared = len(distinct) == 1  # one permutation: [B, ...] batches, the same for every member
+        which = tf.constant(self.which, tf.int32)
+        shared = len(self.distinct) == 1  # one permutation: [B, ...] batches, the same for every member
 
         def epoch_order(_):
             epoch = self.passes.assign_add(1, read_value=True)
             orders = [tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack(
-                [tf.constant(s, tf.int64), epoch])) for s in distinct]
+                [tf.constant(s, tf.int64), epoch])) for s in self.distinct]
             return tf.data.Dataset.from_tensor_slices(tf.stack(orders, axis=1)).batch(batch_size)  # [B, seeds]
 
         def gather(order, arrays):
@@ -125,22 +137,65 @@ class EpochBatches(keras.callbacks.Callback):
         orders = tf.data.Dataset.from_tensors(0).flat_map(epoch_order)
         arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
         batches = tf.data.Dataset.zip((orders, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-        self.dataset = batches.apply(tf.data.experimental.assert_cardinality(self.steps)).prefetch(tf.data.AUTOTUNE)
+        return batches.apply(tf.data.experimental.assert_cardinality(self.steps)).prefetch(tf.data.AUTOTUNE)
+
+    def _numpy_order(self, n: int, epoch: int) -> np.ndarray:
+        """[n, distinct seeds]: column j, the permutation of epoch `epoch` under the j-th distinct seed."""
+        return np.stack([np.random.default_rng([s % 2 ** 64, epoch]).permutation(n)  # SeedSequence: >= 0
+                         for s in self.distinct], axis=1)
 
     def on_train_begin(self, logs=None):
+        if isinstance(self.dataset, ArrayBatches):
+            return
         self.passes.assign(self.first - 1)  # Keras may have looked at a batch before training began
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if isinstance(self.dataset, ArrayBatches):  # before Keras draws the epoch's first batch
+            self.dataset.order = self._numpy_order(len(self.dataset.x), epoch)
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """NumPy batches of (x, y) for Keras on JAX, drawn in the training thread as Keras asks for them.
+
+    `order` ([n, distinct seeds] indices, or None: as stored) is the epoch's order; with `which`
+    (member k's column of `order`) batch i is `[K, B, ...]`, member k's examples, else `[B, ...]`
+    from the first column.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, which: Optional[Sequence[int]] = None):
+        super().__init__(workers=1, use_multiprocessing=False)  # in order, in this thread: cheap slicing
+        self.x, self.y, self.batch_size, self.which = x, y, batch_size, which
+        self.order: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(i)  # ends a plain `for` over the batches
+        rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        if self.order is None:
+            return self.x[rows], self.y[rows]
+        order = self.order[rows]
+        if self.which is None:
+            return self.x[order[:, 0]], self.y[order[:, 0]]
+        per_member = order.T[self.which]  # [K, B]
+        return self.x[per_member], self.y[per_member]
 
 
 def evaluation_batches(data: Dataset, split: str):
-    """The examples of `split` ("train", "val" or "test") in batches of EVAL_BATCH, as a dataset
-    built once per `Dataset` and held in memory after its first pass: the later jobs of a process
-    validate and evaluate without converting and slicing the arrays again (about half the time
-    of evaluating a 128x4 MLP on Fashion-MNIST)."""
-    import tensorflow as tf
-
+    """The examples of `split` ("train", "val" or "test") in batches of EVAL_BATCH, built once per
+    `Dataset`: on TensorFlow a `tf.data` pipeline held in memory after its first pass, so the later
+    jobs of a process validate and evaluate without converting and slicing the arrays again (about
+    half the time of evaluating a 128x4 MLP on Fashion-MNIST); on JAX slices of the arrays."""
     if split not in data.eval_batches:
         examples = (getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
-        data.eval_batches[split] = tf.data.Dataset.from_tensor_slices(examples).batch(EVAL_BATCH).cache()
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            data.eval_batches[split] = tf.data.Dataset.from_tensor_slices(examples).batch(EVAL_BATCH).cache()
+        else:
+            data.eval_batches[split] = ArrayBatches(*examples, EVAL_BATCH)
     return data.eval_batches[split]
 
 
@@ -175,7 +230,10 @@ def best_values(history: dict[str, list[float]]) -> dict[str, float]:
 
 
 def use_threads(n: int) -> None:
-    """TensorFlow's CPU thread pools for this process (set once: TensorFlow fixes them at first use)."""
+    """TensorFlow's CPU thread pools for this process (set once: TensorFlow fixes them at first use).
+    On JAX nothing: XLA sizes its CPU pool from the machine when it starts (see docs/backends.md)."""
+    if keras.backend.backend() != "tensorflow":
+        return
     import tensorflow as tf
 
     if tf.config.threading.get_intra_op_parallelism_threads() == n:

@@ -18,11 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import keras
 from mlflow.entities import Run
 from omegaconf import DictConfig
 
-from sweeps import interrupts, progress, tracking
+from sweeps import backends, interrupts, progress, tracking
 from sweeps.reporting import plots
 from sweeps.tracking import queries, recovery, tags
 from sweeps.training import checkpoint
@@ -106,7 +105,7 @@ def train(cfg: DictConfig, context: Optional[JobContext] = None) -> float:
     threads = thread_share(cfg, job.context)
     if threads:
         use_threads(threads)
-    keras.utils.set_random_seed(cfg.seed)
+    backends.set_seed(cfg.seed)
     model = new_model(cfg, data)  # 6.
     saving, saved = job_checkpoint(cfg, job.context, tracker, parent)  # requeued by SLURM: where it left off
     if saved:
