@@ -342,7 +342,9 @@ class PackedMLP(keras.Model):
             self.jit_compile = jit
 
     def test_step(self, *args):
-        if len(args) == 2:  # JAX's trainer: (state, data)
+        # the argument count decides, not the backend: on JAX the trainer calls test_step(state, data),
+        # and `_jax_step` then runs the stateful step below as test_step(data) inside its scope
+        if len(args) == 2:
             return self._jax_step(*args, training=False)
         x, y, _ = keras.utils.unpack_x_y_sample_weight(args[0])
         data_loss, second, activity = self._member_losses(x, y, training=False)

@@ -332,10 +332,12 @@ class SlurmLauncher(SubmititSlurmLauncher):
         from sweeps.training.context import JobContext, task_config
         from sweeps.train import import_keras
 
-        import_keras()  # the job's identity is decided in `sweeps.training.job`, which needs Keras: without its banner
+        cfg = compose_job(self.config, self.hydra_context, overrides, number, announce=False)
+        # the job's identity is decided in `sweeps.training.job`, which imports Keras: on the sweep's own
+        # backend (a JAX sweep's launcher imports no TensorFlow), without its banner
+        import_keras(task_config(cfg).backend)
         from sweeps.training import job as jobs
 
-        cfg = compose_job(self.config, self.hydra_context, overrides, number, announce=False)
         jobs.record_failure(task_config(cfg), JobContext.of(cfg.hydra), RuntimeError(why), why)
 
     @staticmethod
