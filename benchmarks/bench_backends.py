@@ -15,6 +15,9 @@ For each preset (64-32 SGD batch 32, 128x4 Adam batch 32, 512-512 RMSprop batch 
      `hydra/launcher=packed` for `--packed-epochs`: wall time, time outside the pack's training
      (wall minus `pack_train_time_s`), seconds per configuration-epoch, and the wall time against
      its arithmetic limit (8 x epochs configuration-epochs at the matmul limit below; the aim is 2x);
+     first with JAX's compilation cache empty (a machine's first sweep), then "the next sweep": other
+     rates (`rate=2e-5,...`) on the same model, with the cache the first sweep left
+     (`backends.compilation_cache`; TensorFlow keeps nothing between processes);
   4. the matmul limit: one epoch of the preset's training matmuls (`bench_presets.matmul_epoch`,
      TensorFlow, in this process), the median of `--epochs` after the first.
 Medians over repetitions; the ratio TensorFlow / JAX is the figure (absolute seconds here are noise).
@@ -26,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +42,7 @@ from sweeps.training.data import load_dataset
 
 BACKENDS = ("tensorflow", "jax")
 GRID = ["-m", "reg=l1,l2", "rate=1e-5,1e-4,1e-3,1e-2", "hydra/launcher=packed"]
+NEXT = ["-m", "reg=l1,l2", "rate=2e-5,2e-4,2e-3,2e-2", "hydra/launcher=packed"]  # the same model, other rates
 LABELS = {"import": "import keras (s)", "epoch": "s per epoch", "wall": "wall (s)", "outside": "outside fit (s)",
           "start": "command's own start and end (s)", "config_epoch": "s per configuration-epoch",
           "outside_pack": "outside training (s)", "vs_limit": "wall / arithmetic limit (aim 2)"}
@@ -74,9 +79,9 @@ def one_job(backend: str, preset: str, data: str, epochs: int) -> dict:
             "start": wall - duration}
 
 
-def packed(backend: str, preset: str, data: str, epochs: int, limit: float) -> dict:
+def packed(backend: str, preset: str, data: str, epochs: int, limit: float, grid: list[str] = GRID) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        wall, client, jobs = run_sweep([*GRID, *PRESETS[preset], f"data={data}", f"epochs={epochs}",
+        wall, client, jobs = run_sweep([*grid, *PRESETS[preset], f"data={data}", f"epochs={epochs}",
                                         f"backend={backend}"], Path(tmp))
         pack_epochs = [m.value for m in client.get_metric_history(jobs[0].info.run_id, "epoch_time_s")][1:]
     if len(jobs) != 8:
@@ -91,7 +96,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the plain and single-job runs (at least 2)")
     parser.add_argument("--packed-epochs", type=int, default=10, help="epochs of the packed 8-job sweeps")
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--preset", action="append", choices=list(PRESETS), help="only this preset (repeatable)")
     args = parser.parse_args()
+    presets = args.preset or list(PRESETS)
     if args.epochs < 2 or args.packed_epochs < 2 or args.reps < 1:
         parser.error("--epochs and --packed-epochs must be at least 2 (the first is left out), --reps at least 1")
     data = dataset()
@@ -100,21 +107,27 @@ def main() -> None:
     print(f"{data}, {args.epochs} epochs ({args.packed_epochs} packed), {args.reps} repetitions, "
           f"{os.cpu_count()} cores", file=sys.stderr)
     limit_of = {}
-    for name, cfg in cfgs.items():
+    for name, cfg in ((name, cfgs[name]) for name in presets):
         sizes = load_dataset(cfg.data)
         epoch = matmul_epoch([sizes.input_dim, *cfg.model.hidden, sizes.n_classes], cfg.batch_size)
         limit_of[name] = lambda epoch=epoch, cfg=cfg: after_first([epoch(math.ceil(n / cfg.batch_size))
                                                                    for _ in range(args.epochs)])
     rows: dict[tuple[str, str], dict[str, list[dict]]] = {}
-    limits: dict[str, list[float]] = {name: [] for name in PRESETS}
+    limits: dict[str, list[float]] = {name: [] for name in presets}
+    cache = Path(tempfile.mkdtemp(prefix="bench-xdg-"))  # JAX's compilation cache (XDG_CACHE_HOME), this run's own
+    os.environ["XDG_CACHE_HOME"] = str(cache)  # read by the commands below; the bench's own process compiles nothing on JAX
     for rep in range(args.reps):
-        for name in PRESETS:
+        for name in presets:
             limits[name].append(limit_of[name]())
             for backend in BACKENDS:  # alternating
                 for what, measure in (("plain Keras", lambda: plain(backend, data, name, args.epochs)),
                                       ("sweeps.train", lambda: one_job(backend, name, data, args.epochs)),
                                       ("packed 8 jobs", lambda: packed(backend, name, data, args.packed_epochs,
-                                                                       limits[name][-1]))):
+                                                                       limits[name][-1])),
+                                      ("packed, next sweep", lambda: packed(backend, name, data, args.packed_epochs,
+                                                                            limits[name][-1], NEXT))):
+                    if what != "packed, next sweep":  # it reads what the packed sweep before it left
+                        shutil.rmtree(cache / "sweeps", ignore_errors=True)
                     rows.setdefault((name, what), {}).setdefault(backend, []).append(measure())
                     print(f"[rep {rep + 1}/{args.reps}] {name}, {what} on {backend}: "
                           f"{json.dumps({k: round(v, 3) for k, v in rows[name, what][backend][-1].items()})}",
@@ -123,8 +136,9 @@ def main() -> None:
           f"{args.packed_epochs}; medians of {args.reps} repetitions; {os.cpu_count()} cores\n")
     print("| preset | what | figure | TensorFlow | JAX | TensorFlow / JAX |")
     print("|---|---|---|---|---|---|")
-    for name in PRESETS:
-        for what in ("plain Keras", "sweeps.train", "packed 8 jobs"):
+    shutil.rmtree(cache, ignore_errors=True)
+    for name in presets:
+        for what in ("plain Keras", "sweeps.train", "packed 8 jobs", "packed, next sweep"):
             by = rows[name, what]
             for key in by["tensorflow"][0]:
                 tf, jax = (statistics.median(r[key] for r in by[b]) for b in BACKENDS)

@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sweeps.train import import_keras
+from sweeps.backends import import_keras
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's log lines and start-up banner off stderr,
 import_keras()  # which carries the progress lines (as `sweeps.train` does; SWEEPS_VERBOSE=1 shows them)

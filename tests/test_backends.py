@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from test_cli import assert_quiet
 from test_faults_cli import _env, run_cli
 
 pytestmark = pytest.mark.slow
@@ -27,9 +28,10 @@ def test_the_same_digits_sweep_on_each_backend_is_the_same_science_and_kept_apar
     logged; the TensorFlow sweep trains every job again (the backend is in the config hash: a resume
     never mixes them); each job's curve agrees within seed-to-seed noise (the backends draw other
     initial weights from the same seed); a model trained on JAX reloads here (TensorFlow) and scores
-    what its run logged."""
+    what its run logged. The JAX sweep prints none of TensorFlow's start-up noise."""
     jax = run_cli(tmp_path, *JOBS, "backend=jax", "hydra/launcher=packed", timeout=600)
     assert jax.returncode == 0, jax.stderr[-3000:]
+    assert_quiet(jax)  # saving the models imports TensorFlow on JAX (Keras' serializer): without its banner
     tf = run_cli(tmp_path, *JOBS, "backend=tensorflow", timeout=600)
     assert tf.returncode == 0, tf.stderr[-3000:]
     assert "not retrained" not in tf.stderr, "a JAX run is no finished TensorFlow job"
@@ -114,3 +116,32 @@ def test_a_sweep_over_backends_is_one_line_exit_2_and_nothing_written(tmp_path):
         "error: backend=tensorflow,jax: one backend per sweep; run a sweep per backend (backend=jax, then "
         "backend=tensorflow) and compare them with python -m sweeps.compare"]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
+
+
+COMPILES = """from sweeps import backends
+backends.use("jax")
+import keras
+keras.layers.Dense(64).build((None, 784))  # its kernel's random draw: a program JAX compiles (0.5-1 s here)
+"""
+HIT = "Persistent compilation cache hit for 'jit__uniform'"
+
+
+def test_jax_programs_compiled_once_are_read_back_by_later_processes(tmp_path):
+    """JAX's persistent compilation cache (`backends.compilation_cache`): the first process compiles
+    and writes under ~/.cache/sweeps/jax ($XDG_CACHE_HOME), the next reads it back instead of
+    compiling; a cache the user names in JAX's own variable wins over ours."""
+    def run(**extra):
+        proc = subprocess.run([sys.executable, "-c", COMPILES], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "JAX_LOG_COMPILES": "1",
+                                   **extra})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stderr
+
+    ours = tmp_path / "xdg" / "sweeps" / "jax"
+    assert HIT not in run()
+    kept = sorted(p.name for p in ours.glob("jit__uniform-*"))
+    assert kept, "the first process kept its compiled draw"
+    assert HIT in run(), "the second read it back"
+    theirs = tmp_path / "theirs"
+    assert HIT not in run(JAX_COMPILATION_CACHE_DIR=str(theirs))
+    assert list(theirs.glob("jit__uniform-*")) and sorted(p.name for p in ours.glob("jit__uniform-*")) == kept

@@ -12,6 +12,16 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+# what a quiet command (no -v) never prints: TensorFlow's C++ banner and log lines, oneDNN's note,
+# MLflow's database set-up, TensorFlow's retracing warning
+STARTUP_NOISE = ("absl::InitializeLog", "cudart_stub", "oneDNN", "cuInit", "Creating initial", "alembic",
+                 "tf.function retracing")
+
+
+def assert_quiet(proc) -> None:
+    for noise in STARTUP_NOISE:
+        assert noise not in proc.stderr + proc.stdout, noise  # quiet by default (-v shows them)
+
 pytestmark = pytest.mark.slow
 
 
@@ -62,8 +72,7 @@ def test_smoke_sweep_one_parent_four_finished_children(tmp_path):
     assert lines[0] == "job 1/4 (l1 rate=1e-4)" and lines[1].startswith("  epoch 1/2: ") and "val_accuracy" in lines[1]
     assert re.fullmatch(r"job 1/4 \(l1 rate=1e-4\) done in \d+ s: \S+ [\d.e-]+, test_accuracy [\d.]+", lines[2])
     assert re.fullmatch(r"job 4/4 \(l2 rate=1e-3\), about \d+ (min \d+ )?s left in the sweep", lines[9]), lines[9]
-    for noise in ("absl::InitializeLog", "oneDNN", "cuInit", "Creating initial", "alembic", "tf.function retracing"):
-        assert noise not in proc.stderr + proc.stdout, noise  # quiet by default (-v shows them)
+    assert_quiet(proc)
 
 
 def test_help_answers_without_importing_tensorflow_or_mlflow(tmp_path):

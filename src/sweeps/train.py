@@ -24,15 +24,15 @@ import math
 import os
 import signal
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import NoReturn
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import backends, guard, interrupts
+from sweeps import guard, interrupts
+from sweeps.backends import VERBOSE, import_keras, verbose
 from sweeps.config import check_overrides, conf_dir, register_configs
 from sweeps.tracking.redact import redact_text
 from sweeps.tracking.patience import set_store_patience
@@ -41,15 +41,9 @@ from sweeps.errors import ConfigError, DataError, StoreUnavailable, SweepsError,
 log = logging.getLogger(__name__)
 
 
-VERBOSE = "SWEEPS_VERBOSE"  # "1": the start-up noise below is shown (`-v`); workers inherit it
 VERBOSE_FLAGS = ("-v", "--verbose")
 NOISY_LOGGERS = "[mlflow.store.db.utils,alembic,jax._src.xla_bridge]"  # MLflow's database set-up lines, JAX's platform probe (hydra.verbose shows them)
 RETRACING = "triggered tf.function retracing"
-
-
-def verbose() -> bool:
-    """Whether this process (and the workers it starts) shows TensorFlow's and MLflow's start-up noise."""
-    return os.environ.get(VERBOSE) == "1"
 
 
 def take_verbose_flag(argv: list[str]) -> list[str]:
@@ -73,35 +67,6 @@ class QuietRetracing(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.verbose or RETRACING not in record.getMessage()
-
-
-@contextlib.contextmanager
-def held_stderr() -> Iterator[None]:
-    """File descriptor 2 (C++ libraries write there) into a temporary file inside; shown if the block fails."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def import_keras(backend=None) -> None:
-    """Import Keras on `backend` (`tensorflow` | `jax`, `backends.use`; None: as the environment
-    says), without TensorFlow's C++ start-up banner (written before any log level applies) unless
-    verbose. On TensorFlow that imports TensorFlow; on JAX, nothing of it."""
-    if backend is not None:
-        backends.use(backend)
-    with contextlib.nullcontext() if verbose() else held_stderr():
-        import keras  # noqa: F401
 
 
 def own_gpu() -> None:

@@ -91,7 +91,8 @@ class PackedMLP(keras.Model):
 
     Inputs: `[B, in]` (every member sees the same batch: validation, test, members sharing a seed)
     or `[K, B, in]` (member k sees its own batch). Output (`call`): `[K, B, classes]` softmax, or
-    `[K, B]` for regression (`n_classes` None).
+    `[K, B]` for regression (`n_classes` None). Its kernels start at zero: `load_members` gives every
+    member its initial weights (those of the member's own model).
     """
 
     def __init__(self, members: Sequence[Member], input_dim: int, hidden: Sequence[int], activation: str,
@@ -105,7 +106,10 @@ class PackedMLP(keras.Model):
         self.kernels, self.biases = [], []
         for i, (fan_in, fan_out) in enumerate(zip(self.widths[:-1], self.widths[1:])):
             name = f"hidden_{i}" if i < len(hidden) else "output"
-            self.kernels.append(self.add_weight(shape=(self.k, fan_in, fan_out), name=f"{name}_kernel"))
+            # zeros: every member's initial weights come from its own model (`load_members`); drawn here they
+            # would be thrown away, and on JAX each new shape compiles its random draw again (0.5-1 s each)
+            self.kernels.append(self.add_weight(shape=(self.k, fan_in, fan_out), initializer="zeros",
+                                                name=f"{name}_kernel"))
             self.biases.append(self.add_weight(shape=(self.k, fan_out), initializer="zeros", name=f"{name}_bias"))
         n = len(hidden)
         self.l1 = [_column([m.l1[i] for m in self.members]) for i in range(n)]

@@ -330,7 +330,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         """A FAILED run under the sweep for a job whose task SLURM ended before the job opened one."""
         from sweeps.packed.launcher import compose_job
         from sweeps.training.context import JobContext, task_config
-        from sweeps.train import import_keras
+        from sweeps.backends import import_keras
 
         cfg = compose_job(self.config, self.hydra_context, overrides, number, announce=False)
         # the job's identity is decided in `sweeps.training.job`, which imports Keras: on the sweep's own

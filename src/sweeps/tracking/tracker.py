@@ -176,6 +176,10 @@ class Tracker:
         from mlflow.models import Model, infer_signature
 
         backend = keras.backend.backend()  # tensorflow | jax: the distribution's name too
+        if backend != "tensorflow":
+            from sweeps.backends import import_tensorflow
+
+            import_tensorflow()  # Keras' serializer imports it below whenever it is installed: without its banner
         requirements = [f"{backend}=={_version(backend)}", f"keras=={keras.__version__}",
                         f"mlflow=={mlflow.__version__}"]
         outputs = np.zeros((len(sample), *model.output_shape[1:]), dtype="float32")  # shapes only: no predict pass
